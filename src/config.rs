@@ -1,0 +1,379 @@
+//! The TOML configuration file: its schema, defaults and validation.
+//!
+//! Every value is checked while it is deserialized, so a mistake is reported by the TOML
+//! parser with the file, line and problem (`ConfigError`), and virtdns refuses to start
+//! rather than run half-configured.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Where virtdns listens when neither the config nor the command line says.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+
+/// A configuration problem, located in its file.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Addresses to serve on; a bare address means port 53.
+    pub listen: Vec<ServerAddr>,
+    /// The host's resolver configuration, followed as it changes.
+    pub resolv_conf: PathBuf,
+    /// Hosts files answered locally, reloaded on change.
+    pub hosts: Vec<PathBuf>,
+    /// Ignore hosts files entirely.
+    pub no_hosts: bool,
+    /// The network's own domain: answered from local data only.
+    pub domain: Option<DomainName>,
+    /// When false, names without a dot are never forwarded.
+    pub forward_plain_names: bool,
+    /// Route each resolv.conf search domain to the nameserver authoritative for it.
+    pub discover_split_domains: bool,
+    /// Upper bound on cached answers.
+    pub cache_size: usize,
+    /// Upper bound on queries being forwarded at once; beyond it clients get SERVFAIL.
+    pub max_inflight: usize,
+    /// TTL of answers built from local data.
+    pub local_ttl: u32,
+    /// Bounds of the per-attempt upstream timeout, which follows each server's RTT.
+    pub min_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    /// Simultaneous TCP clients.
+    pub tcp_max_connections: usize,
+    /// A TCP connection without a query for this long is closed.
+    pub tcp_idle_timeout_ms: u64,
+    #[serde(rename = "forwarder")]
+    pub forwarders: Vec<Forwarder>,
+    #[serde(rename = "record")]
+    pub records: Vec<StaticRecord>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: Vec::new(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            hosts: vec![PathBuf::from("/etc/hosts")],
+            no_hosts: false,
+            domain: None,
+            forward_plain_names: true,
+            discover_split_domains: true,
+            cache_size: 10_000,
+            max_inflight: 4096,
+            local_ttl: 0,
+            min_timeout_ms: 200,
+            max_timeout_ms: 2000,
+            tcp_max_connections: 256,
+            tcp_idle_timeout_ms: 10_000,
+            forwarders: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+}
+
+impl DnsConfig {
+    pub fn timeout_bounds(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.min_timeout_ms),
+            Duration::from_millis(self.max_timeout_ms),
+        )
+    }
+}
+
+/// `ADDR` or `ADDR:PORT` (`[v6]:PORT` for IPv6); a bare address means port 53.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerAddr(pub SocketAddr);
+
+impl FromStr for ServerAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(ServerAddr(sa));
+        }
+        s.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map(|ip| ServerAddr(SocketAddr::new(ip, 53)))
+            .map_err(|_| format!("'{s}' is not an address (ADDR or ADDR:PORT, [IPv6]:PORT)"))
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A domain name, stored lower-cased and dotted without the trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainName(pub String);
+
+impl FromStr for DomainName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let name = s.trim_end_matches('.').to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if valid {
+            Ok(DomainName(name))
+        } else {
+            Err(format!("'{s}' is not a valid domain name"))
+        }
+    }
+}
+
+macro_rules! deserialize_from_str {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+deserialize_from_str!(ServerAddr);
+deserialize_from_str!(DomainName);
+
+/// One or several values: `addr = "x"` or `addr = ["x", "y"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> From<OneOrMany<T>> for Vec<T> {
+    fn from(v: OneOrMany<T>) -> Self {
+        match v {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A `[[dns.forwarder]]` entry, with libvirt's `<forwarder>` meaning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawForwarder")]
+pub struct Forwarder {
+    pub domain: Option<DomainName>,
+    pub addrs: Vec<ServerAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwarder {
+    domain: Option<DomainName>,
+    addr: Option<OneOrMany<ServerAddr>>,
+}
+
+impl TryFrom<RawForwarder> for Forwarder {
+    type Error = String;
+    fn try_from(raw: RawForwarder) -> Result<Self, String> {
+        let addrs: Vec<ServerAddr> = raw.addr.map(Vec::from).unwrap_or_default();
+        if raw.domain.is_none() && addrs.is_empty() {
+            return Err("a forwarder needs a domain, an addr, or both".into());
+        }
+        Ok(Forwarder {
+            domain: raw.domain,
+            addrs,
+        })
+    }
+}
+
+/// A `[[dns.record]]` entry: a static record served from local data.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawRecord")]
+pub struct StaticRecord {
+    pub name: DomainName,
+    pub data: RecordData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordData {
+    A(std::net::Ipv4Addr),
+    Aaaa(std::net::Ipv6Addr),
+    Cname(DomainName),
+    Ptr(DomainName),
+    Txt(Vec<String>),
+    Mx {
+        preference: u16,
+        exchange: DomainName,
+    },
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: DomainName,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    name: DomainName,
+    #[serde(rename = "type")]
+    rtype: String,
+    value: OneOrMany<String>,
+}
+
+impl TryFrom<RawRecord> for StaticRecord {
+    type Error = String;
+    fn try_from(raw: RawRecord) -> Result<Self, String> {
+        let values: Vec<String> = raw.value.into();
+        let one = || -> Result<&str, String> {
+            match values.as_slice() {
+                [v] => Ok(v.as_str()),
+                _ => Err(format!("a {} record takes one value", raw.rtype)),
+            }
+        };
+        let bad = |what: &str| format!("{} record value: {what}", raw.rtype.to_uppercase());
+        let fields = |n: usize| -> Result<Vec<&str>, String> {
+            let f: Vec<&str> = one()?.split_whitespace().collect();
+            if f.len() == n {
+                Ok(f)
+            } else {
+                Err(bad(&format!("expected {n} fields")))
+            }
+        };
+        let number = |s: &str| {
+            s.parse::<u16>()
+                .map_err(|_| bad(&format!("'{s}' is not a number")))
+        };
+        let data = match raw.rtype.to_ascii_uppercase().as_str() {
+            "A" => RecordData::A(one()?.parse().map_err(|_| bad("not an IPv4 address"))?),
+            "AAAA" => RecordData::Aaaa(one()?.parse().map_err(|_| bad("not an IPv6 address"))?),
+            "CNAME" => RecordData::Cname(one()?.parse()?),
+            "PTR" => RecordData::Ptr(one()?.parse()?),
+            "TXT" => RecordData::Txt(values.clone()),
+            "MX" => {
+                let f = fields(2)?;
+                RecordData::Mx {
+                    preference: number(f[0])?,
+                    exchange: f[1].parse()?,
+                }
+            }
+            "SRV" => {
+                let f = fields(4)?;
+                RecordData::Srv {
+                    priority: number(f[0])?,
+                    weight: number(f[1])?,
+                    port: number(f[2])?,
+                    target: f[3].parse()?,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "record type '{other}' is not supported (A, AAAA, CNAME, TXT, SRV, MX, PTR)"
+                ));
+            }
+        };
+        Ok(StaticRecord {
+            name: raw.name,
+            data,
+        })
+    }
+}
+
+impl Config {
+    /// Parses config text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(1);
+            let line = match e.span() {
+                // A span starting right after a newline belongs to the next line.
+                Some(s) if text[..s.start.min(text.len())].ends_with('\n') => line + 1,
+                _ => line,
+            };
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.check_cross_fields(text, path)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    fn check_cross_fields(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of_key(text, key),
+            message,
+        };
+        let dns = &self.dns;
+        if dns.min_timeout_ms == 0 || dns.min_timeout_ms > dns.max_timeout_ms {
+            return Err(invalid(
+                "min_timeout_ms",
+                format!(
+                    "min_timeout_ms ({}) must be above 0 and at most max_timeout_ms ({})",
+                    dns.min_timeout_ms, dns.max_timeout_ms
+                ),
+            ));
+        }
+        if dns.max_inflight == 0 {
+            return Err(invalid(
+                "max_inflight",
+                "max_inflight must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The line where `key = ...` is set (1 if it is not found).
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! Config text in, effective settings or the exact error a user sees out.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("virtdns.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse("").unwrap();
+    assert!(c.dns.listen.is_empty());
+    assert_eq!(c.dns.cache_size, 10_000);
+    assert!(c.dns.forward_plain_names);
+    assert_eq!(c.dns.hosts, vec![PathBuf::from("/etc/hosts")]);
+}
+
+#[test]
+fn full_example_parses() {
+    let c = parse(
+        r#"
+[dns]
+listen = ["192.168.122.1", "[fd00::1]:5300"]
+domain = "VM.Test."
+forward_plain_names = false
+
+[[dns.forwarder]]
+domain = "corp.example"
+addr = ["192.168.11.2", "192.168.11.3:5300"]
+
+[[dns.forwarder]]
+domain = "local-only.test"
+
+[[dns.record]]
+name = "_ldap._tcp.vm.test"
+type = "SRV"
+value = "0 5 389 ldap.vm.test"
+
+[[dns.record]]
+name = "txt.vm.test"
+type = "txt"
+value = ["one", "two"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.dns.listen[0].0, "192.168.122.1:53".parse().unwrap());
+    assert_eq!(c.dns.listen[1].0, "[fd00::1]:5300".parse().unwrap());
+    assert_eq!(c.dns.domain.unwrap().0, "vm.test");
+    assert_eq!(c.dns.forwarders[0].addrs.len(), 2);
+    assert_eq!(c.dns.forwarders[0].addrs[1].0.port(), 5300);
+    assert!(c.dns.forwarders[1].addrs.is_empty());
+    assert_eq!(
+        c.dns.records[0].data,
+        RecordData::Srv {
+            priority: 0,
+            weight: 5,
+            port: 389,
+            target: "ldap.vm.test".parse().unwrap()
+        }
+    );
+    assert_eq!(
+        c.dns.records[1].data,
+        RecordData::Txt(vec!["one".into(), "two".into()])
+    );
+}
+
+#[test]
+fn errors_name_file_line_and_problem() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[dns]\nlisten = [\"nonsense\"]\n",
+            "virtdns.toml:2: 'nonsense' is not an address",
+        ),
+        (
+            "[dns]\ncache_size = \"big\"\n",
+            "virtdns.toml:2: invalid type",
+        ),
+        (
+            "[dns]\nlisen = []\n",
+            "virtdns.toml:2: unknown field `lisen`",
+        ),
+        (
+            "[dns]\n\n[[dns.forwarder]]\n",
+            "virtdns.toml:3: a forwarder needs a domain, an addr, or both",
+        ),
+        (
+            "[[dns.record]]\nname = \"a.vm.test\"\ntype = \"A\"\nvalue = \"::1\"\n",
+            "virtdns.toml:1: A record value: not an IPv4 address",
+        ),
+        (
+            "[[dns.record]]\nname = \"a.vm.test\"\ntype = \"HINFO\"\nvalue = \"x\"\n",
+            "virtdns.toml:1: record type 'HINFO' is not supported",
+        ),
+        (
+            "[dns]\ndomain = \"bad domain\"\n",
+            "virtdns.toml:2: 'bad domain' is not a valid domain name",
+        ),
+        (
+            "[dns]\nmin_timeout_ms = 5000\n",
+            "virtdns.toml:2: min_timeout_ms (5000) must be above 0",
+        ),
+        ("[dns\n", "virtdns.toml:1: "),
+    ];
+    for (text, want) in cases {
+        let got = parse(text).unwrap_err();
+        assert!(
+            got.starts_with(want),
+            "config {text:?}\n  got:  {got}\n  want: {want}…"
+        );
+    }
+}

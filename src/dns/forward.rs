@@ -1,0 +1,336 @@
+//! Forwarding one question with the host's semantics (glibc res_send): servers in order,
+//! REFUSED, SERVFAIL, NOTIMP and referrals move on, NOERROR and NXDOMAIN answers are final,
+//! silence moves on — but without the host's waits: down servers are skipped, timeouts follow
+//! measured RTTs, identical concurrent questions share one upstream exchange, and the result
+//! is cached.
+
+use crate::dns::cache::{Answer, Cache, CacheKey, FAILURE_TTL};
+use crate::dns::router::WalkOptions;
+use crate::dns::trace::Trace;
+use crate::dns::transport::{self, ExchangeError, Protocol};
+use crate::dns::upstream::{Upstream, UpstreamPool};
+use crate::dns::wire::{self, Query, rcode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, oneshot};
+
+/// What one upstream reply means for the walk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Final,
+    /// Try the next server; the reason is for logs and `explain`.
+    Next(&'static str),
+}
+
+/// glibc's rule for a reply (resolv/res_send.c).
+pub fn verdict(reply: &[u8]) -> Verdict {
+    match wire::rcode(reply) {
+        rcode::REFUSED => Verdict::Next("REFUSED"),
+        rcode::SERVFAIL => Verdict::Next("SERVFAIL"),
+        rcode::NOTIMP => Verdict::Next("NOTIMP"),
+        rcode::NOERROR if wire::ancount(reply) == 0 && !wire::aa(reply) && !wire::ra(reply) => {
+            Verdict::Next("referral (no answer, AA=0, RA=0)")
+        }
+        _ => Verdict::Final,
+    }
+}
+
+/// The outcome shared by everyone who asked the same question.
+pub type Outcome = Result<Arc<Answer>, u8>;
+
+pub struct Forwarder {
+    pool: UpstreamPool,
+    cache: Cache,
+    inflight: Mutex<HashMap<CacheKey, Vec<oneshot::Sender<Outcome>>>>,
+    limit: Arc<Semaphore>,
+    rotation: AtomicUsize,
+}
+
+impl Forwarder {
+    pub fn new(pool: UpstreamPool, cache_size: usize, max_inflight: usize) -> Forwarder {
+        Forwarder {
+            pool,
+            cache: Cache::new(cache_size),
+            inflight: Mutex::new(HashMap::new()),
+            limit: Arc::new(Semaphore::new(max_inflight)),
+            rotation: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    pub fn pool(&self) -> &UpstreamPool {
+        &self.pool
+    }
+
+    /// Resolves `q` through `servers`, joining an identical exchange already in flight.
+    /// The work runs in its own task, so a client that goes away cancels nothing.
+    pub async fn resolve(
+        self: &Arc<Self>,
+        client: &[u8],
+        q: &Query,
+        servers: Vec<Arc<Upstream>>,
+        options: WalkOptions,
+    ) -> Outcome {
+        let key = CacheKey::of(q);
+        let (tx, rx) = oneshot::channel();
+        let leader = {
+            let mut inflight = self.inflight.lock().unwrap();
+            match inflight.get_mut(&key) {
+                Some(waiters) => {
+                    waiters.push(tx);
+                    false
+                }
+                None => {
+                    inflight.insert(key, vec![tx]);
+                    true
+                }
+            }
+        };
+        if leader {
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                tracing::warn!("too many queries in flight; answering SERVFAIL");
+                self.finish(&key, Err(rcode::SERVFAIL));
+                return rx.await.unwrap_or(Err(rcode::SERVFAIL));
+            };
+            let this = self.clone();
+            let client = client.to_vec();
+            let q = *q;
+            tokio::spawn(async move {
+                let outcome = this
+                    .walk(&client, &q, &servers, options, &mut Trace::off())
+                    .await;
+                this.finish(&key, outcome);
+                drop(permit);
+            });
+        }
+        rx.await.unwrap_or(Err(rcode::SERVFAIL))
+    }
+
+    fn finish(&self, key: &CacheKey, outcome: Outcome) {
+        if let Ok(answer) = &outcome {
+            self.cache.insert(*key, answer.clone());
+        }
+        let waiters = self
+            .inflight
+            .lock()
+            .unwrap()
+            .remove(key)
+            .unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(outcome.clone());
+        }
+    }
+
+    /// The walk over the servers. Public so `explain` can run it with a trace on.
+    pub async fn walk(
+        &self,
+        client: &[u8],
+        q: &Query,
+        servers: &[Arc<Upstream>],
+        options: WalkOptions,
+        trace: &mut Trace,
+    ) -> Outcome {
+        let order = self.order(servers, options, trace);
+        if order.is_empty() {
+            trace.note(|| "no upstream servers: SERVFAIL".into());
+            return Err(rcode::SERVFAIL);
+        }
+        let bounds = self.pool.bounds();
+        let mut last_reply: Option<(Vec<u8>, wire::ReplyInfo)> = None;
+        let mut pending = order;
+        for attempt in 1..=options.attempts.max(1) {
+            let mut timed_out = Vec::new();
+            for server in &pending {
+                let timeout = server.timeout(bounds);
+                let result = self.ask(server, client, q, timeout).await;
+                match result {
+                    Ok(ex) => {
+                        server.record_rtt(ex.rtt);
+                        let v = verdict(&ex.reply);
+                        trace.note(|| {
+                            format!(
+                                "asked {} (attempt {attempt}): {} {}, {} answer(s), {:.1} ms -> {}",
+                                server.addr,
+                                rcode::name(wire::rcode(&ex.reply)),
+                                flags(&ex.reply),
+                                ex.info.answers,
+                                ex.rtt.as_secs_f64() * 1e3,
+                                match v {
+                                    Verdict::Final => "final".to_string(),
+                                    Verdict::Next(why) => format!("{why}: next server"),
+                                }
+                            )
+                        });
+                        if v == Verdict::Final {
+                            return Ok(stored(ex.reply, ex.info, false));
+                        }
+                        last_reply = Some((ex.reply, ex.info));
+                    }
+                    Err(e) => {
+                        trace.note(|| {
+                            format!(
+                                "asked {} (attempt {attempt}): {e} -> next server",
+                                server.addr
+                            )
+                        });
+                        self.pool.mark_down(server, &e.to_string());
+                        if matches!(e, ExchangeError::Timeout(_)) {
+                            timed_out.push(server.clone());
+                        }
+                    }
+                }
+            }
+            pending = timed_out;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        match last_reply {
+            Some((reply, info)) => {
+                trace.note(|| {
+                    format!(
+                        "no server gave a final answer; passing on the last reply ({})",
+                        rcode::name(wire::rcode(&reply))
+                    )
+                });
+                Ok(stored(reply, info, true))
+            }
+            None => {
+                trace.note(|| "no server answered: SERVFAIL".into());
+                Err(rcode::SERVFAIL)
+            }
+        }
+    }
+
+    /// Servers in walk order: rotated if asked, live ones only unless all are down.
+    fn order(
+        &self,
+        servers: &[Arc<Upstream>],
+        options: WalkOptions,
+        trace: &mut Trace,
+    ) -> Vec<Arc<Upstream>> {
+        let mut order = servers.to_vec();
+        if options.rotate && !order.is_empty() {
+            let start = self.rotation.fetch_add(1, Ordering::Relaxed) % order.len();
+            order.rotate_left(start);
+        }
+        let live: Vec<_> = order.iter().filter(|s| !s.is_down()).cloned().collect();
+        for s in order.iter().filter(|s| s.is_down()) {
+            trace.note(|| {
+                format!(
+                    "skipping {}: marked down after a timeout, probed in the background",
+                    s.addr
+                )
+            });
+        }
+        if live.is_empty() {
+            if !order.is_empty() {
+                trace.note(|| "every server is marked down: trying them all anyway".into());
+            }
+            order
+        } else {
+            live
+        }
+    }
+
+    /// One server: UDP, then TCP if the reply was truncated, then without EDNS if the server
+    /// rejected it with FORMERR.
+    async fn ask(
+        &self,
+        server: &Upstream,
+        client: &[u8],
+        q: &Query,
+        timeout: std::time::Duration,
+    ) -> Result<transport::Exchange, ExchangeError> {
+        let ex = transport::exchange(server.addr, client, q, Protocol::Udp, true, timeout).await?;
+        if wire::rcode(&ex.reply) == rcode::FORMERR && ex.info.opt.is_none() {
+            return transport::exchange(server.addr, client, q, Protocol::Udp, false, timeout)
+                .await;
+        }
+        if wire::tc(&ex.reply) {
+            let tcp_timeout = timeout.max(self.pool.bounds().1);
+            return transport::exchange(server.addr, client, q, Protocol::Tcp, true, tcp_timeout)
+                .await;
+        }
+        Ok(ex)
+    }
+}
+
+/// Turns an accepted reply into a cacheable answer (OPT cut out). Failures passed on to the
+/// client are remembered only briefly.
+fn stored(mut reply: Vec<u8>, mut info: wire::ReplyInfo, failure: bool) -> Arc<Answer> {
+    wire::strip_opt(&mut reply, &mut info);
+    let ttl = if failure {
+        FAILURE_TTL
+    } else {
+        info.cache_ttl.unwrap_or(0)
+    };
+    Arc::new(Answer::new(reply, info.ttl_offsets, ttl))
+}
+
+fn flags(reply: &[u8]) -> String {
+    let mut f = Vec::new();
+    for (set, name) in [
+        (wire::aa(reply), "aa"),
+        (wire::tc(reply), "tc"),
+        (wire::ra(reply), "ra"),
+    ] {
+        if set {
+            f.push(name);
+        }
+    }
+    format!("[{}]", f.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: u8, answers: u16, aa: bool, ra: bool) -> Vec<u8> {
+        let mut p = vec![0u8; 12];
+        p[2] = 0x80 | if aa { 0x04 } else { 0 };
+        p[3] = code | if ra { 0x80 } else { 0 };
+        p[6..8].copy_from_slice(&answers.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn verdicts_follow_glibc() {
+        assert_eq!(
+            verdict(&reply(rcode::REFUSED, 0, false, false)),
+            Verdict::Next("REFUSED")
+        );
+        assert_eq!(
+            verdict(&reply(rcode::SERVFAIL, 0, false, true)),
+            Verdict::Next("SERVFAIL")
+        );
+        assert_eq!(
+            verdict(&reply(rcode::NOTIMP, 0, false, true)),
+            Verdict::Next("NOTIMP")
+        );
+        assert!(matches!(
+            verdict(&reply(rcode::NOERROR, 0, false, false)),
+            Verdict::Next(_)
+        ));
+        assert_eq!(
+            verdict(&reply(rcode::NOERROR, 0, true, false)),
+            Verdict::Final
+        );
+        assert_eq!(
+            verdict(&reply(rcode::NOERROR, 0, false, true)),
+            Verdict::Final
+        );
+        assert_eq!(
+            verdict(&reply(rcode::NOERROR, 1, false, false)),
+            Verdict::Final
+        );
+        assert_eq!(
+            verdict(&reply(rcode::NXDOMAIN, 0, false, false)),
+            Verdict::Final
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Sockets facing clients: the UDP receive loop and the TCP acceptor (RFC 7766: pipelined
+//! queries answered as they complete, an idle timeout, a bound on connections). Listeners know
+//! nothing about how queries are answered; they hand bytes to the `Resolver`.
+
+use crate::dns::resolver::{Immediate, Resolver, Transport};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Serves queries arriving on `socket` until the task is dropped.
+pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier replies surface here; they concern one client only.
+                tracing::debug!(error = %e, "udp receive error");
+                continue;
+            }
+        };
+        let packet = &buf[..n];
+        match resolver.answer_now(packet, Transport::Udp) {
+            Immediate::Reply(reply) => {
+                let _ = socket.send_to(&reply, peer).await;
+            }
+            Immediate::Drop => {}
+            Immediate::Forward(q, route) => {
+                let packet = packet.to_vec();
+                let socket = socket.clone();
+                let resolver = resolver.clone();
+                tokio::spawn(async move {
+                    let reply = resolver.forward(&packet, q, route, Transport::Udp).await;
+                    let _ = socket.send_to(&reply, peer).await;
+                });
+            }
+        }
+    }
+}
+
+/// Limits for TCP clients.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Accepts TCP clients on `listener` until the task is dropped.
+pub async fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, limits: TcpLimits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "tcp connection limit reached; closing new connection");
+            continue;
+        };
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, resolver, limits.idle_timeout).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One TCP client: queries are read in a loop and each answered in its own task; a writer
+/// sends replies in completion order, each with its length prefix in a single write.
+async fn serve_connection(stream: TcpStream, resolver: Arc<Resolver>, idle: Duration) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let write_loop = tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            let mut framed = Vec::with_capacity(reply.len() + 2);
+            framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&reply);
+            if writer.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        // A whole message must arrive within the idle timeout: slow clients lose their slot.
+        let read = async {
+            let len = reader.read_u16().await? as usize;
+            let mut packet = vec![0u8; len];
+            reader.read_exact(&mut packet).await?;
+            Ok::<_, std::io::Error>(packet)
+        };
+        let packet = match tokio::time::timeout(idle, read).await {
+            Ok(Ok(p)) => p,
+            _ => break,
+        };
+        let resolver = resolver.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Some(reply) = resolver.answer(&packet, Transport::Tcp).await {
+                let _ = tx.send(reply).await;
+            }
+        });
+    }
+    drop(tx);
+    let _ = write_loop.await;
+}

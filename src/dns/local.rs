@@ -1,0 +1,319 @@
+//! Local names: hosts files, static records and the network's own domain, answered without
+//! asking anyone. Answers are built with hickory-proto (the only place virtdns encodes whole
+//! messages), because local answers are assembled from records rather than relayed bytes.
+//!
+//! Rules: a name with local data is answered here (local data wins over forwarding). A name
+//! inside a local-only domain (the network's `domain`, or a forwarder with a domain and no
+//! address) is answered authoritatively: NXDOMAIN or NODATA, each with an SOA. A single-label
+//! name is looked up under the local domain too. PTR records are made for every A/AAAA.
+
+use crate::config::{RecordData, StaticRecord};
+use crate::dns::wire::{self, Query};
+use crate::hosts::HostsEntry;
+use hickory_proto::op::{Edns, Message, OpCode, Query as HQuery, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// All local data, immutable once built; rebuilt and swapped when a source changes.
+#[derive(Debug, Default)]
+pub struct LocalNames {
+    /// Lower-cased dotted owner name → records.
+    records: HashMap<String, Vec<RData>>,
+    /// Domains answered only from here, longest first.
+    local_domains: Vec<String>,
+    /// The network's domain, used to expand single-label names.
+    domain: Option<String>,
+    ttl: u32,
+}
+
+/// What the local data says about a query.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LocalVerdict {
+    /// Not ours: route it on.
+    NotLocal,
+    /// Answered here: the reply bytes and a one-line description.
+    Answer(Vec<u8>, String),
+}
+
+impl LocalNames {
+    pub fn build(
+        domain: Option<&str>,
+        local_only: &[String],
+        records: &[StaticRecord],
+        hosts: &[HostsEntry],
+        ttl: u32,
+    ) -> LocalNames {
+        let mut names = LocalNames {
+            domain: domain.map(str::to_owned),
+            ttl,
+            ..Default::default()
+        };
+        names.local_domains = domain.into_iter().map(str::to_owned).collect();
+        names.local_domains.extend(local_only.iter().cloned());
+        names
+            .local_domains
+            .sort_by_key(|d| std::cmp::Reverse(d.len()));
+        for r in records {
+            names.add(&r.name.0, to_rdata(&r.data));
+        }
+        for entry in hosts {
+            for name in &entry.names {
+                names.add_address(name, entry.addr);
+                if let (Some(d), false) = (domain, name.contains('.')) {
+                    names.add_address(&format!("{name}.{d}"), entry.addr);
+                }
+            }
+        }
+        names
+    }
+
+    /// Adds a record, with its PTR when it is an address.
+    fn add(&mut self, name: &str, data: RData) {
+        match &data {
+            RData::A(a) => self.add_ptr(IpAddr::V4(a.0), name),
+            RData::AAAA(a) => self.add_ptr(IpAddr::V6(a.0), name),
+            _ => {}
+        }
+        let list = self.records.entry(name.to_owned()).or_default();
+        if !list.contains(&data) {
+            list.push(data);
+        }
+    }
+
+    fn add_address(&mut self, name: &str, addr: IpAddr) {
+        let data = match addr {
+            IpAddr::V4(v4) => RData::A(A(v4)),
+            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+        };
+        self.add(name, data);
+    }
+
+    fn add_ptr(&mut self, addr: IpAddr, name: &str) {
+        let Ok(target) = Name::from_ascii(format!("{name}.")) else {
+            return;
+        };
+        let reverse = reverse_name(addr);
+        let list = self.records.entry(reverse).or_default();
+        // The first name given for an address is its canonical PTR.
+        if list.is_empty() {
+            list.push(RData::PTR(PTR(target)));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.local_domains.is_empty()
+    }
+
+    /// The local-only domain containing `name`, if any.
+    pub fn local_domain_of(&self, name: &str) -> Option<&str> {
+        self.local_domains
+            .iter()
+            .find(|d| is_within(name, d))
+            .map(String::as_str)
+    }
+
+    /// The name to look up for `name`: itself, or expanded with the local domain when it is
+    /// a single label.
+    fn lookup_name(&self, name: &str) -> Option<String> {
+        if self.records.contains_key(name) {
+            return Some(name.to_owned());
+        }
+        match &self.domain {
+            Some(d) if !name.is_empty() && !name.contains('.') => {
+                let expanded = format!("{name}.{d}");
+                self.records.contains_key(&expanded).then_some(expanded)
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers `q` from local data, or says it is not local.
+    pub fn answer(&self, client: &[u8], q: &Query) -> LocalVerdict {
+        if q.qclass != wire::CLASS_IN {
+            return LocalVerdict::NotLocal;
+        }
+        let name = q.name.to_dotted();
+        let qtype = RecordType::from(q.qtype);
+        let zone = self.local_domain_of(&name);
+        let Some(found) = self.lookup_name(&name) else {
+            return match zone {
+                Some(zone) => self.negative(client, q, zone, ResponseCode::NXDomain),
+                None => LocalVerdict::NotLocal,
+            };
+        };
+        let mut answers = Vec::new();
+        self.collect(&found, &name, qtype, &mut answers, 0);
+        if !answers.is_empty() {
+            let note = format!("local data: {} record(s) for {found}", answers.len());
+            return LocalVerdict::Answer(self.reply(client, q, answers, None), note);
+        }
+        let has_address = self.records[&found]
+            .iter()
+            .any(|r| matches!(r, RData::A(_) | RData::AAAA(_)));
+        match zone {
+            Some(zone) => self.negative(client, q, zone, ResponseCode::NoError),
+            // A hosts-file name asked for the other address family: say there is none
+            // rather than leak the name upstream.
+            None if has_address && matches!(qtype, RecordType::A | RecordType::AAAA) => {
+                let note = format!("local data: {found} has no {qtype} record (NODATA)");
+                LocalVerdict::Answer(self.reply(client, q, Vec::new(), None), note)
+            }
+            None => LocalVerdict::NotLocal,
+        }
+    }
+
+    /// Records of `qtype` at `name`, following local CNAMEs. `owner` is the name the client
+    /// asked for (it differs from `name` for an expanded single-label name).
+    fn collect(
+        &self,
+        name: &str,
+        owner: &str,
+        qtype: RecordType,
+        out: &mut Vec<Record>,
+        depth: u8,
+    ) {
+        let Some(list) = self.records.get(name) else {
+            return;
+        };
+        let Ok(owner_name) = Name::from_ascii(format!("{owner}.")) else {
+            return;
+        };
+        for data in list {
+            let rtype = data.record_type();
+            if rtype == qtype || qtype == RecordType::ANY {
+                out.push(Record::from_rdata(
+                    owner_name.clone(),
+                    self.ttl,
+                    data.clone(),
+                ));
+            } else if let (RData::CNAME(target), true) = (data, depth < 8) {
+                out.push(Record::from_rdata(
+                    owner_name.clone(),
+                    self.ttl,
+                    data.clone(),
+                ));
+                let target = target
+                    .0
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                self.collect(&target, &target, qtype, out, depth + 1);
+            }
+        }
+    }
+
+    fn negative(&self, client: &[u8], q: &Query, zone: &str, code: ResponseCode) -> LocalVerdict {
+        let note = format!("local-only domain {zone}: {code} (authoritative, never forwarded)");
+        let mut reply = self.reply_message(q, Vec::new(), Some(self.soa(zone)));
+        reply.metadata.response_code = code;
+        LocalVerdict::Answer(encode(reply, client, q), note)
+    }
+
+    fn soa(&self, zone: &str) -> Record {
+        let origin = Name::from_ascii(format!("{zone}.")).unwrap_or_else(|_| Name::root());
+        let mname = Name::from_ascii(format!("virtdns.{zone}.")).unwrap_or_else(|_| origin.clone());
+        let rname =
+            Name::from_ascii(format!("hostmaster.{zone}.")).unwrap_or_else(|_| origin.clone());
+        let soa = SOA::new(mname, rname, 1, 3600, 600, 86400, self.ttl);
+        Record::from_rdata(origin, self.ttl, RData::SOA(soa))
+    }
+
+    fn reply_message(&self, q: &Query, answers: Vec<Record>, soa: Option<Record>) -> Message {
+        let mut m = Message::response(q.id, OpCode::Query);
+        m.metadata.authoritative = true;
+        m.metadata.recursion_desired = q.rd;
+        m.metadata.recursion_available = true;
+        m.metadata.checking_disabled = q.cd;
+        let name =
+            Name::from_ascii(format!("{}.", q.name.to_dotted())).unwrap_or_else(|_| Name::root());
+        let mut question = HQuery::query(name, RecordType::from(q.qtype));
+        question.set_query_class(DNSClass::from(q.qclass));
+        m.add_query(question);
+        m.add_answers(answers);
+        m.add_authorities(soa);
+        m
+    }
+
+    fn reply(
+        &self,
+        client: &[u8],
+        q: &Query,
+        answers: Vec<Record>,
+        soa: Option<Record>,
+    ) -> Vec<u8> {
+        encode(self.reply_message(q, answers, soa), client, q)
+    }
+}
+
+/// Encodes a local answer, with OPT when the client sent one, keeping the client's spelling
+/// of the question name.
+fn encode(mut m: Message, client: &[u8], q: &Query) -> Vec<u8> {
+    if let Some(e) = q.edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(wire::EDNS_PAYLOAD)
+            .set_dnssec_ok(e.dnssec_ok);
+        m.set_edns(edns);
+    }
+    match m.to_vec() {
+        Ok(mut bytes) if bytes.len() >= q.question_end => {
+            bytes[wire::HEADER_LEN..q.question_end]
+                .copy_from_slice(&client[wire::HEADER_LEN..q.question_end]);
+            bytes
+        }
+        _ => wire::header_only_reply(client, Some(q), wire::rcode::SERVFAIL, false),
+    }
+}
+
+fn to_rdata(data: &RecordData) -> RData {
+    let name = |d: &crate::config::DomainName| {
+        Name::from_ascii(format!("{}.", d.0)).unwrap_or_else(|_| Name::root())
+    };
+    match data {
+        RecordData::A(ip) => RData::A(A(*ip)),
+        RecordData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+        RecordData::Cname(t) => RData::CNAME(CNAME(name(t))),
+        RecordData::Ptr(t) => RData::PTR(PTR(name(t))),
+        RecordData::Txt(parts) => RData::TXT(TXT::new(parts.clone())),
+        RecordData::Mx {
+            preference,
+            exchange,
+        } => RData::MX(MX::new(*preference, name(exchange))),
+        RecordData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => RData::SRV(SRV::new(*priority, *weight, *port, name(target))),
+    }
+}
+
+/// `name` equals `domain` or lies below it (both lower-cased, dotted, no trailing dot).
+pub fn is_within(name: &str, domain: &str) -> bool {
+    name == domain
+        || (name.len() > domain.len()
+            && name.ends_with(domain)
+            && name.as_bytes()[name.len() - domain.len() - 1] == b'.')
+}
+
+/// The in-addr.arpa / ip6.arpa name of an address, dotted without the trailing dot.
+pub fn reverse_name(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::with_capacity(72);
+            for byte in v6.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", byte & 0xf, byte >> 4));
+            }
+            s.push_str("ip6.arpa");
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,17 @@
+//! The DNS half of virtdns, in the order a query meets it: `listener` (sockets) → `resolver`
+//! (the router of the flow) → `local` (local names) | `cache` | `forward` → `upstream` and
+//! `transport` (the servers and one exchange with one of them). `router` holds the routing
+//! table, `discover` finds split domains, `wire` reads and patches packet bytes, `trace`
+//! records decisions for `virtdns explain`.
+
+pub mod cache;
+pub mod discover;
+pub mod forward;
+pub mod listener;
+pub mod local;
+pub mod resolver;
+pub mod router;
+pub mod trace;
+pub mod transport;
+pub mod upstream;
+pub mod wire;

@@ -1,0 +1,185 @@
+//! The router of a query's flow: packet in, reply out. It reads the query in place, then asks
+//! local names, then the cache, then the forwarder along the route — the order a query meets
+//! them. Listeners call `answer_now` (everything that needs no waiting, done inline) and
+//! `answer` for the rest.
+
+use crate::dns::cache::CacheKey;
+use crate::dns::forward::{Forwarder, Outcome};
+use crate::dns::local::{LocalNames, LocalVerdict};
+use crate::dns::router::{Route, RoutingTable};
+use crate::dns::trace::Trace;
+use crate::dns::wire::{self, Query, QueryProblem, rcode};
+use std::sync::{Arc, RwLock};
+
+/// The transport a query came in on: it decides how large a reply may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What can be said about a query without waiting.
+pub enum Immediate {
+    Reply(Vec<u8>),
+    Drop,
+    /// Needs the forwarder.
+    Forward(Query, Route),
+}
+
+pub struct Resolver {
+    local: RwLock<Arc<LocalNames>>,
+    routes: RwLock<Arc<RoutingTable>>,
+    forwarder: Arc<Forwarder>,
+}
+
+impl Resolver {
+    pub fn new(local: LocalNames, routes: RoutingTable, forwarder: Forwarder) -> Resolver {
+        Resolver {
+            local: RwLock::new(Arc::new(local)),
+            routes: RwLock::new(Arc::new(routes)),
+            forwarder: Arc::new(forwarder),
+        }
+    }
+
+    pub fn routes(&self) -> Arc<RoutingTable> {
+        self.routes.read().unwrap().clone()
+    }
+
+    pub fn local(&self) -> Arc<LocalNames> {
+        self.local.read().unwrap().clone()
+    }
+
+    /// Swaps the routing table; answers cached under the old one are dropped.
+    pub fn set_routes(&self, routes: RoutingTable) {
+        *self.routes.write().unwrap() = Arc::new(routes);
+        self.forwarder.cache().clear();
+    }
+
+    pub fn set_local(&self, local: LocalNames) {
+        *self.local.write().unwrap() = Arc::new(local);
+    }
+
+    pub fn forwarder(&self) -> &Arc<Forwarder> {
+        &self.forwarder
+    }
+
+    /// Parses and answers whatever needs no upstream: errors, local data, cache hits.
+    pub fn answer_now(&self, packet: &[u8], transport: Transport) -> Immediate {
+        let q = match wire::parse_query(packet) {
+            Ok(q) => q,
+            Err(QueryProblem::Drop(why)) => {
+                tracing::debug!(%why, "dropping packet");
+                return Immediate::Drop;
+            }
+            Err(QueryProblem::Answer(code, why)) => {
+                tracing::debug!(%why, "answering {}", rcode::name(code));
+                return Immediate::Reply(wire::header_only_reply(packet, None, code, false));
+            }
+        };
+        if q.edns.is_some_and(|e| e.version > 0) {
+            return Immediate::Reply(wire::badvers_reply(packet, &q));
+        }
+        if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q) {
+            return Immediate::Reply(fit(reply, packet, &q, transport));
+        }
+        if let Some(answer) = self.forwarder.cache().get(&CacheKey::of(&q)) {
+            return Immediate::Reply(answer.render(packet, &q, limit(&q, transport)));
+        }
+        match self.routes().route(&q.name.to_dotted()) {
+            Route::PlainNameStaysLocal => Immediate::Reply(wire::header_only_reply(
+                packet,
+                Some(&q),
+                rcode::NXDOMAIN,
+                false,
+            )),
+            route => Immediate::Forward(q, route),
+        }
+    }
+
+    /// The complete answer to a query, or None when it is dropped.
+    pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        match self.answer_now(packet, transport) {
+            Immediate::Reply(r) => Some(r),
+            Immediate::Drop => None,
+            Immediate::Forward(q, route) => Some(self.forward(packet, q, route, transport).await),
+        }
+    }
+
+    pub async fn forward(
+        &self,
+        packet: &[u8],
+        q: Query,
+        route: Route,
+        transport: Transport,
+    ) -> Vec<u8> {
+        let Route::Forward { servers, .. } = route else {
+            return wire::header_only_reply(packet, Some(&q), rcode::NXDOMAIN, false);
+        };
+        let options = self.routes().options;
+        let outcome = self.forwarder.resolve(packet, &q, servers, options).await;
+        render(outcome, packet, &q, transport)
+    }
+
+    /// Resolves like `answer`, bypassing the cache, and records every decision.
+    pub async fn explain(&self, packet: &[u8]) -> (Option<Vec<u8>>, Trace) {
+        let mut trace = Trace::on();
+        let q = match wire::parse_query(packet) {
+            Ok(q) => q,
+            Err(e) => {
+                trace.note(|| format!("query unreadable: {e:?}"));
+                return (None, trace);
+            }
+        };
+        let name = q.name.to_dotted();
+        if let LocalVerdict::Answer(reply, why) = self.local().answer(packet, &q) {
+            trace.note(|| why);
+            return (Some(reply), trace);
+        }
+        trace.note(|| format!("{name} is not in local data"));
+        let routes = self.routes();
+        match routes.route(&name) {
+            Route::PlainNameStaysLocal => {
+                trace.note(|| {
+                    "single-label name and forward_plain_names = false: NXDOMAIN, not forwarded"
+                        .into()
+                });
+                let reply = wire::header_only_reply(packet, Some(&q), rcode::NXDOMAIN, false);
+                (Some(reply), trace)
+            }
+            Route::Forward { servers, rule } => {
+                let list: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+                trace.note(|| format!("rule: {rule}; servers in order: {}", list.join(", ")));
+                let outcome = self
+                    .forwarder
+                    .walk(packet, &q, &servers, routes.options, &mut trace)
+                    .await;
+                (Some(render(outcome, packet, &q, Transport::Tcp)), trace)
+            }
+        }
+    }
+}
+
+fn limit(q: &Query, transport: Transport) -> usize {
+    match transport {
+        Transport::Udp => q.udp_limit(),
+        Transport::Tcp => u16::MAX as usize,
+    }
+}
+
+fn render(outcome: Outcome, packet: &[u8], q: &Query, transport: Transport) -> Vec<u8> {
+    match outcome {
+        Ok(answer) => answer.render(packet, q, limit(q, transport)),
+        Err(code) => wire::header_only_reply(packet, Some(q), code, false),
+    }
+}
+
+/// A locally built reply that is too large for the client's UDP buffer becomes TC.
+fn fit(reply: Vec<u8>, packet: &[u8], q: &Query, transport: Transport) -> Vec<u8> {
+    if reply.len() <= limit(q, transport) {
+        reply
+    } else {
+        let mut t = wire::header_only_reply(packet, Some(q), wire::rcode(&reply), true);
+        t[2] |= 0x04;
+        t
+    }
+}

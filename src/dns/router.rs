@@ -1,0 +1,261 @@
+//! Where a name goes: the routing table built from the config, resolv.conf and split-domain
+//! discovery, and the decision for one name (libvirt `<forwarder>` semantics).
+//!
+//! Order: local data and local-only domains (handled by `dns::local` before this), then plain
+//! names when they may not leave, then the longest matching domain route (configured
+//! forwarders before discovered split domains at equal length), then the default servers
+//! (addr-only forwarders if any, else resolv.conf).
+
+use crate::dns::local::is_within;
+use crate::dns::upstream::Upstream;
+use std::fmt;
+use std::sync::Arc;
+
+/// Where a domain route came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteSource {
+    /// `[[dns.forwarder]]` with domain and addr.
+    Forwarder,
+    /// Found authoritative by the SOA probe of a resolv.conf search domain.
+    Discovered,
+}
+
+#[derive(Debug, Clone)]
+pub struct DomainRoute {
+    pub domain: String,
+    pub servers: Vec<Arc<Upstream>>,
+    pub source: RouteSource,
+}
+
+/// Where the default server list came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultSource {
+    /// Forwarders with only an addr, which replace resolv.conf.
+    Forwarders,
+    /// The host's resolv.conf (path).
+    ResolvConf(String),
+}
+
+/// How to walk a server list (resolv.conf `options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkOptions {
+    pub attempts: u32,
+    pub rotate: bool,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions {
+            attempts: 2,
+            rotate: false,
+        }
+    }
+}
+
+/// An immutable routing snapshot, swapped whole when resolv.conf or discovery changes it.
+#[derive(Debug, Clone)]
+pub struct RoutingTable {
+    /// Longest domain first.
+    pub domains: Vec<DomainRoute>,
+    pub default: Vec<Arc<Upstream>>,
+    pub default_source: DefaultSource,
+    pub forward_plain_names: bool,
+    pub options: WalkOptions,
+}
+
+/// The decision for one name that local data did not answer.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// Forward to these servers, in order.
+    Forward {
+        servers: Vec<Arc<Upstream>>,
+        rule: Rule,
+    },
+    /// A single-label name with `forward_plain_names = false`: NXDOMAIN, never forwarded.
+    PlainNameStaysLocal,
+}
+
+/// Which rule picked the servers, for logs and `explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Domain(String, RouteSource),
+    Default(DefaultSource),
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Domain(d, RouteSource::Forwarder) => write!(f, "forwarder for domain {d}"),
+            Rule::Domain(d, RouteSource::Discovered) => {
+                write!(
+                    f,
+                    "split domain {d} (discovered from resolv.conf search list)"
+                )
+            }
+            Rule::Default(DefaultSource::Forwarders) => write!(f, "default forwarders (config)"),
+            Rule::Default(DefaultSource::ResolvConf(p)) => write!(f, "resolv.conf order ({p})"),
+        }
+    }
+}
+
+impl RoutingTable {
+    pub fn new(
+        mut domains: Vec<DomainRoute>,
+        default: Vec<Arc<Upstream>>,
+        default_source: DefaultSource,
+        forward_plain_names: bool,
+        options: WalkOptions,
+    ) -> RoutingTable {
+        // Stable sort: configured forwarders stay ahead of discovered routes of equal length.
+        domains.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.domain.len()),
+                r.source == RouteSource::Discovered,
+            )
+        });
+        RoutingTable {
+            domains,
+            default,
+            default_source,
+            forward_plain_names,
+            options,
+        }
+    }
+
+    /// The route for `name` (lower-cased, dotted, no trailing dot).
+    pub fn route(&self, name: &str) -> Route {
+        if !self.forward_plain_names && !name.is_empty() && !name.contains('.') {
+            return Route::PlainNameStaysLocal;
+        }
+        if let Some(r) = self.domains.iter().find(|r| is_within(name, &r.domain)) {
+            return Route::Forward {
+                servers: r.servers.clone(),
+                rule: Rule::Domain(r.domain.clone(), r.source),
+            };
+        }
+        Route::Forward {
+            servers: self.default.clone(),
+            rule: Rule::Default(self.default_source.clone()),
+        }
+    }
+
+    /// Discovered routes replaced by `found`, configured ones kept.
+    pub fn with_discovered(&self, found: Vec<DomainRoute>) -> RoutingTable {
+        let mut domains: Vec<DomainRoute> = self
+            .domains
+            .iter()
+            .filter(|r| r.source == RouteSource::Forwarder)
+            .cloned()
+            .collect();
+        domains.extend(found);
+        RoutingTable::new(
+            domains,
+            self.default.clone(),
+            self.default_source.clone(),
+            self.forward_plain_names,
+            self.options,
+        )
+    }
+}
+
+impl fmt::Display for RoutingTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |servers: &[Arc<Upstream>]| {
+            servers
+                .iter()
+                .map(|s| s.addr.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(f, "domain routes (longest suffix wins):")?;
+        if self.domains.is_empty() {
+            writeln!(f, "  (none)")?;
+        }
+        for r in &self.domains {
+            let source = match r.source {
+                RouteSource::Forwarder => "config forwarder",
+                RouteSource::Discovered => "discovered split domain",
+            };
+            writeln!(f, "  {} -> {} [{source}]", r.domain, list(&r.servers))?;
+        }
+        let source = match &self.default_source {
+            DefaultSource::Forwarders => "config forwarders".to_string(),
+            DefaultSource::ResolvConf(p) => format!("resolv.conf {p}"),
+        };
+        writeln!(f, "default upstreams, in order [{source}]:")?;
+        if self.default.is_empty() {
+            writeln!(f, "  (none: names outside local data get SERVFAIL)")?;
+        }
+        for s in &self.default {
+            let stub = if s.addr.ip() == crate::resolv_conf::RESOLVED_STUB {
+                " (systemd-resolved stub)"
+            } else {
+                ""
+            };
+            writeln!(f, "  {}{stub}", s.addr)?;
+        }
+        writeln!(
+            f,
+            "attempts {}, rotate {}, forward plain names {}",
+            self.options.attempts, self.options.rotate, self.forward_plain_names
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::upstream::UpstreamPool;
+    use std::time::Duration;
+
+    fn table(forward_plain: bool) -> RoutingTable {
+        let pool = UpstreamPool::new((Duration::from_millis(200), Duration::from_secs(2)));
+        let s = |a: &str| vec![pool.get(a.parse().unwrap())];
+        let route = |d: &str, a: &str, source| DomainRoute {
+            domain: d.into(),
+            servers: s(a),
+            source,
+        };
+        RoutingTable::new(
+            vec![
+                route("corp.example", "10.0.0.1:53", RouteSource::Discovered),
+                route("dev.corp.example", "10.0.0.2:53", RouteSource::Forwarder),
+                route("corp.example", "10.0.0.3:53", RouteSource::Forwarder),
+            ],
+            s("10.0.0.9:53"),
+            DefaultSource::ResolvConf("/etc/resolv.conf".into()),
+            forward_plain,
+            WalkOptions::default(),
+        )
+    }
+
+    fn first_server(t: &RoutingTable, name: &str) -> String {
+        match t.route(name) {
+            Route::Forward { servers, .. } => servers[0].addr.to_string(),
+            Route::PlainNameStaysLocal => "local".into(),
+        }
+    }
+
+    #[test]
+    fn longest_suffix_wins_and_config_beats_discovery() {
+        let t = table(true);
+        let cases = [
+            ("a.dev.corp.example", "10.0.0.2:53"),
+            ("dev.corp.example", "10.0.0.2:53"),
+            ("www.corp.example", "10.0.0.3:53"),
+            ("corp.example", "10.0.0.3:53"),
+            ("notcorp.example", "10.0.0.9:53"),
+            ("example", "10.0.0.9:53"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(first_server(&t, name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn plain_names_stay_local_when_asked() {
+        assert_eq!(first_server(&table(false), "printer"), "local");
+        assert_eq!(first_server(&table(true), "printer"), "10.0.0.9:53");
+        assert_eq!(first_server(&table(false), "a.b"), "10.0.0.9:53");
+    }
+}

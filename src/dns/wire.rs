@@ -1,0 +1,657 @@
+//! DNS packet bytes, read and patched in place (RFC 1035 4.1, RFC 6891 6.1).
+//!
+//! This owns everything the hot path needs from a packet: header fields, the question (as a
+//! lower-cased cache key), the OPT record, and where every TTL sits so it can be aged in place.
+//! It is written by hand because hickory-proto only decodes and encodes whole messages, which
+//! the cache-hit and forwarding paths must not pay for. Full decoding happens only where local
+//! answers are built (`dns::local`).
+//!
+//! ```text
+//!                                 1  1  1  1  1  1
+//!   0  1  2  3  4  5  6  7  8  9  0  1  2  3  4  5
+//! +--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+
+//! |                      ID                       |
+//! |QR|   Opcode  |AA|TC|RD|RA| Z|AD|CD|   RCODE   |
+//! |                    QDCOUNT                    |
+//! |                    ANCOUNT                    |
+//! |                    NSCOUNT                    |
+//! |                    ARCOUNT                    |
+//! +--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+
+//! ```
+
+use thiserror::Error;
+
+pub const HEADER_LEN: usize = 12;
+/// Largest name in wire form (RFC 1035 2.3.4).
+pub const MAX_NAME_LEN: usize = 255;
+/// What we advertise upstream and to clients (DNS Flag Day 2020).
+pub const EDNS_PAYLOAD: u16 = 1232;
+/// Size of an OPT record without options.
+pub const OPT_LEN: usize = 11;
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_NS: u16 = 2;
+pub const TYPE_CNAME: u16 = 5;
+pub const TYPE_SOA: u16 = 6;
+pub const TYPE_PTR: u16 = 12;
+pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_OPT: u16 = 41;
+pub const CLASS_IN: u16 = 1;
+
+/// Response codes we read or write.
+pub mod rcode {
+    pub const NOERROR: u8 = 0;
+    pub const FORMERR: u8 = 1;
+    pub const SERVFAIL: u8 = 2;
+    pub const NXDOMAIN: u8 = 3;
+    pub const NOTIMP: u8 = 4;
+    pub const REFUSED: u8 = 5;
+    /// Extended RCODE 16 (RFC 6891), carried in the OPT TTL's high byte as 1.
+    pub const BADVERS_HIGH: u8 = 1;
+
+    pub fn name(code: u8) -> &'static str {
+        match code {
+            NOERROR => "NOERROR",
+            FORMERR => "FORMERR",
+            SERVFAIL => "SERVFAIL",
+            NXDOMAIN => "NXDOMAIN",
+            NOTIMP => "NOTIMP",
+            REFUSED => "REFUSED",
+            _ => "RCODE?",
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("packet shorter than a DNS header")]
+    Short,
+    #[error("a name runs past the end of the packet or is malformed")]
+    BadName,
+    #[error("a record runs past the end of the packet")]
+    Truncated,
+    #[error("more than one OPT record")]
+    DuplicateOpt,
+    #[error("the packet is a response, not a query")]
+    NotQuery,
+    #[error("opcode {0} is not QUERY")]
+    Opcode(u8),
+    #[error("{0} questions; exactly one is supported")]
+    QuestionCount(u16),
+}
+
+// ---- header ---------------------------------------------------------------------------------
+
+pub fn id(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[0], p[1]])
+}
+pub fn set_id(p: &mut [u8], id: u16) {
+    p[0..2].copy_from_slice(&id.to_be_bytes());
+}
+pub fn is_response(p: &[u8]) -> bool {
+    p[2] & 0x80 != 0
+}
+pub fn opcode(p: &[u8]) -> u8 {
+    (p[2] >> 3) & 0x0f
+}
+pub fn aa(p: &[u8]) -> bool {
+    p[2] & 0x04 != 0
+}
+pub fn tc(p: &[u8]) -> bool {
+    p[2] & 0x02 != 0
+}
+pub fn rd(p: &[u8]) -> bool {
+    p[2] & 0x01 != 0
+}
+pub fn ra(p: &[u8]) -> bool {
+    p[3] & 0x80 != 0
+}
+pub fn cd(p: &[u8]) -> bool {
+    p[3] & 0x10 != 0
+}
+pub fn rcode(p: &[u8]) -> u8 {
+    p[3] & 0x0f
+}
+fn count(p: &[u8], index: usize) -> u16 {
+    u16::from_be_bytes([p[4 + 2 * index], p[5 + 2 * index]])
+}
+fn set_count(p: &mut [u8], index: usize, value: u16) {
+    p[4 + 2 * index..6 + 2 * index].copy_from_slice(&value.to_be_bytes());
+}
+pub fn qdcount(p: &[u8]) -> u16 {
+    count(p, 0)
+}
+pub fn ancount(p: &[u8]) -> u16 {
+    count(p, 1)
+}
+pub fn nscount(p: &[u8]) -> u16 {
+    count(p, 2)
+}
+pub fn arcount(p: &[u8]) -> u16 {
+    count(p, 3)
+}
+
+fn u16_at(p: &[u8], off: usize) -> Result<u16, WireError> {
+    p.get(off..off + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or(WireError::Truncated)
+}
+fn u32_at(p: &[u8], off: usize) -> Result<u32, WireError> {
+    p.get(off..off + 4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(WireError::Truncated)
+}
+
+// ---- names ----------------------------------------------------------------------------------
+
+/// A name in lower-cased wire form, kept on the stack: the cache key and routing input.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WireName {
+    len: u8,
+    bytes: [u8; MAX_NAME_LEN],
+}
+
+impl WireName {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// Number of labels, the root not counted.
+    pub fn label_count(&self) -> usize {
+        self.labels().count()
+    }
+
+    pub fn labels(&self) -> impl Iterator<Item = &[u8]> {
+        let b = self.as_bytes();
+        let mut off = 0;
+        std::iter::from_fn(move || {
+            let len = *b.get(off)? as usize;
+            if len == 0 {
+                return None;
+            }
+            let label = &b[off + 1..off + 1 + len];
+            off += 1 + len;
+            Some(label)
+        })
+    }
+
+    /// Dotted presentation form without the trailing dot ("" for the root). Labels holding
+    /// dots or unprintable bytes are escaped as in zone files.
+    pub fn to_dotted(&self) -> String {
+        let mut out = String::with_capacity(self.len as usize);
+        for label in self.labels() {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            for &c in label {
+                match c {
+                    b'.' | b'\\' => {
+                        out.push('\\');
+                        out.push(c as char);
+                    }
+                    0x21..=0x7e => out.push(c as char),
+                    _ => out.push_str(&format!("\\{c:03}")),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for WireName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.", self.to_dotted())
+    }
+}
+
+/// Offset just past the name starting at `off` (compression pointers end a name).
+pub fn skip_name(p: &[u8], mut off: usize) -> Result<usize, WireError> {
+    loop {
+        let len = *p.get(off).ok_or(WireError::BadName)? as usize;
+        match len {
+            0 => return Ok(off + 1),
+            1..=63 => off += 1 + len,
+            0xc0..=0xff => {
+                if off + 2 > p.len() {
+                    return Err(WireError::BadName);
+                }
+                return Ok(off + 2);
+            }
+            _ => return Err(WireError::BadName),
+        }
+    }
+}
+
+/// Reads the (possibly compressed) name at `off` into lower-cased wire form.
+/// Returns the name and the offset just past it in the original stream.
+pub fn read_name(p: &[u8], start: usize) -> Result<(WireName, usize), WireError> {
+    let mut name = WireName {
+        len: 0,
+        bytes: [0; MAX_NAME_LEN],
+    };
+    let mut off = start;
+    let mut end = None;
+    let mut jumps = 0;
+    let mut len = 0usize;
+    loop {
+        let label_len = *p.get(off).ok_or(WireError::BadName)? as usize;
+        match label_len {
+            0 => {
+                if len + 1 > MAX_NAME_LEN {
+                    return Err(WireError::BadName);
+                }
+                name.bytes[len] = 0;
+                name.len = (len + 1) as u8;
+                return Ok((name, end.unwrap_or(off + 1)));
+            }
+            1..=63 => {
+                let label = p
+                    .get(off + 1..off + 1 + label_len)
+                    .ok_or(WireError::BadName)?;
+                if len + 1 + label_len + 1 > MAX_NAME_LEN {
+                    return Err(WireError::BadName);
+                }
+                name.bytes[len] = label_len as u8;
+                for (dst, src) in name.bytes[len + 1..].iter_mut().zip(label) {
+                    *dst = src.to_ascii_lowercase();
+                }
+                len += 1 + label_len;
+                off += 1 + label_len;
+            }
+            0xc0..=0xff => {
+                let low = *p.get(off + 1).ok_or(WireError::BadName)? as usize;
+                end.get_or_insert(off + 2);
+                jumps += 1;
+                if jumps > 32 {
+                    return Err(WireError::BadName);
+                }
+                off = ((label_len & 0x3f) << 8) | low;
+            }
+            _ => return Err(WireError::BadName),
+        }
+    }
+}
+
+/// Wire form of a dotted name (test and config helper; not on the hot path).
+pub fn name_from_dotted(dotted: &str) -> Option<WireName> {
+    let mut wire = Vec::with_capacity(dotted.len() + 2);
+    for label in dotted
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        if label.len() > 63 {
+            return None;
+        }
+        wire.push(label.len() as u8);
+        wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    wire.push(0);
+    read_name(&wire, 0).ok().map(|(n, _)| n)
+}
+
+// ---- question and OPT -----------------------------------------------------------------------
+
+/// The EDNS0 parameters of a message (RFC 6891 6.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns {
+    pub payload: u16,
+    pub version: u8,
+    pub dnssec_ok: bool,
+    /// Upper 8 bits of the extended RCODE.
+    pub rcode_high: u8,
+}
+
+/// Where the OPT record sits in a message, so it can be cut out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptSpan {
+    pub start: usize,
+    pub end: usize,
+    pub edns: Edns,
+}
+
+/// A client query, read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    pub id: u16,
+    pub name: WireName,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// Offset just past the question.
+    pub question_end: usize,
+    pub rd: bool,
+    pub cd: bool,
+    pub edns: Option<Edns>,
+}
+
+impl Query {
+    /// Largest UDP reply this client accepts.
+    pub fn udp_limit(&self) -> usize {
+        match self.edns {
+            Some(e) => e.payload.max(512) as usize,
+            None => 512,
+        }
+    }
+    pub fn dnssec_ok(&self) -> bool {
+        self.edns.is_some_and(|e| e.dnssec_ok)
+    }
+}
+
+/// Why a query could not be read: either drop it silently or answer it with an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueryProblem {
+    /// Not worth an answer (too short to carry an ID, or itself a response).
+    Drop(WireError),
+    /// Answer with this RCODE (FORMERR, NOTIMP), echoing what could be read.
+    Answer(u8, WireError),
+}
+
+/// Reads header, question and OPT of a client query without decoding anything else.
+pub fn parse_query(p: &[u8]) -> Result<Query, QueryProblem> {
+    use QueryProblem::*;
+    if p.len() < HEADER_LEN {
+        return Err(Drop(WireError::Short));
+    }
+    if is_response(p) {
+        return Err(Drop(WireError::NotQuery));
+    }
+    if opcode(p) != 0 {
+        return Err(Answer(rcode::NOTIMP, WireError::Opcode(opcode(p))));
+    }
+    if qdcount(p) != 1 {
+        return Err(Answer(rcode::FORMERR, WireError::QuestionCount(qdcount(p))));
+    }
+    let formerr = |e| Answer(rcode::FORMERR, e);
+    let (name, off) = read_name(p, HEADER_LEN).map_err(formerr)?;
+    let qtype = u16_at(p, off).map_err(formerr)?;
+    let qclass = u16_at(p, off + 2).map_err(formerr)?;
+    let question_end = off + 4;
+    let opt = find_opt(p, question_end).map_err(formerr)?;
+    Ok(Query {
+        id: id(p),
+        name,
+        qtype,
+        qclass,
+        question_end,
+        rd: rd(p),
+        cd: cd(p),
+        edns: opt.map(|o| o.edns),
+    })
+}
+
+/// Walks the answer, authority and additional sections starting at `off`, calling `f` with
+/// (record offset, type, offset of its TTL, rdata range) for each record.
+fn walk_records(
+    p: &[u8],
+    mut off: usize,
+    mut f: impl FnMut(usize, u16, usize, std::ops::Range<usize>) -> Result<(), WireError>,
+) -> Result<usize, WireError> {
+    let total = ancount(p) as usize + nscount(p) as usize + arcount(p) as usize;
+    for _ in 0..total {
+        let start = off;
+        off = skip_name(p, off)?;
+        let rtype = u16_at(p, off)?;
+        let ttl_at = off + 4;
+        let rdlen = u16_at(p, off + 8)? as usize;
+        let rdata = off + 10..off + 10 + rdlen;
+        if rdata.end > p.len() {
+            return Err(WireError::Truncated);
+        }
+        f(start, rtype, ttl_at, rdata.clone())?;
+        off = rdata.end;
+    }
+    Ok(off)
+}
+
+fn find_opt(p: &[u8], question_end: usize) -> Result<Option<OptSpan>, WireError> {
+    let mut opt: Option<OptSpan> = None;
+    let end = walk_records(p, question_end, |start, rtype, ttl_at, rdata| {
+        if rtype == TYPE_OPT {
+            if opt.is_some() {
+                return Err(WireError::DuplicateOpt);
+            }
+            let ttl = u32_at(p, ttl_at)?;
+            opt = Some(OptSpan {
+                start,
+                end: rdata.end,
+                edns: Edns {
+                    payload: u16_at(p, ttl_at - 2)?,
+                    rcode_high: (ttl >> 24) as u8,
+                    version: (ttl >> 16) as u8,
+                    dnssec_ok: ttl & 0x8000 != 0,
+                },
+            });
+        }
+        Ok(())
+    })?;
+    let _ = end;
+    Ok(opt)
+}
+
+/// Appends an OPT record carrying our payload size and the given DO bit.
+pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, rcode_high: u8) {
+    let flags: u16 = if dnssec_ok { 0x8000 } else { 0 };
+    out.push(0); // root owner name
+    out.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    out.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
+    out.push(rcode_high);
+    out.push(0); // version
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes()); // no options
+    let ar = arcount(out) + 1;
+    set_count(out, 3, ar);
+}
+
+/// The query we send upstream for a client's question: fresh ID, the client's RD and CD, the
+/// question as the client wrote it, and our own OPT (RFC 6891: OPT is hop-by-hop; client
+/// options such as cookies are not forwarded).
+pub fn upstream_query(client: &[u8], q: &Query, new_id: u16, with_edns: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(q.question_end + OPT_LEN);
+    out.extend_from_slice(&new_id.to_be_bytes());
+    out.push(if q.rd { 0x01 } else { 0 });
+    out.push(if q.cd { 0x10 } else { 0 });
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&client[HEADER_LEN..q.question_end]);
+    if with_edns {
+        push_opt(&mut out, q.dnssec_ok(), 0);
+    }
+    out
+}
+
+/// A query for `name`/`qtype` built from scratch (probes and discovery).
+pub fn build_query(name: &WireName, qtype: u16, id: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + name.as_bytes().len() + 4);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&[0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out
+}
+
+/// A reply holding only the header and question of `client` (plus OPT when the client sent
+/// one): errors, truncation and NODATA-like answers.
+pub fn header_only_reply(client: &[u8], q: Option<&Query>, code: u8, truncated: bool) -> Vec<u8> {
+    let question_end = q.map_or(HEADER_LEN, |q| q.question_end);
+    let mut out = Vec::with_capacity(question_end + OPT_LEN);
+    out.extend_from_slice(&client[..question_end]);
+    out[2] = (client[2] & 0x79) | 0x80 | if truncated { 0x02 } else { 0 };
+    out[3] = 0x80 | (client[3] & 0x10) | code;
+    out[4..12].copy_from_slice(&[0, u8::from(q.is_some()), 0, 0, 0, 0, 0, 0]);
+    if let Some(edns) = q.and_then(|q| q.edns) {
+        push_opt(&mut out, edns.dnssec_ok, 0);
+    }
+    out
+}
+
+/// BADVERS reply for a query with an EDNS version we do not speak (RFC 6891 6.1.3).
+pub fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
+    let mut out = header_only_reply(client, Some(q), rcode::NOERROR, false);
+    if q.edns.is_none() {
+        push_opt(&mut out, false, rcode::BADVERS_HIGH);
+    } else {
+        let len = out.len();
+        out[len - 6] = rcode::BADVERS_HIGH;
+    }
+    out
+}
+
+// ---- responses ------------------------------------------------------------------------------
+
+/// What the forwarder needs to know about an upstream reply, read in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyInfo {
+    pub rcode: u8,
+    pub answers: u16,
+    /// TTL offsets of every record except OPT.
+    pub ttl_offsets: Vec<u16>,
+    /// How long this reply may be cached (RFC 2308 for negative answers), if at all.
+    pub cache_ttl: Option<u32>,
+    pub opt: Option<OptSpan>,
+}
+
+/// Checks that `reply` answers `q` (ID and question) and reads what the forwarder needs.
+pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo, ReplyMismatch> {
+    if reply.len() < HEADER_LEN || !is_response(reply) || id(reply) != expected_id {
+        return Err(ReplyMismatch::Header);
+    }
+    if qdcount(reply) != 1 {
+        // Some servers omit the question on FORMERR/NOTIMP; those carry no data we keep.
+        if qdcount(reply) == 0 && ancount(reply) == 0 && rcode(reply) != rcode::NOERROR {
+            return Ok(ReplyInfo {
+                rcode: rcode(reply),
+                answers: 0,
+                ttl_offsets: Vec::new(),
+                cache_ttl: None,
+                opt: None,
+            });
+        }
+        return Err(ReplyMismatch::Question);
+    }
+    let (name, off) = read_name(reply, HEADER_LEN).map_err(ReplyMismatch::Malformed)?;
+    let qtype = u16_at(reply, off).map_err(ReplyMismatch::Malformed)?;
+    let qclass = u16_at(reply, off + 2).map_err(ReplyMismatch::Malformed)?;
+    if name != q.name || qtype != q.qtype || qclass != q.qclass {
+        return Err(ReplyMismatch::Question);
+    }
+    analyse_records(reply, off + 4).map_err(ReplyMismatch::Malformed)
+}
+
+/// Why an upstream datagram was not accepted as the reply to our query.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReplyMismatch {
+    #[error("ID or header does not match our query")]
+    Header,
+    #[error("question does not match our query")]
+    Question,
+    #[error("malformed reply: {0}")]
+    Malformed(WireError),
+}
+
+fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError> {
+    let code = rcode(p);
+    let answers = ancount(p);
+    let an_end = answers as usize;
+    let ns_end = an_end + nscount(p) as usize;
+    let mut index = 0usize;
+    let mut ttl_offsets = Vec::new();
+    let mut min_answer_ttl = u32::MAX;
+    let mut negative_ttl: Option<u32> = None;
+    let mut opt = None;
+    walk_records(p, question_end, |start, rtype, ttl_at, rdata| {
+        let section_index = index;
+        index += 1;
+        if rtype == TYPE_OPT {
+            if opt.is_some() {
+                return Err(WireError::DuplicateOpt);
+            }
+            let ttl = u32_at(p, ttl_at)?;
+            opt = Some(OptSpan {
+                start,
+                end: rdata.end,
+                edns: Edns {
+                    payload: u16_at(p, ttl_at - 2)?,
+                    rcode_high: (ttl >> 24) as u8,
+                    version: (ttl >> 16) as u8,
+                    dnssec_ok: ttl & 0x8000 != 0,
+                },
+            });
+            return Ok(());
+        }
+        ttl_offsets.push(u16::try_from(ttl_at).map_err(|_| WireError::Truncated)?);
+        let ttl = clamp_ttl(u32_at(p, ttl_at)?);
+        if section_index < an_end {
+            min_answer_ttl = min_answer_ttl.min(ttl);
+        } else if section_index < ns_end && rtype == TYPE_SOA && rdata.len() >= 22 {
+            let minimum = u32_at(p, rdata.end - 4)?;
+            let neg = ttl.min(clamp_ttl(minimum));
+            negative_ttl = Some(negative_ttl.map_or(neg, |n: u32| n.min(neg)));
+        }
+        Ok(())
+    })?;
+    let cache_ttl = match code {
+        rcode::NOERROR if answers > 0 => Some(min_answer_ttl),
+        rcode::NOERROR | rcode::NXDOMAIN => negative_ttl,
+        _ => None,
+    }
+    .filter(|&t| t > 0);
+    Ok(ReplyInfo {
+        rcode: code,
+        answers,
+        ttl_offsets,
+        cache_ttl,
+        opt,
+    })
+}
+
+/// RFC 2181 8: a TTL with the top bit set counts as zero.
+fn clamp_ttl(ttl: u32) -> u32 {
+    if ttl & 0x8000_0000 != 0 { 0 } else { ttl }
+}
+
+/// Removes the OPT record from a reply (it is hop-by-hop) and shifts TTL offsets past it.
+pub fn strip_opt(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
+    if let Some(opt) = info.opt.take() {
+        let cut = opt.end - opt.start;
+        reply.drain(opt.start..opt.end);
+        let ar = arcount(reply) - 1;
+        set_count(reply, 3, ar);
+        for off in &mut info.ttl_offsets {
+            if *off as usize > opt.start {
+                *off -= cut as u16;
+            }
+        }
+    }
+}
+
+/// Subtracts `elapsed` seconds from every TTL at `offsets`, in place.
+pub fn age_ttls(p: &mut [u8], offsets: &[u16], elapsed: u32) {
+    for &off in offsets {
+        let off = off as usize;
+        let ttl = clamp_ttl(u32::from_be_bytes([
+            p[off],
+            p[off + 1],
+            p[off + 2],
+            p[off + 3],
+        ]));
+        p[off..off + 4].copy_from_slice(&ttl.saturating_sub(elapsed).to_be_bytes());
+    }
+}
+
+/// Turns a stored reply (no OPT) into the reply for this client's query, in place: the
+/// client's ID, its spelling of the name, RA set, and our OPT if the client used EDNS.
+/// Returns false if it does not fit the client's UDP limit (`limit`), in which case the
+/// caller sends a truncated reply instead.
+pub fn finish_reply(out: &mut Vec<u8>, client: &[u8], q: &Query, limit: usize) -> bool {
+    set_id(out, q.id);
+    out[HEADER_LEN..q.question_end].copy_from_slice(&client[HEADER_LEN..q.question_end]);
+    out[2] = (out[2] & !0x01) | u8::from(q.rd);
+    out[3] |= 0x80;
+    if let Some(edns) = q.edns {
+        push_opt(out, edns.dnssec_ok, 0);
+    }
+    out.len() <= limit
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Wire tests: messages built with hickory-proto, read back by the in-place reader.
+
+use super::*;
+use hickory_proto::op::{Edns as HEdns, Message, MessageType, OpCode, Query as HQuery};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+fn query_bytes(name: &str, rtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
+    let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(HQuery::query(Name::from_ascii(name).unwrap(), rtype));
+    if let Some((payload, dnssec_ok)) = edns {
+        let mut e = HEdns::new();
+        e.set_max_payload(payload).set_dnssec_ok(dnssec_ok);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+fn reply_bytes(q: &[u8], answers: &[(u32, [u8; 4])], soa: Option<(u32, u32)>, code: u8) -> Vec<u8> {
+    let qm = Message::from_vec(q).unwrap();
+    let mut m = Message::response(qm.metadata.id, OpCode::Query);
+    m.metadata.response_code = hickory_proto::op::ResponseCode::from(0, code);
+    m.add_queries(qm.queries.clone());
+    let name = qm.queries[0].name().clone();
+    for (ttl, ip) in answers {
+        m.add_answer(Record::from_rdata(
+            name.clone(),
+            *ttl,
+            RData::A(A::from(std::net::Ipv4Addr::from(*ip))),
+        ));
+    }
+    if let Some((ttl, minimum)) = soa {
+        let zone = Name::from_ascii("example.").unwrap();
+        let rdata = SOA::new(zone.clone(), zone.clone(), 1, 3600, 600, 86400, minimum);
+        m.add_authority(Record::from_rdata(zone, ttl, RData::SOA(rdata)));
+    }
+    let mut e = HEdns::new();
+    e.set_max_payload(4096);
+    m.set_edns(e);
+    m.to_vec().unwrap()
+}
+
+#[test]
+fn reads_question_and_edns_in_place() {
+    let p = query_bytes("WWW.Example.COM.", RecordType::AAAA, Some((4096, true)));
+    let q = parse_query(&p).unwrap();
+    assert_eq!(q.id, 0x1234);
+    assert_eq!(q.name.to_dotted(), "www.example.com");
+    assert_eq!(q.qtype, 28);
+    assert!(q.rd);
+    let edns = q.edns.unwrap();
+    assert_eq!(
+        (edns.payload, edns.dnssec_ok, edns.version),
+        (4096, true, 0)
+    );
+    assert_eq!(q.udp_limit(), 4096);
+}
+
+#[test]
+fn query_without_edns_is_limited_to_512() {
+    let p = query_bytes("a.example.", RecordType::A, None);
+    let q = parse_query(&p).unwrap();
+    assert!(q.edns.is_none());
+    assert_eq!(q.udp_limit(), 512);
+}
+
+#[test]
+fn malformed_queries_are_dropped_or_formerr() {
+    assert_eq!(
+        parse_query(&[0; 5]).unwrap_err(),
+        QueryProblem::Drop(WireError::Short)
+    );
+    let mut p = query_bytes("a.example.", RecordType::A, None);
+    p[2] |= 0x80;
+    assert!(matches!(parse_query(&p), Err(QueryProblem::Drop(_))));
+    let p = query_bytes("a.example.", RecordType::A, None);
+    for cut in HEADER_LEN..p.len() {
+        assert!(
+            matches!(
+                parse_query(&p[..cut]),
+                Err(QueryProblem::Answer(rcode::FORMERR, _))
+            ),
+            "cut at {cut}"
+        );
+    }
+    // A compression loop in the question.
+    let mut looped = p[..HEADER_LEN].to_vec();
+    looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    assert!(matches!(
+        parse_query(&looped),
+        Err(QueryProblem::Answer(rcode::FORMERR, _))
+    ));
+}
+
+#[test]
+fn two_opt_records_are_formerr() {
+    let mut p = query_bytes("a.example.", RecordType::A, Some((1232, false)));
+    let opt = p[p.len() - OPT_LEN..].to_vec();
+    p.extend_from_slice(&opt);
+    set_count(&mut p, 3, 2);
+    assert_eq!(
+        parse_query(&p).unwrap_err(),
+        QueryProblem::Answer(rcode::FORMERR, WireError::DuplicateOpt)
+    );
+}
+
+#[test]
+fn upstream_query_carries_question_and_our_opt_only() {
+    let client = query_bytes("Mixed.Case.", RecordType::MX, Some((4096, true)));
+    let q = parse_query(&client).unwrap();
+    let up = upstream_query(&client, &q, 0xbeef, true);
+    let m = Message::from_vec(&up).unwrap();
+    assert_eq!(m.metadata.id, 0xbeef);
+    assert_eq!(m.queries[0].name().to_ascii(), "Mixed.Case.");
+    let e = m.edns.unwrap();
+    assert_eq!(e.max_payload(), EDNS_PAYLOAD);
+    assert!(e.flags().dnssec_ok);
+}
+
+#[test]
+fn positive_reply_ttl_is_lowest_answer_ttl() {
+    let q = query_bytes("a.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let r = reply_bytes(&q, &[(300, [192, 0, 2, 1]), (60, [192, 0, 2, 2])], None, 0);
+    let info = read_reply(&r, &pq, 0x1234).unwrap();
+    assert_eq!(info.cache_ttl, Some(60));
+    assert_eq!(info.ttl_offsets.len(), 2);
+    assert!(info.opt.is_some());
+}
+
+#[test]
+fn negative_reply_ttl_is_soa_minimum_bounded_by_soa_ttl() {
+    let q = query_bytes("nx.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let r = reply_bytes(&q, &[], Some((900, 120)), rcode::NXDOMAIN);
+    assert_eq!(read_reply(&r, &pq, 0x1234).unwrap().cache_ttl, Some(120));
+    let r = reply_bytes(&q, &[], Some((30, 120)), rcode::NXDOMAIN);
+    assert_eq!(read_reply(&r, &pq, 0x1234).unwrap().cache_ttl, Some(30));
+    let r = reply_bytes(&q, &[], None, rcode::NXDOMAIN);
+    assert_eq!(read_reply(&r, &pq, 0x1234).unwrap().cache_ttl, None);
+}
+
+#[test]
+fn reply_for_another_question_or_id_is_rejected() {
+    let q = query_bytes("a.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let other = query_bytes("b.example.", RecordType::A, None);
+    let r = reply_bytes(&other, &[(60, [192, 0, 2, 1])], None, 0);
+    assert_eq!(read_reply(&r, &pq, 0x1234), Err(ReplyMismatch::Question));
+    let r = reply_bytes(&q, &[(60, [192, 0, 2, 1])], None, 0);
+    assert_eq!(read_reply(&r, &pq, 0x4321), Err(ReplyMismatch::Header));
+}
+
+#[test]
+fn stored_reply_is_aged_and_reissued_for_the_client() {
+    let q = query_bytes("a.example.", RecordType::A, Some((1232, false)));
+    let pq = parse_query(&q).unwrap();
+    let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, 0);
+    let mut info = read_reply(&r, &pq, 0x1234).unwrap();
+    strip_opt(&mut r, &mut info);
+    assert_eq!(arcount(&r), 0);
+    age_ttls(&mut r, &info.ttl_offsets, 100);
+
+    let client = query_bytes("A.EXAMPLE.", RecordType::A, Some((1232, false)));
+    let mut cq = parse_query(&client).unwrap();
+    cq.id = 0x7777;
+    assert!(finish_reply(&mut r, &client, &cq, cq.udp_limit()));
+    let m = Message::from_vec(&r).unwrap();
+    assert_eq!(m.metadata.id, 0x7777);
+    assert!(m.metadata.recursion_available);
+    assert_eq!(m.answers[0].ttl, 200);
+    assert_eq!(m.queries[0].name().to_ascii(), "A.EXAMPLE.");
+    assert!(m.edns.is_some());
+}
+
+#[test]
+fn ttl_with_top_bit_counts_as_zero_and_aging_saturates() {
+    let mut p = vec![0x80, 0, 0, 1, 0, 0, 0, 10];
+    age_ttls(&mut p, &[0, 4], 20);
+    assert_eq!(p, [0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn header_only_reply_echoes_question() {
+    let q = query_bytes("a.example.", RecordType::A, Some((1232, true)));
+    let pq = parse_query(&q).unwrap();
+    let r = header_only_reply(&q, Some(&pq), rcode::SERVFAIL, true);
+    let m = Message::from_vec(&r).unwrap();
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::ServFail
+    );
+    assert!(m.metadata.truncation);
+    assert_eq!(m.queries.len(), 1);
+    assert!(m.edns.unwrap().flags().dnssec_ok);
+}
+
+#[test]
+fn names_convert_between_forms() {
+    let n = name_from_dotted("Www.Example.com.").unwrap();
+    assert_eq!(n.to_dotted(), "www.example.com");
+    assert_eq!(n.label_count(), 3);
+    assert_eq!(name_from_dotted("").unwrap().label_count(), 0);
+}

@@ -1,0 +1,17 @@
+//! virtdns: the name service for a virtual-machine network.
+//!
+//! # Layout
+//! A query flows `dns::listener` → `dns::resolver` → { `dns::local` | `dns::cache` |
+//! `dns::forward` → `dns::upstream` / `dns::transport` } → reply. `dns::router` decides which
+//! servers a name goes to; `dns::discover` finds the host's split domains; `dns::wire` reads
+//! and patches packet bytes in place.
+//!
+//! Beside the flow: `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
+//! `watch` (noticing they changed), and `server` (one running instance that ties it together).
+
+pub mod config;
+pub mod dns;
+pub mod hosts;
+pub mod resolv_conf;
+pub mod server;
+pub mod watch;

@@ -1,0 +1,166 @@
+//! The `virtdns` command: parses flags, sets up logging, and hands over to the library.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use hickory_proto::op::Message;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use virtdns::config::{Config, DEFAULT_LISTEN, DnsConfig, ServerAddr};
+use virtdns::dns::wire;
+use virtdns::server::Server;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "DNS for virtual-machine networks: the host's view of DNS, for guests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS (defaults: 127.0.0.1:5353, forwarding per /etc/resolv.conf, /etc/hosts names).
+    Run(Common),
+    /// Validate the configuration and print the effective routing.
+    Check(Common),
+    /// Resolve NAME once and print every decision taken on the way.
+    Explain {
+        name: String,
+        #[arg(default_value = "A")]
+        rtype: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to serve on (repeatable); a bare address means port 53.
+    #[arg(long)]
+    listen: Vec<ServerAddr>,
+    /// The resolver configuration to follow (default /etc/resolv.conf).
+    #[arg(long)]
+    resolv_conf: Option<PathBuf>,
+    /// Hosts file to answer from (repeatable; default /etc/hosts).
+    #[arg(long)]
+    hosts: Vec<PathBuf>,
+    /// Answer no names from hosts files.
+    #[arg(long)]
+    no_hosts: bool,
+}
+
+impl Common {
+    /// The config file with command-line flags applied over it.
+    fn settings(&self) -> Result<(DnsConfig, Vec<SocketAddr>)> {
+        let mut dns = match &self.config {
+            Some(path) => Config::load(path)?.dns,
+            None => Config::default().dns,
+        };
+        if !self.listen.is_empty() {
+            dns.listen = self.listen.clone();
+        }
+        if let Some(p) = &self.resolv_conf {
+            dns.resolv_conf = p.clone();
+        }
+        if !self.hosts.is_empty() {
+            dns.hosts = self.hosts.clone();
+        }
+        dns.no_hosts |= self.no_hosts;
+        let mut listen: Vec<SocketAddr> = dns.listen.iter().map(|a| a.0).collect();
+        if listen.is_empty() {
+            listen.push(DEFAULT_LISTEN.parse().expect("default listen address"));
+        }
+        Ok((dns, listen))
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIRTDNS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Run(common) => runtime.block_on(run(common)),
+        Command::Check(common) => runtime.block_on(check(common)),
+        Command::Explain {
+            name,
+            rtype,
+            common,
+        } => runtime.block_on(explain(name, rtype, common)),
+    }
+}
+
+async fn run(common: Common) -> Result<()> {
+    let (dns, listen) = common.settings()?;
+    let (udp, tcp) = Server::bind(&listen).await?;
+    let server = Arc::new(Server::new(dns, listen.clone()));
+    tracing::info!(listen = ?listen, "virtdns serving");
+    server.run(udp, tcp, shutdown_signal()).await;
+    tracing::info!("virtdns stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn check(common: Common) -> Result<()> {
+    let (dns, listen) = common.settings()?;
+    if let Some(path) = &common.config {
+        println!("config {}: ok", path.display());
+    } else {
+        println!("no config file: built-in defaults");
+    }
+    let server = Server::new(dns, listen);
+    server.discover().await;
+    print!("{}", server.describe());
+    Ok(())
+}
+
+async fn explain(name: String, rtype: String, common: Common) -> Result<()> {
+    let (dns, listen) = common.settings()?;
+    let qtype: hickory_proto::rr::RecordType = rtype
+        .to_uppercase()
+        .parse()
+        .with_context(|| format!("unknown record type {rtype}"))?;
+    let Some(wire_name) = wire::name_from_dotted(&name) else {
+        bail!("'{name}' is not a valid name");
+    };
+    let server = Server::new(dns, listen);
+    for probe in server.discover().await {
+        println!("discovery: {probe}");
+    }
+    let query = wire::build_query(&wire_name, u16::from(qtype), rand::random());
+    let (reply, trace) = server.resolver().explain(&query).await;
+    println!("explain {name} {qtype}:");
+    print!("{}", trace.render());
+    match reply.map(|r| Message::from_vec(&r)) {
+        Some(Ok(m)) => {
+            println!("final answer: {}", m.metadata.response_code);
+            for r in m.answers.iter().chain(&m.authorities) {
+                println!("  {r}");
+            }
+        }
+        Some(Err(e)) => println!("final answer could not be decoded: {e}"),
+        None => println!("no answer"),
+    }
+    Ok(())
+}

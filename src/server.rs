@@ -1,0 +1,357 @@
+//! One virtdns instance: builds local names and routes from the config, the host's resolv.conf
+//! and hosts files, keeps them current as those files change, and runs the listeners.
+//! The caller owns the sockets (`bind`), so tests can start a server on any port in-process.
+
+use crate::config::DnsConfig;
+use crate::dns::discover::{self, Probe};
+use crate::dns::forward::Forwarder;
+use crate::dns::listener::{self, TcpLimits};
+use crate::dns::local::LocalNames;
+use crate::dns::resolver::Resolver;
+use crate::dns::router::{DefaultSource, DomainRoute, RouteSource, RoutingTable, WalkOptions};
+use crate::dns::upstream::UpstreamPool;
+use crate::hosts;
+use crate::resolv_conf::ResolvConf;
+use crate::watch;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::{TcpListener, UdpSocket};
+
+/// How long each SOA probe of split-domain discovery may take.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Server {
+    dns: DnsConfig,
+    listen: Vec<SocketAddr>,
+    resolver: Arc<Resolver>,
+    pool: UpstreamPool,
+    state: Mutex<State>,
+    /// Bumped on every resolv.conf change, so stale discovery results are not applied.
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    resolv: ResolvConf,
+    probes: Vec<Probe>,
+}
+
+impl Server {
+    /// Builds the server from settings; reads resolv.conf and hosts files once.
+    pub fn new(dns: DnsConfig, listen: Vec<SocketAddr>) -> Server {
+        let pool = UpstreamPool::new(dns.timeout_bounds());
+        let forwarder = Forwarder::new(pool.clone(), dns.cache_size, dns.max_inflight);
+        let local = build_local(&dns);
+        let resolv = read_resolv_conf(&dns.resolv_conf).unwrap_or_default();
+        let routes = build_routes(&dns, &listen, &pool, &resolv);
+        let resolver = Arc::new(Resolver::new(local, routes, forwarder));
+        Server {
+            dns,
+            listen,
+            resolver,
+            pool,
+            state: Mutex::new(State {
+                resolv,
+                probes: Vec::new(),
+            }),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
+    }
+
+    /// What `check` prints: local domains, routes, discovered split domains.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let local_domains: Vec<String> = self
+            .dns
+            .domain
+            .iter()
+            .map(|d| d.0.clone())
+            .chain(local_only_domains(&self.dns))
+            .collect();
+        out.push_str(&format!(
+            "listen: {}\n",
+            self.listen
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        out.push_str(&format!(
+            "local-only domains (never forwarded): {}\n",
+            if local_domains.is_empty() {
+                "(none)".to_string()
+            } else {
+                local_domains.join(", ")
+            }
+        ));
+        out.push_str(&format!("static records: {}\n", self.dns.records.len()));
+        out.push_str(&self.resolver.routes().to_string());
+        let state = self.state.lock().unwrap();
+        if state.resolv.uses_resolved_stub() {
+            out.push_str(
+                "note: resolv.conf lists the systemd-resolved stub 127.0.0.53; forwarding to it\n",
+            );
+        }
+        for p in &state.probes {
+            out.push_str(&format!("{p}\n"));
+        }
+        out
+    }
+
+    /// Probes the search domains and applies the routes found. Returns the probes.
+    pub async fn discover(&self) -> Vec<Probe> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let (domains, servers) = {
+            let state = self.state.lock().unwrap();
+            let routes = self.resolver.routes();
+            (state.resolv.search.clone(), routes.default.clone())
+        };
+        if !self.dns.discover_split_domains
+            || domains.is_empty()
+            || servers.len() < 2
+            || self.resolver.routes().default_source == DefaultSource::Forwarders
+        {
+            return Vec::new();
+        }
+        let probes = discover::discover(&domains, &servers, DISCOVERY_TIMEOUT).await;
+        if self.generation.load(Ordering::SeqCst) == generation {
+            for p in &probes {
+                tracing::info!("{p}");
+            }
+            let found: Vec<DomainRoute> = probes.iter().filter_map(|p| p.route.clone()).collect();
+            let routes = self.resolver.routes().with_discovered(found);
+            self.resolver.set_routes(routes);
+            self.state.lock().unwrap().probes = probes.clone();
+        }
+        probes
+    }
+
+    /// Rereads resolv.conf; keeps the last good list if it is gone or lists no usable server.
+    /// Returns true when the routes changed.
+    pub fn reload_resolv_conf(&self) -> bool {
+        let path = &self.dns.resolv_conf;
+        let Some(resolv) = read_resolv_conf(path) else {
+            tracing::warn!(path = %path.display(), "resolv.conf unreadable or gone; keeping the last good server list");
+            return false;
+        };
+        let routes = build_routes(&self.dns, &self.listen, &self.pool, &resolv);
+        if routes.default.is_empty() && routes.default_source != DefaultSource::Forwarders {
+            tracing::warn!(path = %path.display(), "resolv.conf lists no usable nameserver; keeping the last good server list");
+            return false;
+        }
+        let mut state = self.state.lock().unwrap();
+        if state.resolv == resolv {
+            return false;
+        }
+        tracing::info!(path = %path.display(), servers = ?resolv.nameservers, search = ?resolv.search, "resolv.conf changed; using the new servers");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        state.resolv = resolv;
+        state.probes.clear();
+        self.resolver.set_routes(routes);
+        true
+    }
+
+    pub fn reload_local(&self) {
+        self.resolver.set_local(build_local(&self.dns));
+        tracing::info!("hosts files reloaded");
+    }
+
+    /// Binds UDP and TCP on every listen address.
+    pub async fn bind(
+        listen: &[SocketAddr],
+    ) -> Result<(Vec<UdpSocket>, Vec<TcpListener>), StartError> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for &addr in listen {
+            let err = |source| StartError::Bind { addr, source };
+            udp.push(UdpSocket::bind(addr).await.map_err(err)?);
+            tcp.push(TcpListener::bind(addr).await.map_err(err)?);
+        }
+        Ok((udp, tcp))
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(
+        self: Arc<Self>,
+        udp: Vec<UdpSocket>,
+        tcp: Vec<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for socket in udp {
+            tasks.spawn(listener::serve_udp(Arc::new(socket), self.resolver.clone()));
+        }
+        let limits = TcpLimits {
+            max_connections: self.dns.tcp_max_connections,
+            idle_timeout: Duration::from_millis(self.dns.tcp_idle_timeout_ms),
+        };
+        for l in tcp {
+            tasks.spawn(listener::serve_tcp(l, self.resolver.clone(), limits));
+        }
+        self.spawn_watchers(&mut tasks);
+        let this = self.clone();
+        tasks.spawn(async move {
+            this.discover().await;
+        });
+        shutdown.await;
+        tasks.abort_all();
+    }
+
+    fn spawn_watchers(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
+        if !uses_forwarders_only(&self.dns) {
+            let this = self.clone();
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+            tasks.spawn(watch::watch_files(
+                vec![self.dns.resolv_conf.clone()],
+                move || {
+                    let _ = tx.try_send(());
+                },
+            ));
+            tasks.spawn(async move {
+                while rx.recv().await.is_some() {
+                    if this.reload_resolv_conf() {
+                        this.discover().await;
+                    }
+                }
+            });
+        }
+        if !self.dns.no_hosts && !self.dns.hosts.is_empty() {
+            let this = self.clone();
+            tasks.spawn(watch::watch_files(self.dns.hosts.clone(), move || {
+                this.reload_local()
+            }));
+        }
+    }
+}
+
+fn uses_forwarders_only(dns: &DnsConfig) -> bool {
+    dns.forwarders.iter().any(|f| f.domain.is_none())
+}
+
+fn local_only_domains(dns: &DnsConfig) -> impl Iterator<Item = String> + '_ {
+    dns.forwarders
+        .iter()
+        .filter(|f| f.addrs.is_empty())
+        .filter_map(|f| f.domain.as_ref().map(|d| d.0.clone()))
+}
+
+fn build_local(dns: &DnsConfig) -> LocalNames {
+    let mut entries = Vec::new();
+    if !dns.no_hosts {
+        for path in &dns.hosts {
+            match std::fs::read_to_string(path) {
+                Ok(text) => entries.extend(hosts::parse(&text)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read hosts file")
+                }
+            }
+        }
+    }
+    let local_only: Vec<String> = local_only_domains(dns).collect();
+    LocalNames::build(
+        dns.domain.as_ref().map(|d| d.0.as_str()),
+        &local_only,
+        &dns.records,
+        &entries,
+        dns.local_ttl,
+    )
+}
+
+fn read_resolv_conf(path: &PathBuf) -> Option<ResolvConf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let rc = ResolvConf::parse(&text);
+    for line in &rc.ignored {
+        tracing::debug!(path = %path.display(), line, "resolv.conf line ignored");
+    }
+    Some(rc)
+}
+
+/// True if forwarding to `server` would send queries back to ourselves.
+pub fn is_own_address(server: SocketAddr, listen: &[SocketAddr]) -> bool {
+    listen.iter().any(|l| {
+        *l == server
+            || (l.port() == server.port()
+                && l.ip().is_unspecified()
+                && (server.ip().is_loopback() || server.ip().is_unspecified()))
+    })
+}
+
+fn build_routes(
+    dns: &DnsConfig,
+    listen: &[SocketAddr],
+    pool: &UpstreamPool,
+    resolv: &ResolvConf,
+) -> RoutingTable {
+    let usable = |addr: SocketAddr| {
+        if is_own_address(addr, listen) {
+            tracing::error!(%addr, "refusing to forward to virtdns's own listen address (it would loop)");
+            false
+        } else {
+            true
+        }
+    };
+    let mut domains = Vec::new();
+    let mut defaults = Vec::new();
+    for f in &dns.forwarders {
+        let servers: Vec<_> = f
+            .addrs
+            .iter()
+            .map(|a| a.0)
+            .filter(|a| usable(*a))
+            .map(|a| pool.get(a))
+            .collect();
+        match &f.domain {
+            Some(d) if !f.addrs.is_empty() => domains.push(DomainRoute {
+                domain: d.0.clone(),
+                servers,
+                source: RouteSource::Forwarder,
+            }),
+            Some(_) => {} // local only: handled by LocalNames
+            None => defaults.extend(servers),
+        }
+    }
+    let (default, source, options) = if uses_forwarders_only(dns) {
+        (defaults, DefaultSource::Forwarders, WalkOptions::default())
+    } else {
+        if resolv.uses_resolved_stub() {
+            tracing::info!(
+                "resolv.conf lists the systemd-resolved stub 127.0.0.53; forwarding to it"
+            );
+        }
+        let servers = resolv
+            .nameservers
+            .iter()
+            .copied()
+            .filter(|a| usable(*a))
+            .map(|a| pool.get(a))
+            .collect();
+        let options = WalkOptions {
+            attempts: resolv.attempts,
+            rotate: resolv.rotate,
+        };
+        (
+            servers,
+            DefaultSource::ResolvConf(dns.resolv_conf.display().to_string()),
+            options,
+        )
+    };
+    RoutingTable::new(domains, default, source, dns.forward_plain_names, options)
+}

@@ -1,0 +1,52 @@
+//! Noticing that a file changed: resolv.conf and hosts files are usually replaced by rename,
+//! often behind a symlink whose target moves too.
+//!
+//! Written by hand because no dependency we take watches files; polling `stat` of the path
+//! (following symlinks) and of the symlink itself every 250 ms costs two syscalls and catches
+//! every kind of replacement (rename over, symlink retargeted, edited in place, deleted)
+//! without the pitfalls of inotify watches on replaced inodes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What identifies one version of a file's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    target: Option<PathBuf>,
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+    changed: i64,
+    changed_ns: i64,
+}
+
+/// The current fingerprint of `path`, or None if it does not exist.
+pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Fingerprint {
+        target: std::fs::canonicalize(path).ok(),
+        inode: meta.ino(),
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        changed: meta.ctime(),
+        changed_ns: meta.ctime_nsec(),
+    })
+}
+
+/// Calls `on_change` every time any of `paths` changes, until the task is dropped.
+pub async fn watch_files(paths: Vec<PathBuf>, mut on_change: impl FnMut()) {
+    let mut last: Vec<_> = paths.iter().map(|p| fingerprint(p)).collect();
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now: Vec<_> = paths.iter().map(|p| fingerprint(p)).collect();
+        if now != last {
+            last = now;
+            on_change();
+        }
+    }
+}
