@@ -85,8 +85,10 @@ impl Answer {
     }
 }
 
+type Shard = Mutex<HashMap<CacheKey, Arc<Answer>>>;
+
 pub struct Cache {
-    shards: Box<[Mutex<HashMap<CacheKey, Arc<Answer>>>]>,
+    shards: Box<[Shard]>,
     per_shard: usize,
 }
 
@@ -99,7 +101,7 @@ impl Cache {
     }
 
     /// FNV-1a over the name and type: cheap, and stable for a key.
-    fn shard(&self, key: &CacheKey) -> &Mutex<HashMap<CacheKey, Arc<Answer>>> {
+    fn shard(&self, key: &CacheKey) -> &Shard {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in key.name.as_bytes().iter().chain(&key.qtype.to_be_bytes()) {
             h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);

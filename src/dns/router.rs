@@ -139,7 +139,9 @@ impl RoutingTable {
         }
     }
 
-    /// Discovered routes replaced by `found`, configured ones kept.
+    /// Discovered routes replaced by `found`, configured ones kept. Servers that serve a
+    /// discovered split domain move to the end of the default order: an internal server that
+    /// answers REFUSED or NXDOMAIN for outside names is then asked about them last.
     pub fn with_discovered(&self, found: Vec<DomainRoute>) -> RoutingTable {
         let mut domains: Vec<DomainRoute> = self
             .domains
@@ -147,10 +149,19 @@ impl RoutingTable {
             .filter(|r| r.source == RouteSource::Forwarder)
             .cloned()
             .collect();
+        let split_servers: Vec<_> = found
+            .iter()
+            .flat_map(|r| r.servers.iter().map(|s| s.addr))
+            .collect();
+        let (split, general): (Vec<_>, Vec<_>) = self
+            .default
+            .iter()
+            .cloned()
+            .partition(|s| split_servers.contains(&s.addr));
         domains.extend(found);
         RoutingTable::new(
             domains,
-            self.default.clone(),
+            general.into_iter().chain(split).collect(),
             self.default_source.clone(),
             self.forward_plain_names,
             self.options,

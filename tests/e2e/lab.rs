@@ -1,0 +1,200 @@
+//! The lab every scenario runs in: a private network namespace (entered once, by re-executing
+//! this test binary under `unshare`), a loopback subnet 127.N.0.0/24 per scenario, a scratch
+//! folder, and the processes started in it, all stopped when the lab is dropped. Nothing here
+//! sends a packet outside the namespace.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const IN_NAMESPACE: &str = "VIRTDNS_E2E_IN_NETNS";
+/// Addresses 127.N.0.1 to 127.N.0.HOSTS are put on lo for each lab.
+const HOSTS: u8 = 12;
+
+/// Re-executes this binary inside fresh network and mount namespaces unless already there.
+/// Returns only inside the namespace.
+pub fn enter_namespace() {
+    if std::env::var_os(IN_NAMESPACE).is_some() {
+        run(Command::new("ip").args(["link", "set", "lo", "up"]));
+        return;
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let mut cmd = Command::new("unshare");
+    if unsafe_geteuid() != 0 {
+        cmd.args(["--user", "--map-root-user"]);
+    }
+    cmd.args(["--net", "--mount", "--"])
+        .arg(exe)
+        .args(std::env::args().skip(1));
+    cmd.env(IN_NAMESPACE, "1");
+    let status = cmd
+        .status()
+        .expect("unshare (util-linux) must be installed");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn unsafe_geteuid() -> u32 {
+    // Reading /proc avoids a libc dependency just for geteuid().
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(1)
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls until `addr` accepts TCP connections.
+pub fn wait_for_tcp(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true or `limit` passes; returns the time taken.
+pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process owned by the lab, killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Lab {
+    net: u8,
+    dir: PathBuf,
+    procs: Vec<Proc>,
+}
+
+impl Lab {
+    pub fn new(index: usize, name: &str) -> Lab {
+        let dir = std::env::temp_dir()
+            .join(format!("virtdns-e2e-{}", std::process::id()))
+            .join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("lab folder");
+        let lab = Lab {
+            net: 10 + index as u8,
+            dir,
+            procs: Vec::new(),
+        };
+        // Servers such as BIND listen only on addresses an interface carries.
+        let batch: String = (1..=HOSTS)
+            .map(|h| format!("addr add {}/32 dev lo\n", lab.ip(h)))
+            .collect();
+        let script = lab.write("ip.batch", &batch);
+        run(Command::new("ip").arg("-batch").arg(script));
+        lab
+    }
+
+    /// 127.N.0.host: this lab's loopback addresses.
+    pub fn ip(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.net, 0, host)
+    }
+
+    pub fn addr(&self, host: u8) -> SocketAddr {
+        SocketAddr::new(self.ip(host).into(), 53)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Starts `cmd` with its output in `<name>.log`, owned by the lab.
+    pub fn spawn(&mut self, name: &str, cmd: &mut Command) -> &mut Proc {
+        let log = self.path(&format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        self.procs.push(Proc {
+            name: name.into(),
+            child,
+            log,
+        });
+        self.procs.last_mut().unwrap()
+    }
+
+    pub fn proc(&mut self, name: &str) -> &mut Proc {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// Logs of every process, for a failure report.
+    pub fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.log_text(), 40)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,253 @@
+//! The servers a scenario sets up: real BIND, NSD, Unbound and dnsmasq from Debian, the real
+//! virtdns binary, and a scripted fake only for what no real server does (silence, NOTIMP).
+
+use crate::lab::{Lab, wait_for_tcp};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const ZONES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/zones");
+
+/// Zone text from tests/e2e/zones, with `extra` records appended.
+fn zone(file: &str, extra: &str) -> String {
+    let base = std::fs::read_to_string(format!("{ZONES}/{file}")).expect("zone file");
+    format!("{base}{extra}\n")
+}
+
+/// Extra records for example.com: a TXT too large for UDP, and many distinct names.
+fn example_com_extras() -> String {
+    let mut extra = String::new();
+    let chunk = "x".repeat(200);
+    extra.push_str("big TXT");
+    for i in 0..10 {
+        extra.push_str(&format!(" \"{i}{chunk}\""));
+    }
+    extra.push('\n');
+    for i in 0..200 {
+        extra.push_str(&format!("n{i} A 192.0.2.{}\n", i % 250 + 1));
+    }
+    extra
+}
+
+pub enum Fake {
+    /// Never answers.
+    Silent,
+    /// Answers every query with this RCODE and no records.
+    Rcode(u8),
+}
+
+/// A scripted upstream on UDP, stopped when dropped.
+pub struct FakeUpstream {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Lab {
+    /// BIND with `recursion no`, authoritative for corp.example only: REFUSED for the rest.
+    pub fn bind_internal(&mut self, host: u8) -> SocketAddr {
+        let addr = self.addr(host);
+        let dir = self.path(&format!("bind{host}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let zone_file = self.write(
+            &format!("bind{host}/corp.example.zone"),
+            &zone("corp.example.zone", ""),
+        );
+        let conf = self.write(
+            &format!("bind{host}/named.conf"),
+            &format!(
+                "options {{\n  directory \"{dir}\";\n  pid-file \"{dir}/named.pid\";\n  \
+                 listen-on port 53 {{ {ip}; }};\n  listen-on-v6 {{ none; }};\n  recursion no;\n  \
+                 dnssec-validation no;\n  notify no;\n}};\ncontrols {{ }};\n\
+                 zone \"corp.example\" {{ type primary; file \"{zone}\"; }};\n",
+                dir = dir.display(),
+                ip = addr.ip(),
+                zone = zone_file.display()
+            ),
+        );
+        self.spawn(
+            &format!("named-{host}"),
+            Command::new("named").args(["-g", "-c"]).arg(conf),
+        );
+        wait_for_tcp(addr, "BIND");
+        addr
+    }
+
+    /// NSD serving the given zones (origin, zone text).
+    fn nsd(&mut self, host: u8, zones: &[(&str, String)]) -> SocketAddr {
+        let addr = self.addr(host);
+        let dir = self.path(&format!("nsd{host}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut conf = format!(
+            "server:\n  ip-address: {ip}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  \
+             zonesdir: \"{dir}\"\n  database: \"\"\n  pidfile: \"{dir}/nsd.pid\"\n  \
+             xfrdfile: \"{dir}/xfrd.state\"\n  zonelistfile: \"{dir}/zone.list\"\n  \
+             server-count: 1\n  verbosity: 1\n  rrl-ratelimit: 0\n  hide-version: yes\n\
+             remote-control:\n  control-enable: no\n",
+            ip = addr.ip(),
+            dir = dir.display()
+        );
+        for (i, (origin, text)) in zones.iter().enumerate() {
+            self.write(&format!("nsd{host}/{i}.zone"), text);
+            conf.push_str(&format!(
+                "zone:\n  name: \"{origin}\"\n  zonefile: \"{i}.zone\"\n"
+            ));
+        }
+        let conf = self.write(&format!("nsd{host}/nsd.conf"), &conf);
+        self.spawn(
+            &format!("nsd-{host}"),
+            Command::new("nsd").args(["-d", "-c"]).arg(conf),
+        );
+        wait_for_tcp(addr, "NSD");
+        addr
+    }
+
+    /// NSD as the general server: example.com and its many names.
+    pub fn nsd_outside(&mut self, host: u8) -> SocketAddr {
+        self.nsd(
+            host,
+            &[(
+                "example.com",
+                zone("example.com.zone", &example_com_extras()),
+            )],
+        )
+    }
+
+    /// Another general server whose www.example.com is 192.0.2.81 (to see a switch of servers).
+    pub fn nsd_outside_variant(&mut self, host: u8) -> SocketAddr {
+        let text =
+            zone("example.com.zone", &example_com_extras()).replace("192.0.2.80", "192.0.2.81");
+        self.nsd(host, &[("example.com", text)])
+    }
+
+    /// NSD as an internal server that answers NXDOMAIN for every outside name.
+    pub fn nsd_internal_nxdomain(&mut self, host: u8) -> SocketAddr {
+        self.nsd(
+            host,
+            &[
+                ("corp.example", zone("corp.example.zone", "")),
+                (".", zone("root-internal.zone", "")),
+            ],
+        )
+    }
+
+    /// Unbound that can reach no server (do-not-query-localhost): SERVFAIL for everything.
+    pub fn unbound_servfail(&mut self, host: u8) -> SocketAddr {
+        let addr = self.addr(host);
+        let dir = self.path(&format!("unbound{host}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = self.write(
+            &format!("unbound{host}/unbound.conf"),
+            &format!(
+                "server:\n  interface: {ip}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  \
+                 directory: \"{dir}\"\n  pidfile: \"{dir}/unbound.pid\"\n  use-syslog: no\n  \
+                 logfile: \"\"\n  do-not-query-localhost: yes\n  module-config: \"iterator\"\n  \
+                 access-control: 127.0.0.0/8 allow\n  num-threads: 1\n\
+                 remote-control:\n  control-enable: no\n\
+                 forward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.1\n",
+                ip = addr.ip(),
+                dir = dir.display()
+            ),
+        );
+        self.spawn(
+            &format!("unbound-{host}"),
+            Command::new("unbound").args(["-d", "-c"]).arg(conf),
+        );
+        wait_for_tcp(addr, "Unbound");
+        addr
+    }
+
+    /// A scripted upstream for behaviour no real server shows.
+    pub fn fake(&mut self, host: u8, behaviour: Fake) -> (SocketAddr, FakeUpstream) {
+        let addr = self.addr(host);
+        let socket = UdpSocket::bind(addr).expect("fake upstream socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let (Fake::Rcode(code), true) = (&behaviour, n >= 12) {
+                    let mut reply = buf[..n].to_vec();
+                    reply[2] |= 0x80;
+                    reply[3] = (reply[3] & 0xf0) | code;
+                    reply[6..12].fill(0);
+                    let _ = socket.send_to(&reply, peer);
+                }
+            }
+        });
+        (addr, FakeUpstream { stop })
+    }
+
+    /// A resolv.conf for the lab's servers.
+    pub fn resolv_conf(&self, name: &str, servers: &[SocketAddr], extra: &str) -> PathBuf {
+        let mut text: String = servers
+            .iter()
+            .map(|s| format!("nameserver {}\n", s.ip()))
+            .collect();
+        text.push_str(extra);
+        self.write(name, &text)
+    }
+
+    /// The real virtdns binary, listening on 127.N.0.host:53.
+    pub fn virtdns(&mut self, host: u8, resolv_conf: &std::path::Path, config: &str) -> SocketAddr {
+        let addr = self.addr(host);
+        let conf = self.write(&format!("virtdns{host}.toml"), config);
+        let name = format!("virtdns-{host}");
+        self.spawn(
+            &name,
+            Command::new(virtdns_bin())
+                .arg("run")
+                .arg("--config")
+                .arg(conf)
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--resolv-conf")
+                .arg(resolv_conf)
+                .env("VIRTDNS_LOG", "debug"),
+        );
+        wait_for_tcp(addr, "virtdns");
+        addr
+    }
+
+    /// dnsmasq 2.90 as libvirt runs it: strict-order, following the given resolv.conf.
+    pub fn dnsmasq(&mut self, host: u8, resolv_conf: &std::path::Path) -> SocketAddr {
+        let addr = self.addr(host);
+        self.spawn(
+            &format!("dnsmasq-{host}"),
+            Command::new("dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--log-facility=-",
+                    "--user=root",
+                    "--no-hosts",
+                ])
+                .args([
+                    "--strict-order",
+                    "--bind-interfaces",
+                    "--port=53",
+                    "--pid-file=",
+                ])
+                .arg(format!("--listen-address={}", addr.ip()))
+                .arg(format!("--resolv-file={}", resolv_conf.display())),
+        );
+        wait_for_tcp(addr, "dnsmasq");
+        addr
+    }
+}
+
+pub fn virtdns_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_virtdns")
+}

@@ -1,0 +1,147 @@
+//! The scenarios, each a function of a fresh `Lab`, in the order they run.
+
+mod bad_input;
+mod cache;
+mod cli;
+mod dnsmasq_reference;
+mod failover;
+mod follow_host;
+mod local_names;
+mod split_dns;
+
+use crate::lab::Lab;
+
+pub type Scenario = fn(&mut Lab);
+
+pub const ALL: &[(&str, Scenario)] = &[
+    (
+        "split_dns_refused_first_matches_host_view",
+        split_dns::refused_first_matches_host_view,
+    ),
+    (
+        "split_dns_large_answers_and_tcp",
+        split_dns::large_answers_and_tcp,
+    ),
+    (
+        "dnsmasq_refused_with_cookie_vs_virtdns",
+        dnsmasq_reference::refused_with_cookie,
+    ),
+    (
+        "dnsmasq_notimp_first_vs_virtdns",
+        dnsmasq_reference::notimp_first,
+    ),
+    (
+        "dnsmasq_dead_first_vs_virtdns",
+        dnsmasq_reference::dead_first,
+    ),
+    ("failover_servfail_first", failover::servfail_first),
+    ("failover_dead_first_is_fast", failover::dead_first_is_fast),
+    (
+        "split_discovery_internal_nxdomain",
+        failover::internal_server_answers_nxdomain,
+    ),
+    (
+        "follow_resolv_conf_replacement",
+        follow_host::resolv_conf_replaced,
+    ),
+    (
+        "cache_outlives_upstream_until_ttl",
+        cache::outlives_upstream_until_ttl,
+    ),
+    (
+        "local_names_for_guests_and_host",
+        local_names::guests_and_host,
+    ),
+    ("bad_input_udp_and_tcp", bad_input::survives_bad_input),
+    ("tcp_pipelining", bad_input::tcp_pipelining),
+    ("cli_check_and_explain", cli::check_and_explain),
+];
+
+/// The answers every split-DNS layout must give through virtdns: (name, type, status, answers).
+pub const SPLIT_ANSWERS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "intranet.corp.example",
+        "A",
+        "NOERROR",
+        &["A 198.51.100.10"],
+    ),
+    (
+        "intranet.corp.example",
+        "AAAA",
+        "NOERROR",
+        &["AAAA 2001:db8:1::10"],
+    ),
+    (
+        "wiki.corp.example",
+        "A",
+        "NOERROR",
+        &["CNAME intranet.corp.example.", "A 198.51.100.10"],
+    ),
+    ("corp.example", "MX", "NOERROR", &["MX 10 mx.corp.example."]),
+    (
+        "_ldap._tcp.corp.example",
+        "SRV",
+        "NOERROR",
+        &["SRV 0 5 389 ldap.corp.example."],
+    ),
+    ("nx.corp.example", "A", "NXDOMAIN", &[]),
+    ("www.example.com", "A", "NOERROR", &["A 192.0.2.80"]),
+    ("www.example.com", "AAAA", "NOERROR", &["AAAA 2001:db8::80"]),
+    (
+        "alias.example.com",
+        "A",
+        "NOERROR",
+        &[
+            "CNAME alias2.example.com.",
+            "CNAME www.example.com.",
+            "A 192.0.2.80",
+        ],
+    ),
+    ("example.com", "MX", "NOERROR", &["MX 10 mail.example.com."]),
+    (
+        "_sip._udp.example.com",
+        "SRV",
+        "NOERROR",
+        &["SRV 10 60 5060 sip.example.com."],
+    ),
+    ("nx.example.com", "A", "NXDOMAIN", &[]),
+];
+
+/// Asks every SPLIT_ANSWERS question through `server`, with and without EDNS and cookies.
+pub fn expect_split_answers(server: std::net::SocketAddr) {
+    for edns in crate::clients::ALL_EDNS {
+        for (name, rtype, status, answers) in SPLIT_ANSWERS {
+            let r = crate::clients::dig(server).edns(edns).query(name, rtype);
+            assert_eq!(
+                (r.status.as_str(), r.answers.clone()),
+                (
+                    *status,
+                    answers.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+                ),
+                "{name} {rtype} with EDNS {edns:?} through {server}"
+            );
+        }
+    }
+}
+
+/// Names a glibc client resolves, short ones through the search list.
+pub const GLIBC_NAMES: &[&str] = &[
+    "intranet.corp.example",
+    "intranet",
+    "wiki",
+    "www.example.com",
+    "alias.example.com",
+    "nx.example.com",
+];
+
+/// glibc through `guest` resolves every name exactly as glibc through `host` does.
+pub fn expect_same_view(host: &std::path::Path, guest: &std::path::Path, names: &[&str]) {
+    for name in names {
+        let on_host = crate::clients::getent(host, name);
+        let on_guest = crate::clients::getent(guest, name);
+        assert_eq!(
+            on_guest, on_host,
+            "getent ahosts {name}: guest (through virtdns) vs host"
+        );
+    }
+}
