@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, UdpSocket};
 
 /// How long each SOA probe of split-domain discovery may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often discovery runs again while some server did not answer its probe.
+const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -210,6 +212,19 @@ impl Server {
         let this = self.clone();
         tasks.spawn(async move {
             this.discover().await;
+            loop {
+                tokio::time::sleep(REDISCOVERY_INTERVAL).await;
+                let incomplete = this
+                    .state
+                    .lock()
+                    .unwrap()
+                    .probes
+                    .iter()
+                    .any(Probe::incomplete);
+                if incomplete {
+                    this.discover().await;
+                }
+            }
         });
         shutdown.await;
         tasks.abort_all();
@@ -346,6 +361,7 @@ fn build_routes(
         let options = WalkOptions {
             attempts: resolv.attempts,
             rotate: resolv.rotate,
+            timeout_cap: Duration::from_secs(resolv.timeout_secs.into()),
         };
         (
             servers,

@@ -19,7 +19,10 @@ use std::time::Duration;
 pub enum Knows {
     Authoritative,
     Recursive,
+    /// Answered, but not with the domain's SOA (the RCODE).
     No(String),
+    /// No usable reply: worth asking again later.
+    Silent(String),
 }
 
 /// The result for one domain, kept for `check` and `explain`.
@@ -87,7 +90,7 @@ async fn ask_soa(server: std::net::SocketAddr, domain: String, timeout: Duration
             }
         }
         Ok(ex) => Knows::No(wire::rcode::name(wire::rcode(&ex.reply)).to_string()),
-        Err(e) => Knows::No(e.to_string()),
+        Err(e) => Knows::Silent(e.to_string()),
     }
 }
 
@@ -105,6 +108,15 @@ where
     out
 }
 
+impl Probe {
+    /// A server did not answer: discovery should run again later.
+    pub fn incomplete(&self) -> bool {
+        self.answers
+            .iter()
+            .any(|(_, k)| matches!(k, Knows::Silent(_)))
+    }
+}
+
 impl std::fmt::Display for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "search domain {}:", self.domain)?;
@@ -113,6 +125,7 @@ impl std::fmt::Display for Probe {
                 Knows::Authoritative => "authoritative".to_string(),
                 Knows::Recursive => "answers (not authoritative)".to_string(),
                 Knows::No(why) => format!("does not know it ({why})"),
+                Knows::Silent(why) => format!("did not answer ({why})"),
             };
             write!(f, " {addr} {k};")?;
         }

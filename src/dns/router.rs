@@ -10,6 +10,7 @@ use crate::dns::local::is_within;
 use crate::dns::upstream::Upstream;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where a domain route came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub enum DefaultSource {
 pub struct WalkOptions {
     pub attempts: u32,
     pub rotate: bool,
+    /// glibc's per-try timeout (`options timeout:`): no attempt waits longer than this.
+    pub timeout_cap: Duration,
 }
 
 impl Default for WalkOptions {
@@ -48,6 +51,7 @@ impl Default for WalkOptions {
         WalkOptions {
             attempts: 2,
             rotate: false,
+            timeout_cap: Duration::from_secs(5),
         }
     }
 }
@@ -207,8 +211,11 @@ impl fmt::Display for RoutingTable {
         }
         writeln!(
             f,
-            "attempts {}, rotate {}, forward plain names {}",
-            self.options.attempts, self.options.rotate, self.forward_plain_names
+            "attempts {}, rotate {}, timeout cap {:?}, forward plain names {}",
+            self.options.attempts,
+            self.options.rotate,
+            self.options.timeout_cap,
+            self.forward_plain_names
         )
     }
 }
@@ -217,7 +224,6 @@ impl fmt::Display for RoutingTable {
 mod tests {
     use super::*;
     use crate::dns::upstream::UpstreamPool;
-    use std::time::Duration;
 
     fn table(forward_plain: bool) -> RoutingTable {
         let pool = UpstreamPool::new((Duration::from_millis(200), Duration::from_secs(2)));

@@ -403,28 +403,33 @@ fn walk_records(
     Ok(off)
 }
 
+/// The OPT record at `start` (RFC 6891 6.1.2: CLASS is the payload size, TTL holds the
+/// extended RCODE, version and the DO flag).
+fn read_opt(p: &[u8], start: usize, ttl_at: usize, end: usize) -> Result<OptSpan, WireError> {
+    let ttl = u32_at(p, ttl_at)?;
+    Ok(OptSpan {
+        start,
+        end,
+        edns: Edns {
+            payload: u16_at(p, ttl_at - 2)?,
+            rcode_high: (ttl >> 24) as u8,
+            version: (ttl >> 16) as u8,
+            dnssec_ok: ttl & 0x8000 != 0,
+        },
+    })
+}
+
 fn find_opt(p: &[u8], question_end: usize) -> Result<Option<OptSpan>, WireError> {
     let mut opt: Option<OptSpan> = None;
-    let end = walk_records(p, question_end, |start, rtype, ttl_at, rdata| {
+    walk_records(p, question_end, |start, rtype, ttl_at, rdata| {
         if rtype == TYPE_OPT {
             if opt.is_some() {
                 return Err(WireError::DuplicateOpt);
             }
-            let ttl = u32_at(p, ttl_at)?;
-            opt = Some(OptSpan {
-                start,
-                end: rdata.end,
-                edns: Edns {
-                    payload: u16_at(p, ttl_at - 2)?,
-                    rcode_high: (ttl >> 24) as u8,
-                    version: (ttl >> 16) as u8,
-                    dnssec_ok: ttl & 0x8000 != 0,
-                },
-            });
+            opt = Some(read_opt(p, start, ttl_at, rdata.end)?);
         }
         Ok(())
     })?;
-    let _ = end;
     Ok(opt)
 }
 
@@ -565,17 +570,7 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
             if opt.is_some() {
                 return Err(WireError::DuplicateOpt);
             }
-            let ttl = u32_at(p, ttl_at)?;
-            opt = Some(OptSpan {
-                start,
-                end: rdata.end,
-                edns: Edns {
-                    payload: u16_at(p, ttl_at - 2)?,
-                    rcode_high: (ttl >> 24) as u8,
-                    version: (ttl >> 16) as u8,
-                    dnssec_ok: ttl & 0x8000 != 0,
-                },
-            });
+            opt = Some(read_opt(p, start, ttl_at, rdata.end)?);
             return Ok(());
         }
         ttl_offsets.push(u16::try_from(ttl_at).map_err(|_| WireError::Truncated)?);

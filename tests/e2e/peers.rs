@@ -203,6 +203,17 @@ impl Lab {
 
     /// The real virtdns binary, listening on 127.N.0.host:53.
     pub fn virtdns(&mut self, host: u8, resolv_conf: &std::path::Path, config: &str) -> SocketAddr {
+        self.virtdns_with(host, resolv_conf, config, &[])
+    }
+
+    /// virtdns with extra command-line arguments.
+    pub fn virtdns_with(
+        &mut self,
+        host: u8,
+        resolv_conf: &std::path::Path,
+        config: &str,
+        args: &[&str],
+    ) -> SocketAddr {
         let addr = self.addr(host);
         let conf = self.write(&format!("virtdns{host}.toml"), config);
         let name = format!("virtdns-{host}");
@@ -216,6 +227,7 @@ impl Lab {
                 .arg(addr.to_string())
                 .arg("--resolv-conf")
                 .arg(resolv_conf)
+                .args(args)
                 .env("VIRTDNS_LOG", "debug"),
         );
         wait_for_tcp(addr, "virtdns");

@@ -73,6 +73,13 @@ pub fn survives_bad_input(lab: &mut Lab) {
         &buf[..n]
     );
 
+    // An EDNS version we do not speak gets BADVERS (RFC 6891 6.1.3).
+    let r = dig(virtdns)
+        .opt("+edns=1")
+        .opt("+noednsnegotiation")
+        .query("www.example.com", "A");
+    assert_eq!(r.status, "BADVERS", "{r:?}");
+
     // TCP: garbage with a length prefix, a length prefix that lies, a silent client, a slow one.
     let mut garbage = TcpStream::connect(virtdns).unwrap();
     let junk = noise.bytes(300);

@@ -6,9 +6,7 @@ use crate::peers::virtdns_bin;
 use std::process::Command;
 
 pub fn check_and_explain(lab: &mut Lab) {
-    let internal = lab.bind_internal(2);
-    let outside = lab.nsd_outside(3);
-    let rc = lab.resolv_conf("resolv.conf", &[internal, outside], "search corp.example\n");
+    let (internal, outside, rc) = super::seed_layout(lab);
 
     // A bad config names file, line and problem, and nothing starts.
     let bad = lab.write(

@@ -8,9 +8,7 @@ use crate::lab::Lab;
 use crate::peers::Fake;
 
 pub fn refused_with_cookie(lab: &mut Lab) {
-    let internal = lab.bind_internal(2);
-    let outside = lab.nsd_outside(3);
-    let rc = lab.resolv_conf("resolv.conf", &[internal, outside], "search corp.example\n");
+    let (_, _, rc) = super::seed_layout(lab);
     let dnsmasq = lab.dnsmasq(4, &rc);
     let virtdns = lab.virtdns(1, &rc, "");
 

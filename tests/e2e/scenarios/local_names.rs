@@ -41,7 +41,8 @@ pub fn guests_and_host(lab: &mut Lab) {
         "192.0.2.200 buildhost\n192.0.2.201 printer.example.com\n",
     );
     let config = CONFIG.replace("HOSTS", &hosts.display().to_string());
-    let virtdns = lab.virtdns(1, &rc, &config);
+    let virtdns = lab.virtdns_with(1, &rc, &config, &["--listen", "[::1]:53"]);
+    let virtdns6: std::net::SocketAddr = "[::1]:53".parse().unwrap();
     let guest = lab.resolv_conf("guest.resolv.conf", &[virtdns], "search vm.test\n");
 
     let cases: &[(&str, &str, &str, &[&str])] = &[
@@ -83,6 +84,18 @@ pub fn guests_and_host(lab: &mut Lab) {
             "{name} {rtype}"
         );
     }
+    // The same over IPv6, UDP and TCP.
+    assert_eq!(
+        dig(virtdns6).query("web.vm.test", "A").answers,
+        vec!["A 192.168.122.10"]
+    );
+    assert_eq!(
+        dig(virtdns6)
+            .opt("+tcp")
+            .query("www.example.com", "A")
+            .answers,
+        vec!["A 192.0.2.80"]
+    );
     let nx = dig(virtdns).query("nothere.vm.test", "A");
     assert!(nx.has_flag("aa"), "local domain answers are authoritative");
 

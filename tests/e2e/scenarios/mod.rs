@@ -10,6 +10,8 @@ mod local_names;
 mod split_dns;
 
 use crate::lab::Lab;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 pub type Scenario = fn(&mut Lab);
 
@@ -56,6 +58,20 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("tcp_pipelining", bad_input::tcp_pipelining),
     ("cli_check_and_explain", cli::check_and_explain),
 ];
+
+/// The seed's upstreams: an internal BIND (REFUSED outside corp.example) at .2, NSD with the
+/// outside names at .3, and the host's resolv.conf listing them in that order with
+/// `search corp.example`. Returns (internal, outside, host resolv.conf).
+pub fn seed_layout(lab: &mut Lab) -> (SocketAddr, SocketAddr, PathBuf) {
+    let internal = lab.bind_internal(2);
+    let outside = lab.nsd_outside(3);
+    let host = lab.resolv_conf(
+        "host.resolv.conf",
+        &[internal, outside],
+        "search corp.example\n",
+    );
+    (internal, outside, host)
+}
 
 /// The answers every split-DNS layout must give through virtdns: (name, type, status, answers).
 pub const SPLIT_ANSWERS: &[(&str, &str, &str, &[&str])] = &[

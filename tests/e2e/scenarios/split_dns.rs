@@ -6,13 +6,7 @@ use crate::clients::{Edns, dig, getent};
 use crate::lab::Lab;
 
 pub fn refused_first_matches_host_view(lab: &mut Lab) {
-    let internal = lab.bind_internal(2);
-    let outside = lab.nsd_outside(3);
-    let host = lab.resolv_conf(
-        "host.resolv.conf",
-        &[internal, outside],
-        "search corp.example\n",
-    );
+    let (_, _, host) = super::seed_layout(lab);
     let virtdns = lab.virtdns(1, &host, "");
     let guest = lab.resolv_conf("guest.resolv.conf", &[virtdns], "search corp.example\n");
 
@@ -23,13 +17,7 @@ pub fn refused_first_matches_host_view(lab: &mut Lab) {
 }
 
 pub fn large_answers_and_tcp(lab: &mut Lab) {
-    let internal = lab.bind_internal(2);
-    let outside = lab.nsd_outside(3);
-    let host = lab.resolv_conf(
-        "host.resolv.conf",
-        &[internal, outside],
-        "search corp.example\n",
-    );
+    let (_, _, host) = super::seed_layout(lab);
     let virtdns = lab.virtdns(1, &host, "");
 
     // Over 2 KB of TXT: too large for UDP. dig retries over TCP after the truncated reply.
