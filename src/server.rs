@@ -124,7 +124,16 @@ impl Server {
         let (domains, servers) = {
             let state = self.state.lock().unwrap();
             let routes = self.resolver.routes();
-            (state.resolv.search.clone(), routes.default.clone())
+            let local = self.resolver.local();
+            // The network's own domains are never asked about upstream.
+            let search: Vec<String> = state
+                .resolv
+                .search
+                .iter()
+                .filter(|d| local.local_domain_of(d).is_none())
+                .cloned()
+                .collect();
+            (search, routes.default.clone())
         };
         if !self.dns.discover_split_domains
             || domains.is_empty()

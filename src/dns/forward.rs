@@ -100,9 +100,17 @@ impl Forwarder {
             let client = client.to_vec();
             let q = *q;
             tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let outcome = this
                     .walk(&client, &q, &servers, options, &mut Trace::off())
                     .await;
+                tracing::debug!(
+                    name = %q.name.to_dotted(),
+                    qtype = q.qtype,
+                    rcode = rcode::name(outcome.as_ref().map_or_else(|c| *c, |a| a.rcode())),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "forwarded"
+                );
                 this.finish(&key, outcome);
                 drop(permit);
             });

@@ -35,6 +35,20 @@ pub enum DefaultSource {
     Forwarders,
     /// The host's resolv.conf (path).
     ResolvConf(String),
+    /// The host's resolv.conf, with servers of discovered split domains moved last.
+    ResolvConfSplitLast(String),
+}
+
+impl fmt::Display for DefaultSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DefaultSource::Forwarders => write!(f, "config forwarders"),
+            DefaultSource::ResolvConf(p) => write!(f, "resolv.conf order ({p})"),
+            DefaultSource::ResolvConfSplitLast(p) => {
+                write!(f, "resolv.conf order ({p}), split-domain servers last")
+            }
+        }
+    }
 }
 
 /// How to walk a server list (resolv.conf `options`).
@@ -63,6 +77,8 @@ pub struct RoutingTable {
     pub domains: Vec<DomainRoute>,
     pub default: Vec<Arc<Upstream>>,
     pub default_source: DefaultSource,
+    /// The default servers and source as configured, before discovery reordered them.
+    configured_default: (Vec<Arc<Upstream>>, DefaultSource),
     pub forward_plain_names: bool,
     pub options: WalkOptions,
 }
@@ -96,8 +112,7 @@ impl fmt::Display for Rule {
                     "split domain {d} (discovered from resolv.conf search list)"
                 )
             }
-            Rule::Default(DefaultSource::Forwarders) => write!(f, "default forwarders (config)"),
-            Rule::Default(DefaultSource::ResolvConf(p)) => write!(f, "resolv.conf order ({p})"),
+            Rule::Default(source) => source.fmt(f),
         }
     }
 }
@@ -119,6 +134,7 @@ impl RoutingTable {
         });
         RoutingTable {
             domains,
+            configured_default: (default.clone(), default_source.clone()),
             default,
             default_source,
             forward_plain_names,
@@ -157,19 +173,27 @@ impl RoutingTable {
             .iter()
             .flat_map(|r| r.servers.iter().map(|s| s.addr))
             .collect();
-        let (split, general): (Vec<_>, Vec<_>) = self
-            .default
+        let (configured, configured_source) = &self.configured_default;
+        let (split, general): (Vec<_>, Vec<_>) = configured
             .iter()
             .cloned()
             .partition(|s| split_servers.contains(&s.addr));
+        let default_source = match configured_source {
+            DefaultSource::ResolvConf(p) if !split.is_empty() => {
+                DefaultSource::ResolvConfSplitLast(p.clone())
+            }
+            other => other.clone(),
+        };
         domains.extend(found);
-        RoutingTable::new(
+        let mut table = RoutingTable::new(
             domains,
             general.into_iter().chain(split).collect(),
-            self.default_source.clone(),
+            default_source,
             self.forward_plain_names,
             self.options,
-        )
+        );
+        table.configured_default = self.configured_default.clone();
+        table
     }
 }
 
@@ -193,11 +217,7 @@ impl fmt::Display for RoutingTable {
             };
             writeln!(f, "  {} -> {} [{source}]", r.domain, list(&r.servers))?;
         }
-        let source = match &self.default_source {
-            DefaultSource::Forwarders => "config forwarders".to_string(),
-            DefaultSource::ResolvConf(p) => format!("resolv.conf {p}"),
-        };
-        writeln!(f, "default upstreams, in order [{source}]:")?;
+        writeln!(f, "default upstreams, in order [{}]:", self.default_source)?;
         if self.default.is_empty() {
             writeln!(f, "  (none: names outside local data get SERVFAIL)")?;
         }

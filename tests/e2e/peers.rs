@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const ZONES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/zones");
@@ -42,6 +42,14 @@ pub enum Fake {
 /// A scripted upstream on UDP, stopped when dropped.
 pub struct FakeUpstream {
     stop: Arc<AtomicBool>,
+    received: Arc<AtomicUsize>,
+}
+
+impl FakeUpstream {
+    /// How many queries it has received.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for FakeUpstream {
@@ -173,12 +181,15 @@ impl Lab {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = received.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while !stopped.load(Ordering::Relaxed) {
                 let Ok((n, peer)) = socket.recv_from(&mut buf) else {
                     continue;
                 };
+                counter.fetch_add(1, Ordering::SeqCst);
                 if let (Fake::Rcode(code), true) = (&behaviour, n >= 12) {
                     let mut reply = buf[..n].to_vec();
                     reply[2] |= 0x80;
@@ -188,7 +199,7 @@ impl Lab {
                 }
             }
         });
-        (addr, FakeUpstream { stop })
+        (addr, FakeUpstream { stop, received })
     }
 
     /// A resolv.conf for the lab's servers.

@@ -67,6 +67,27 @@ pub fn check_and_explain(lab: &mut Lab) {
         "{out}"
     );
     assert!(out.contains("192.0.2.80"), "{out}");
+    println!(
+        "{}",
+        out.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+
+    // The systemd-resolved stub is forwarded to, and check says so.
+    let stub = lab.write(
+        "stub.resolv.conf",
+        "nameserver 127.0.0.53\noptions edns0 trust-ad\n",
+    );
+    let out = run(Command::new(virtdns_bin())
+        .arg("check")
+        .arg("--resolv-conf")
+        .arg(&stub));
+    assert!(
+        out.contains("127.0.0.53:53 (systemd-resolved stub)"),
+        "{out}"
+    );
+    assert!(out.contains("forwarding to it"), "{out}");
 
     // resolv.conf naming virtdns's own address: refused, with a clear message.
     let own = lab.addr(1);

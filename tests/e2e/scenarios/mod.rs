@@ -6,6 +6,7 @@ mod cli;
 mod dnsmasq_reference;
 mod failover;
 mod follow_host;
+mod forwarders;
 mod local_names;
 mod split_dns;
 
@@ -42,6 +43,7 @@ pub const ALL: &[(&str, Scenario)] = &[
         "split_discovery_internal_nxdomain",
         failover::internal_server_answers_nxdomain,
     ),
+    ("config_forwarders", forwarders::config_forwarders),
     (
         "follow_resolv_conf_replacement",
         follow_host::resolv_conf_replaced,
