@@ -35,6 +35,8 @@ pub enum ConfigError {
 pub struct Config {
     #[serde(default)]
     pub dns: DnsConfig,
+    /// DHCPv4 service; absent means no DHCP.
+    pub dhcp: Option<DhcpConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +168,9 @@ macro_rules! deserialize_from_str {
 }
 deserialize_from_str!(ServerAddr);
 deserialize_from_str!(DomainName);
+
+mod dhcp;
+pub use dhcp::{DhcpConfig, Mac, Range, StaticHost, Subnet};
 
 /// One or several values: `addr = "x"` or `addr = ["x", "y"]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -10,6 +10,7 @@
 //! `watch` (noticing they changed), and `server` (one running instance that ties it together).
 
 pub mod config;
+pub mod dhcp;
 pub mod dns;
 pub mod hosts;
 pub mod resolv_conf;

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use virtdns::config::{Config, DEFAULT_LISTEN, DnsConfig, ServerAddr};
+use virtdns::dhcp::server::DhcpServer;
+use virtdns::dhcp::store;
 use virtdns::dns::wire;
 use virtdns::server::Server;
 
@@ -26,6 +28,14 @@ enum Command {
     Run(Common),
     /// Validate the configuration and print the effective routing.
     Check(Common),
+    /// List the DHCP leases in the lease database.
+    Leases {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Resolve NAME once and print every decision taken on the way.
     Explain {
         name: String,
@@ -56,12 +66,16 @@ struct Common {
 }
 
 impl Common {
+    fn config(&self) -> Result<Config> {
+        Ok(match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        })
+    }
+
     /// The config file with command-line flags applied over it.
     fn settings(&self) -> Result<(DnsConfig, Vec<SocketAddr>)> {
-        let mut dns = match &self.config {
-            Some(path) => Config::load(path)?.dns,
-            None => Config::default().dns,
-        };
+        let mut dns = self.config()?.dns;
         if !self.listen.is_empty() {
             dns.listen = self.listen.clone();
         }
@@ -100,16 +114,77 @@ fn main() -> Result<()> {
             rtype,
             common,
         } => runtime.block_on(explain(name, rtype, common)),
+        Command::Leases { json, common } => leases(json, common),
     }
 }
 
 async fn run(common: Common) -> Result<()> {
     let (dns, listen) = common.settings()?;
+    let dhcp = match common.config()?.dhcp {
+        Some(cfg) => Some(Arc::new(DhcpServer::start(&cfg, &dns, &listen)?)),
+        None => None,
+    };
     let (udp, tcp) = Server::bind(&listen).await?;
     let server = Arc::new(Server::new(dns, listen.clone()));
+    if let Some(dhcp) = dhcp {
+        tokio::spawn(publish_guest_names(dhcp.clone(), server.clone()));
+        tokio::spawn(dhcp.run());
+    }
     tracing::info!(listen = ?listen, "virtdns serving");
     server.run(udp, tcp, shutdown_signal()).await;
     tracing::info!("virtdns stopped");
+    Ok(())
+}
+
+/// Keeps DNS answering for the guests DHCP knows.
+async fn publish_guest_names(dhcp: Arc<DhcpServer>, server: Arc<Server>) {
+    let mut names = dhcp.names();
+    loop {
+        let current = names.borrow_and_update().clone();
+        server.set_guest_names(dhcp.domain(), &current);
+        if names.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn leases(json: bool, common: Common) -> Result<()> {
+    let Some(cfg) = common.config()?.dhcp else {
+        bail!("no [dhcp] section in the config: there are no leases");
+    };
+    let conn = store::open_read_only(&cfg.lease_db)?;
+    let now = virtdns::dhcp::server::now();
+    let mut rows = Vec::new();
+    for l in store::load(&conn)? {
+        let client: String = l.client.iter().map(|b| format!("{b:02x}")).collect();
+        let name = l.name.clone().unwrap_or_default();
+        let left = l.expires.saturating_sub(now);
+        if json {
+            rows.push(format!(
+                "{{\"address\":\"{}\",\"mac\":\"{}\",\"client_id\":\"{client}\",\"name\":{},\"expires\":{},\"expires_in\":{left}}}",
+                l.addr,
+                l.mac,
+                if name.is_empty() { "null".to_string() } else { format!("\"{name}\"") },
+                l.expires
+            ));
+        } else {
+            rows.push(format!(
+                "{:<16} {}  {:<20} {:<24} {left}s",
+                l.addr, l.mac, client, name
+            ));
+        }
+    }
+    if json {
+        println!("[{}]", rows.join(","));
+    } else {
+        println!(
+            "{:<16} {:<17}  {:<20} {:<24} expires in",
+            "address", "mac", "client-id", "name"
+        );
+        for r in rows {
+            println!("{r}");
+        }
+    }
     Ok(())
 }
 

@@ -10,11 +10,11 @@ use crate::dns::local::LocalNames;
 use crate::dns::resolver::Resolver;
 use crate::dns::router::{DefaultSource, DomainRoute, RouteSource, RoutingTable, WalkOptions};
 use crate::dns::upstream::UpstreamPool;
-use crate::hosts;
+use crate::hosts::{self, HostsEntry};
 use crate::resolv_conf::ResolvConf;
 use crate::watch;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,8 @@ pub struct Server {
 
 #[derive(Default)]
 struct State {
+    /// Guests' names from DHCP, as hosts entries.
+    guests: Vec<HostsEntry>,
     resolv: ResolvConf,
     probes: Vec<Probe>,
 }
@@ -57,7 +59,7 @@ impl Server {
     pub fn new(dns: DnsConfig, listen: Vec<SocketAddr>) -> Server {
         let pool = UpstreamPool::new(dns.timeout_bounds());
         let forwarder = Forwarder::new(pool.clone(), dns.cache_size, dns.max_inflight);
-        let local = build_local(&dns);
+        let local = build_local(&dns, &[]);
         let resolv = read_resolv_conf(&dns.resolv_conf).unwrap_or_default();
         let routes = build_routes(&dns, &listen, &pool, &resolv);
         let resolver = Arc::new(Resolver::new(local, routes, forwarder));
@@ -68,7 +70,7 @@ impl Server {
             pool,
             state: Mutex::new(State {
                 resolv,
-                probes: Vec::new(),
+                ..Default::default()
             }),
             generation: AtomicU64::new(0),
         }
@@ -181,8 +183,25 @@ impl Server {
     }
 
     pub fn reload_local(&self) {
-        self.resolver.set_local(build_local(&self.dns));
-        tracing::info!("hosts files reloaded");
+        let guests = self.state.lock().unwrap().guests.clone();
+        self.resolver.set_local(build_local(&self.dns, &guests));
+        tracing::info!("local names rebuilt");
+    }
+
+    /// Publishes DHCP guests' names (`label.domain`, with PTR) and rebuilds local names.
+    pub fn set_guest_names(&self, domain: Option<&str>, names: &[(String, Ipv4Addr)]) {
+        let entries = names
+            .iter()
+            .map(|(label, addr)| HostsEntry {
+                addr: IpAddr::V4(*addr),
+                names: vec![match domain {
+                    Some(d) => format!("{label}.{d}"),
+                    None => label.clone(),
+                }],
+            })
+            .collect();
+        self.state.lock().unwrap().guests = entries;
+        self.reload_local();
     }
 
     /// Binds UDP and TCP on every listen address.
@@ -277,8 +296,8 @@ fn local_only_domains(dns: &DnsConfig) -> impl Iterator<Item = String> + '_ {
         .filter_map(|f| f.domain.as_ref().map(|d| d.0.clone()))
 }
 
-fn build_local(dns: &DnsConfig) -> LocalNames {
-    let mut entries = Vec::new();
+fn build_local(dns: &DnsConfig, guests: &[HostsEntry]) -> LocalNames {
+    let mut entries = guests.to_vec();
     if !dns.no_hosts {
         for path in &dns.hosts {
             match std::fs::read_to_string(path) {

@@ -22,7 +22,8 @@ pub struct CacheKey {
     name: WireName,
     qtype: u16,
     qclass: u16,
-    /// DO and CD bits: DNSSEC-aware and validating clients get their own answers.
+    /// DO, CD and RD bits: DNSSEC-aware, validating and non-recursive clients get their own
+    /// answers.
     flags: u8,
 }
 
@@ -32,7 +33,7 @@ impl CacheKey {
             name: q.name,
             qtype: q.qtype,
             qclass: q.qclass,
-            flags: u8::from(q.dnssec_ok()) | (u8::from(q.cd) << 1),
+            flags: u8::from(q.dnssec_ok()) | (u8::from(q.cd) << 1) | (u8::from(q.rd) << 2),
         }
     }
 }

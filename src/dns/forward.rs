@@ -4,7 +4,7 @@
 //! measured RTTs, identical concurrent questions share one upstream exchange, and the result
 //! is cached.
 
-use crate::dns::cache::{Answer, Cache, CacheKey, FAILURE_TTL};
+use crate::dns::cache::{Answer, Cache, CacheKey, FAILURE_TTL, MAX_TTL};
 use crate::dns::router::WalkOptions;
 use crate::dns::trace::Trace;
 use crate::dns::transport::{self, ExchangeError, Protocol};
@@ -23,13 +23,24 @@ pub enum Verdict {
     Next(&'static str),
 }
 
-/// glibc's rule for a reply (resolv/res_send.c).
-pub fn verdict(reply: &[u8]) -> Verdict {
+/// glibc's rule for a reply (resolv/res_send.c), on the full 12-bit RCODE (`info` has the
+/// OPT's upper bits): a referral is NOERROR with no answer, AA=0, RA=0 and nothing in the
+/// additional section but our OPT.
+pub fn verdict(reply: &[u8], info: &wire::ReplyInfo) -> Verdict {
+    if info.opt.is_some_and(|o| o.edns.rcode_high != 0) {
+        return Verdict::Next("extended RCODE (EDNS error)");
+    }
+    let additional = wire::arcount(reply) - u16::from(info.opt.is_some());
     match wire::rcode(reply) {
         rcode::REFUSED => Verdict::Next("REFUSED"),
         rcode::SERVFAIL => Verdict::Next("SERVFAIL"),
         rcode::NOTIMP => Verdict::Next("NOTIMP"),
-        rcode::NOERROR if wire::ancount(reply) == 0 && !wire::aa(reply) && !wire::ra(reply) => {
+        rcode::NOERROR
+            if wire::ancount(reply) == 0
+                && additional == 0
+                && !wire::aa(reply)
+                && !wire::ra(reply) =>
+        {
             Verdict::Next("referral (no answer, AA=0, RA=0)")
         }
         _ => Verdict::Final,
@@ -100,6 +111,11 @@ impl Forwarder {
             let client = client.to_vec();
             let q = *q;
             tokio::spawn(async move {
+                // If the walk panics, waiters still get SERVFAIL and the key is freed.
+                let mut guard = FinishOnDrop {
+                    forwarder: this.clone(),
+                    key: Some(key),
+                };
                 let started = std::time::Instant::now();
                 let outcome = this
                     .walk(&client, &q, &servers, options, &mut Trace::off())
@@ -111,6 +127,7 @@ impl Forwarder {
                     ms = started.elapsed().as_secs_f64() * 1e3,
                     "forwarded"
                 );
+                guard.key = None;
                 this.finish(&key, outcome);
                 drop(permit);
             });
@@ -159,7 +176,7 @@ impl Forwarder {
                 match result {
                     Ok(ex) => {
                         server.record_rtt(ex.rtt);
-                        let v = verdict(&ex.reply);
+                        let v = verdict(&ex.reply, &ex.info);
                         trace.note(|| {
                             format!(
                                 "asked {} (attempt {attempt}): {} {}, {} answer(s), {:.1} ms -> {}",
@@ -175,7 +192,7 @@ impl Forwarder {
                             )
                         });
                         if v == Verdict::Final {
-                            return Ok(stored(ex.reply, ex.info, false));
+                            return stored(ex.reply, ex.info, false);
                         }
                         last_reply = Some((ex.reply, ex.info));
                     }
@@ -186,7 +203,9 @@ impl Forwarder {
                                 server.addr
                             )
                         });
-                        self.pool.mark_down(server, &e.to_string());
+                        if !matches!(e, ExchangeError::Tcp(_)) {
+                            self.pool.mark_down(server, &e.to_string());
+                        }
                         if matches!(e, ExchangeError::Timeout(_)) {
                             timed_out.push(server.clone());
                         }
@@ -206,7 +225,7 @@ impl Forwarder {
                         rcode::name(wire::rcode(&reply))
                     )
                 });
-                Ok(stored(reply, info, true))
+                stored(reply, info, true)
             }
             None => {
                 trace.note(|| "no server answered: SERVFAIL".into());
@@ -255,30 +274,56 @@ impl Forwarder {
         q: &Query,
         timeout: std::time::Duration,
     ) -> Result<transport::Exchange, ExchangeError> {
-        let ex = transport::exchange(server.addr, client, q, Protocol::Udp, true, timeout).await?;
+        let mut ex =
+            transport::exchange(server.addr, client, q, Protocol::Udp, true, timeout).await?;
         if wire::rcode(&ex.reply) == rcode::FORMERR && ex.info.opt.is_none() {
-            return transport::exchange(server.addr, client, q, Protocol::Udp, false, timeout)
-                .await;
+            ex = transport::exchange(server.addr, client, q, Protocol::Udp, false, timeout).await?;
         }
         if wire::tc(&ex.reply) {
             let tcp_timeout = timeout.max(self.pool.bounds().1);
+            // A server that answers over UDP is alive even if its TCP fails: not "down".
             return transport::exchange(server.addr, client, q, Protocol::Tcp, true, tcp_timeout)
-                .await;
+                .await
+                .map_err(|e| ExchangeError::Tcp(e.to_string()));
         }
         Ok(ex)
     }
 }
 
-/// Turns an accepted reply into a cacheable answer (OPT cut out). Failures passed on to the
-/// client are remembered only briefly.
-fn stored(mut reply: Vec<u8>, mut info: wire::ReplyInfo, failure: bool) -> Arc<Answer> {
+/// Turns an accepted reply into a cacheable answer: OPT cut out, no TTL above how long it is
+/// kept (RFC 2308 5: the SOA of a negative answer says no more than its lifetime). Failures
+/// passed on to the client are remembered only briefly; a reply without its question
+/// (FORMERR or NOTIMP from some servers) becomes a plain error.
+fn stored(mut reply: Vec<u8>, mut info: wire::ReplyInfo, failure: bool) -> Outcome {
+    if wire::qdcount(&reply) == 0 {
+        return Err(wire::rcode(&reply));
+    }
     wire::strip_opt(&mut reply, &mut info);
     let ttl = if failure {
         FAILURE_TTL
     } else {
         info.cache_ttl.unwrap_or(0)
     };
-    Arc::new(Answer::new(reply, info.ttl_offsets, ttl))
+    wire::cap_ttls(
+        &mut reply,
+        &info.ttl_offsets,
+        ttl.clamp(FAILURE_TTL, MAX_TTL),
+    );
+    Ok(Arc::new(Answer::new(reply, info.ttl_offsets, ttl)))
+}
+
+/// Completes an in-flight entry with SERVFAIL unless the leader completed it.
+struct FinishOnDrop {
+    forwarder: Arc<Forwarder>,
+    key: Option<CacheKey>,
+}
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.forwarder.finish(&key, Err(rcode::SERVFAIL));
+        }
+    }
 }
 
 fn flags(reply: &[u8]) -> String {

@@ -121,7 +121,7 @@ impl LocalNames {
             return Some(name.to_owned());
         }
         match &self.domain {
-            Some(d) if !name.is_empty() && !name.contains('.') => {
+            Some(d) if is_single_label(name) => {
                 let expanded = format!("{name}.{d}");
                 self.records.contains_key(&expanded).then_some(expanded)
             }
@@ -289,12 +289,36 @@ fn to_rdata(data: &RecordData) -> RData {
     }
 }
 
-/// `name` equals `domain` or lies below it (both lower-cased, dotted, no trailing dot).
+/// `name` equals `domain` or lies below it (both lower-cased, dotted as `WireName::to_dotted`
+/// writes them, no trailing dot). A dot inside a label is escaped and is no boundary.
 pub fn is_within(name: &str, domain: &str) -> bool {
-    name == domain
-        || (name.len() > domain.len()
-            && name.ends_with(domain)
-            && name.as_bytes()[name.len() - domain.len() - 1] == b'.')
+    if name == domain {
+        return true;
+    }
+    let Some(boundary) = name.len().checked_sub(domain.len() + 1) else {
+        return false;
+    };
+    name.ends_with(domain) && name.as_bytes()[boundary] == b'.' && !escaped(name, boundary)
+}
+
+/// Whether the byte at `at` is escaped (preceded by an odd number of backslashes).
+fn escaped(s: &str, at: usize) -> bool {
+    s.as_bytes()[..at]
+        .iter()
+        .rev()
+        .take_while(|b| **b == b'\\')
+        .count()
+        % 2
+        == 1
+}
+
+/// A name of one label (dots inside a label are escaped and do not count).
+pub fn is_single_label(name: &str) -> bool {
+    !name.is_empty()
+        && !name
+            .bytes()
+            .enumerate()
+            .any(|(i, b)| b == b'.' && !escaped(name, i))
 }
 
 /// The in-addr.arpa / ip6.arpa name of an address, dotted without the trailing dot.

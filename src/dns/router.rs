@@ -6,7 +6,7 @@
 //! forwarders before discovered split domains at equal length), then the default servers
 //! (addr-only forwarders if any, else resolv.conf).
 
-use crate::dns::local::is_within;
+use crate::dns::local::{is_single_label, is_within};
 use crate::dns::upstream::Upstream;
 use std::fmt;
 use std::sync::Arc;
@@ -144,7 +144,7 @@ impl RoutingTable {
 
     /// The route for `name` (lower-cased, dotted, no trailing dot).
     pub fn route(&self, name: &str) -> Route {
-        if !self.forward_plain_names && !name.is_empty() && !name.contains('.') {
+        if !self.forward_plain_names && is_single_label(name) {
             return Route::PlainNameStaysLocal;
         }
         if let Some(r) = self.domains.iter().find(|r| is_within(name, &r.domain)) {
@@ -287,6 +287,14 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(first_server(&t, name), want, "{name}");
         }
+    }
+
+    #[test]
+    fn escaped_dots_are_not_label_boundaries() {
+        let t = table(false);
+        assert_eq!(first_server(&t, "printer\\.lan"), "local");
+        assert_eq!(first_server(&t, "x\\.corp.example"), "10.0.0.9:53");
+        assert_eq!(first_server(&t, "x\\\\.corp.example"), "10.0.0.3:53");
     }
 
     #[test]

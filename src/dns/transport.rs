@@ -25,6 +25,8 @@ pub enum ExchangeError {
     Io(#[from] io::Error),
     #[error("reply unusable: {0}")]
     Malformed(String),
+    #[error("TCP retry of a truncated reply failed: {0}")]
+    Tcp(String),
 }
 
 /// An accepted reply: the bytes, what they say, and how long the server took.

@@ -72,6 +72,10 @@ pub enum WireError {
     Truncated,
     #[error("more than one OPT record")]
     DuplicateOpt,
+    #[error("an OPT record outside the additional section or not owned by the root")]
+    MisplacedOpt,
+    #[error("a compression pointer in the question")]
+    CompressedQuestion,
     #[error("the packet is a response, not a query")]
     NotQuery,
     #[error("opcode {0} is not QUERY")]
@@ -328,7 +332,8 @@ impl Query {
     /// Largest UDP reply this client accepts.
     pub fn udp_limit(&self) -> usize {
         match self.edns {
-            Some(e) => e.payload.max(512) as usize,
+            // RFC 6891 6.2.5: never more than we advertise, to avoid fragmentation.
+            Some(e) => e.payload.clamp(512, EDNS_PAYLOAD) as usize,
             None => 512,
         }
     }
@@ -363,6 +368,11 @@ pub fn parse_query(p: &[u8]) -> Result<Query, QueryProblem> {
     }
     let formerr = |e| Answer(rcode::FORMERR, e);
     let (name, off) = read_name(p, HEADER_LEN).map_err(formerr)?;
+    // A question written without compression has the same length for the same name, which
+    // lets cached replies take the client's spelling in place.
+    if off != HEADER_LEN + name.as_bytes().len() {
+        return Err(formerr(WireError::CompressedQuestion));
+    }
     let qtype = u16_at(p, off).map_err(formerr)?;
     let qclass = u16_at(p, off + 2).map_err(formerr)?;
     let question_end = off + 4;
@@ -379,15 +389,34 @@ pub fn parse_query(p: &[u8]) -> Result<Query, QueryProblem> {
     })
 }
 
-/// Walks the answer, authority and additional sections starting at `off`, calling `f` with
-/// (record offset, type, offset of its TTL, rdata range) for each record.
+/// Which section a record sits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Answer,
+    Authority,
+    Additional,
+}
+
+/// One record as `walk_records` sees it.
+struct RecordAt {
+    start: usize,
+    rtype: u16,
+    ttl_at: usize,
+    rdata: std::ops::Range<usize>,
+    section: Section,
+}
+
+/// Walks the answer, authority and additional sections starting at `off`, calling `f` for
+/// each record. Returns the offset just past the last one.
 fn walk_records(
     p: &[u8],
     mut off: usize,
-    mut f: impl FnMut(usize, u16, usize, std::ops::Range<usize>) -> Result<(), WireError>,
+    mut f: impl FnMut(RecordAt) -> Result<(), WireError>,
 ) -> Result<usize, WireError> {
-    let total = ancount(p) as usize + nscount(p) as usize + arcount(p) as usize;
-    for _ in 0..total {
+    let an = ancount(p) as usize;
+    let ns = nscount(p) as usize;
+    let total = an + ns + arcount(p) as usize;
+    for index in 0..total {
         let start = off;
         off = skip_name(p, off)?;
         let rtype = u16_at(p, off)?;
@@ -397,10 +426,34 @@ fn walk_records(
         if rdata.end > p.len() {
             return Err(WireError::Truncated);
         }
-        f(start, rtype, ttl_at, rdata.clone())?;
+        let section = match index {
+            i if i < an => Section::Answer,
+            i if i < an + ns => Section::Authority,
+            _ => Section::Additional,
+        };
         off = rdata.end;
+        f(RecordAt {
+            start,
+            rtype,
+            ttl_at,
+            rdata,
+            section,
+        })?;
     }
     Ok(off)
+}
+
+/// Takes note of an OPT record: RFC 6891 6.1.1 allows one, in the additional section, owned
+/// by the root.
+fn note_opt(p: &[u8], r: &RecordAt, opt: &mut Option<OptSpan>) -> Result<(), WireError> {
+    if opt.is_some() {
+        return Err(WireError::DuplicateOpt);
+    }
+    if r.section != Section::Additional || p[r.start] != 0 {
+        return Err(WireError::MisplacedOpt);
+    }
+    *opt = Some(read_opt(p, r.start, r.ttl_at, r.rdata.end)?);
+    Ok(())
 }
 
 /// The OPT record at `start` (RFC 6891 6.1.2: CLASS is the payload size, TTL holds the
@@ -421,12 +474,9 @@ fn read_opt(p: &[u8], start: usize, ttl_at: usize, end: usize) -> Result<OptSpan
 
 fn find_opt(p: &[u8], question_end: usize) -> Result<Option<OptSpan>, WireError> {
     let mut opt: Option<OptSpan> = None;
-    walk_records(p, question_end, |start, rtype, ttl_at, rdata| {
-        if rtype == TYPE_OPT {
-            if opt.is_some() {
-                return Err(WireError::DuplicateOpt);
-            }
-            opt = Some(read_opt(p, start, ttl_at, rdata.end)?);
+    walk_records(p, question_end, |r| {
+        if r.rtype == TYPE_OPT {
+            note_opt(p, &r, &mut opt)?;
         }
         Ok(())
     })?;
@@ -521,10 +571,12 @@ pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo
         return Err(ReplyMismatch::Header);
     }
     if qdcount(reply) != 1 {
-        // Some servers omit the question on FORMERR/NOTIMP; those carry no data we keep.
-        if qdcount(reply) == 0 && ancount(reply) == 0 && rcode(reply) != rcode::NOERROR {
+        // FORMERR and NOTIMP may come without the question; they carry nothing to keep and
+        // are never passed on as they are (see `forward`).
+        let code = rcode(reply);
+        if qdcount(reply) == 0 && (code == rcode::FORMERR || code == rcode::NOTIMP) {
             return Ok(ReplyInfo {
-                rcode: rcode(reply),
+                rcode: code,
                 answers: 0,
                 ttl_offsets: Vec::new(),
                 cache_ttl: None,
@@ -536,7 +588,7 @@ pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo
     let (name, off) = read_name(reply, HEADER_LEN).map_err(ReplyMismatch::Malformed)?;
     let qtype = u16_at(reply, off).map_err(ReplyMismatch::Malformed)?;
     let qclass = u16_at(reply, off + 2).map_err(ReplyMismatch::Malformed)?;
-    if name != q.name || qtype != q.qtype || qclass != q.qclass {
+    if name != q.name || qtype != q.qtype || qclass != q.qclass || off + 4 != q.question_end {
         return Err(ReplyMismatch::Question);
     }
     analyse_records(reply, off + 4).map_err(ReplyMismatch::Malformed)
@@ -555,37 +607,30 @@ pub enum ReplyMismatch {
 
 fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError> {
     let code = rcode(p);
-    let answers = ancount(p);
-    let an_end = answers as usize;
-    let ns_end = an_end + nscount(p) as usize;
-    let mut index = 0usize;
     let mut ttl_offsets = Vec::new();
-    let mut min_answer_ttl = u32::MAX;
+    let mut min_answer_ttl: Option<u32> = None;
     let mut negative_ttl: Option<u32> = None;
     let mut opt = None;
-    walk_records(p, question_end, |start, rtype, ttl_at, rdata| {
-        let section_index = index;
-        index += 1;
-        if rtype == TYPE_OPT {
-            if opt.is_some() {
-                return Err(WireError::DuplicateOpt);
-            }
-            opt = Some(read_opt(p, start, ttl_at, rdata.end)?);
-            return Ok(());
+    walk_records(p, question_end, |r| {
+        if r.rtype == TYPE_OPT {
+            return note_opt(p, &r, &mut opt);
         }
-        ttl_offsets.push(u16::try_from(ttl_at).map_err(|_| WireError::Truncated)?);
-        let ttl = clamp_ttl(u32_at(p, ttl_at)?);
-        if section_index < an_end {
-            min_answer_ttl = min_answer_ttl.min(ttl);
-        } else if section_index < ns_end && rtype == TYPE_SOA && rdata.len() >= 22 {
-            let minimum = u32_at(p, rdata.end - 4)?;
-            let neg = ttl.min(clamp_ttl(minimum));
-            negative_ttl = Some(negative_ttl.map_or(neg, |n: u32| n.min(neg)));
+        ttl_offsets.push(u16::try_from(r.ttl_at).map_err(|_| WireError::Truncated)?);
+        let ttl = clamp_ttl(u32_at(p, r.ttl_at)?);
+        match r.section {
+            Section::Answer => min_answer_ttl = Some(min_answer_ttl.map_or(ttl, |m| m.min(ttl))),
+            Section::Authority if r.rtype == TYPE_SOA && r.rdata.len() >= 22 => {
+                let minimum = u32_at(p, r.rdata.end - 4)?;
+                let neg = ttl.min(clamp_ttl(minimum));
+                negative_ttl = Some(negative_ttl.map_or(neg, |n| n.min(neg)));
+            }
+            _ => {}
         }
         Ok(())
     })?;
+    let answers = ancount(p);
     let cache_ttl = match code {
-        rcode::NOERROR if answers > 0 => Some(min_answer_ttl),
+        rcode::NOERROR if answers > 0 => min_answer_ttl,
         rcode::NOERROR | rcode::NXDOMAIN => negative_ttl,
         _ => None,
     }
@@ -609,13 +654,28 @@ pub fn strip_opt(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
     if let Some(opt) = info.opt.take() {
         let cut = opt.end - opt.start;
         reply.drain(opt.start..opt.end);
-        let ar = arcount(reply) - 1;
+        // note_opt guarantees the OPT was counted in ARCOUNT.
+        let ar = arcount(reply).saturating_sub(1);
         set_count(reply, 3, ar);
         for off in &mut info.ttl_offsets {
             if *off as usize > opt.start {
                 *off -= cut as u16;
             }
         }
+    }
+}
+
+/// Lowers every TTL at `offsets` to at most `max`, in place.
+pub fn cap_ttls(p: &mut [u8], offsets: &[u16], max: u32) {
+    for &off in offsets {
+        let off = off as usize;
+        let ttl = clamp_ttl(u32::from_be_bytes([
+            p[off],
+            p[off + 1],
+            p[off + 2],
+            p[off + 3],
+        ]));
+        p[off..off + 4].copy_from_slice(&ttl.min(max).to_be_bytes());
     }
 }
 

@@ -96,6 +96,9 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -178,8 +181,10 @@ impl Lab {
     }
 
     pub fn proc(&mut self, name: &str) -> &mut Proc {
+        // The newest of that name: a restarted process replaces the killed one.
         self.procs
             .iter_mut()
+            .rev()
             .find(|p| p.name == name)
             .unwrap_or_else(|| panic!("no process {name}"))
     }

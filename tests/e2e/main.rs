@@ -4,6 +4,7 @@
 //! subnet. `cargo test --test e2e -- NAME` runs the scenarios whose name contains NAME.
 
 mod clients;
+mod guests;
 mod lab;
 mod peers;
 mod scenarios;

@@ -6,48 +6,63 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
-fn reply(code: u8, answers: u16, aa: bool, ra: bool) -> Vec<u8> {
+fn reply(code: u8, answers: u16, aa: bool, ra: bool) -> (Vec<u8>, wire::ReplyInfo) {
     let mut p = vec![0u8; 12];
     p[2] = 0x80 | if aa { 0x04 } else { 0 };
     p[3] = code | if ra { 0x80 } else { 0 };
     p[6..8].copy_from_slice(&answers.to_be_bytes());
-    p
+    let info = wire::ReplyInfo {
+        rcode: code,
+        answers,
+        ttl_offsets: Vec::new(),
+        cache_ttl: None,
+        opt: None,
+    };
+    (p, info)
+}
+
+fn verdict_of(r: (Vec<u8>, wire::ReplyInfo)) -> Verdict {
+    verdict(&r.0, &r.1)
 }
 
 #[test]
 fn verdicts_follow_glibc() {
     assert_eq!(
-        verdict(&reply(rcode::REFUSED, 0, false, false)),
+        verdict_of(reply(rcode::REFUSED, 0, false, false)),
         Verdict::Next("REFUSED")
     );
     assert_eq!(
-        verdict(&reply(rcode::SERVFAIL, 0, false, true)),
+        verdict_of(reply(rcode::SERVFAIL, 0, false, true)),
         Verdict::Next("SERVFAIL")
     );
     assert_eq!(
-        verdict(&reply(rcode::NOTIMP, 0, false, true)),
+        verdict_of(reply(rcode::NOTIMP, 0, false, true)),
         Verdict::Next("NOTIMP")
     );
     assert!(matches!(
-        verdict(&reply(rcode::NOERROR, 0, false, false)),
+        verdict_of(reply(rcode::NOERROR, 0, false, false)),
         Verdict::Next(_)
     ));
     assert_eq!(
-        verdict(&reply(rcode::NOERROR, 0, true, false)),
+        verdict_of(reply(rcode::NOERROR, 0, true, false)),
         Verdict::Final
     );
     assert_eq!(
-        verdict(&reply(rcode::NOERROR, 0, false, true)),
+        verdict_of(reply(rcode::NOERROR, 0, false, true)),
         Verdict::Final
     );
     assert_eq!(
-        verdict(&reply(rcode::NOERROR, 1, false, false)),
+        verdict_of(reply(rcode::NOERROR, 1, false, false)),
         Verdict::Final
     );
     assert_eq!(
-        verdict(&reply(rcode::NXDOMAIN, 0, false, false)),
+        verdict_of(reply(rcode::NXDOMAIN, 0, false, false)),
         Verdict::Final
     );
+    // A referral with glue is final for glibc.
+    let (mut p, info) = reply(rcode::NOERROR, 0, false, false);
+    p[10..12].copy_from_slice(&1u16.to_be_bytes());
+    assert_eq!(verdict(&p, &info), Verdict::Final);
 }
 
 /// A loopback upstream that counts queries and answers each with one A record (TTL 60)

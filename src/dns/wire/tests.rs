@@ -54,7 +54,11 @@ fn reads_question_and_edns_in_place() {
         (edns.payload, edns.dnssec_ok, edns.version),
         (4096, true, 0)
     );
-    assert_eq!(q.udp_limit(), 4096);
+    assert_eq!(
+        q.udp_limit(),
+        EDNS_PAYLOAD as usize,
+        "capped at what we advertise"
+    );
 }
 
 #[test]
@@ -202,4 +206,59 @@ fn names_convert_between_forms() {
     assert_eq!(n.to_dotted(), "www.example.com");
     assert_eq!(n.label_count(), 3);
     assert_eq!(name_from_dotted("").unwrap().label_count(), 0);
+}
+
+#[test]
+fn compressed_question_is_formerr() {
+    // b.example with "example" reached through a pointer: same name, different length.
+    let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    p.extend_from_slice(&[1, b'b', 0xc0, 18, 0, 1, 0, 1, 7]);
+    p.extend_from_slice(b"example");
+    p.push(0);
+    assert_eq!(
+        parse_query(&p).unwrap_err(),
+        QueryProblem::Answer(rcode::FORMERR, WireError::CompressedQuestion)
+    );
+}
+
+#[test]
+fn reply_without_question_is_accepted_only_for_formerr_and_notimp() {
+    let q = query_bytes("a.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    for (code, accepted) in [
+        (rcode::SERVFAIL, false),
+        (rcode::NXDOMAIN, false),
+        (rcode::NOTIMP, true),
+    ] {
+        let mut bare = q[..HEADER_LEN].to_vec();
+        bare[2] |= 0x80;
+        bare[3] = code;
+        bare[4..12].fill(0);
+        assert_eq!(
+            read_reply(&bare, &pq, 0x1234).is_ok(),
+            accepted,
+            "rcode {code}"
+        );
+    }
+}
+
+#[test]
+fn opt_outside_the_additional_section_is_malformed() {
+    let q = query_bytes("a.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let mut r = q.clone();
+    r[2] |= 0x80;
+    set_count(&mut r, 1, 1); // one "answer": an OPT record
+    r.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        read_reply(&r, &pq, 0x1234),
+        Err(ReplyMismatch::Malformed(WireError::MisplacedOpt))
+    );
+}
+
+#[test]
+fn ttls_are_capped_in_place() {
+    let mut p = vec![0, 0, 1, 0, 0, 0, 0, 5];
+    cap_ttls(&mut p, &[0, 4], 60);
+    assert_eq!(p, [0, 0, 0, 60, 0, 0, 0, 5]);
 }

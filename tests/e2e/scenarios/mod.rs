@@ -3,6 +3,7 @@
 mod bad_input;
 mod cache;
 mod cli;
+mod dhcp;
 mod dnsmasq_reference;
 mod failover;
 mod follow_host;
@@ -59,6 +60,14 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("bad_input_udp_and_tcp", bad_input::survives_bad_input),
     ("tcp_pipelining", bad_input::tcp_pipelining),
     ("cli_check_and_explain", cli::check_and_explain),
+    (
+        "dhcp_three_clients_find_each_other",
+        dhcp::three_clients_find_each_other,
+    ),
+    (
+        "dhcp_renew_release_static_and_taken",
+        dhcp::renew_release_static_and_taken,
+    ),
 ];
 
 /// The seed's upstreams: an internal BIND (REFUSED outside corp.example) at .2, NSD with the

@@ -1,0 +1,11 @@
+//! The DHCPv4 half of virtdns, beside the DNS flow and feeding its local names:
+//! `server` (the service loop) → `rfc2131` (decisions) over `pool` (addresses in memory),
+//! `store` (durable leases, group commit), `socket` (delivery per RFC 2131 4.1), and `iface`
+//! (the interface's address).
+
+pub mod iface;
+pub mod pool;
+pub mod rfc2131;
+pub mod server;
+pub mod socket;
+pub mod store;

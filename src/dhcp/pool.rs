@@ -1,0 +1,344 @@
+//! The address pool in memory: which address is offered, bound or quarantined, for which
+//! client, until when. Pure state, no I/O: `rfc2131` decides with it, `store` makes bound
+//! leases durable. Offers are never stored: a flood of DISCOVERs can hold addresses only for
+//! `OFFER_HOLD_SECS`, and never takes a bound lease from a returning client.
+
+use crate::config::{Mac, Range, StaticHost, Subnet};
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+/// How long an offered address is held for the client it was offered to.
+pub const OFFER_HOLD_SECS: u64 = 30;
+/// How long a declined address stays out of use.
+pub const DECLINE_HOLD_SECS: u64 = 600;
+
+/// Who a client is: option 61 when it sends one, else hardware type 1 and its MAC.
+pub type ClientId = Vec<u8>;
+
+pub fn client_id_from_mac(mac: Mac) -> ClientId {
+    let mut id = vec![1];
+    id.extend_from_slice(&mac.0);
+    id
+}
+
+/// An acknowledged lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub addr: Ipv4Addr,
+    pub client: ClientId,
+    pub mac: Mac,
+    /// The guest's host name (one label), published as `name.<domain>`.
+    pub name: Option<String>,
+    /// Unix time in seconds.
+    pub expires: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Offered { client: ClientId, until: u64 },
+    Bound(Lease),
+    Declined { until: u64 },
+}
+
+impl Slot {
+    fn live(&self, now: u64) -> bool {
+        match self {
+            Slot::Offered { until, .. } | Slot::Declined { until } => *until > now,
+            Slot::Bound(l) => l.expires > now,
+        }
+    }
+    fn client(&self) -> Option<&ClientId> {
+        match self {
+            Slot::Offered { client, .. } => Some(client),
+            Slot::Bound(l) => Some(&l.client),
+            Slot::Declined { .. } => None,
+        }
+    }
+}
+
+pub struct Pool {
+    /// Each range with the subnet it serves.
+    ranges: Vec<(Range, Subnet)>,
+    cursors: Vec<u32>,
+    slots: HashMap<Ipv4Addr, Slot>,
+    by_client: HashMap<ClientId, Ipv4Addr>,
+    statics: HashMap<Mac, StaticHost>,
+    reserved: HashSet<Ipv4Addr>,
+    server: Ipv4Addr,
+    max_leases: usize,
+}
+
+impl Pool {
+    pub fn new(
+        ranges: Vec<(Range, Subnet)>,
+        statics: &[StaticHost],
+        server: Ipv4Addr,
+        max_leases: usize,
+    ) -> Pool {
+        Pool {
+            cursors: ranges.iter().map(|(r, _)| u32::from(r.start)).collect(),
+            ranges,
+            slots: HashMap::new(),
+            by_client: HashMap::new(),
+            reserved: statics.iter().filter_map(|h| h.address).collect(),
+            statics: statics.iter().map(|h| (h.mac, h.clone())).collect(),
+            server,
+            max_leases,
+        }
+    }
+
+    /// Restores leases read from the store.
+    pub fn restore(&mut self, leases: Vec<Lease>) {
+        for l in leases {
+            self.by_client.insert(l.client.clone(), l.addr);
+            self.slots.insert(l.addr, Slot::Bound(l));
+        }
+    }
+
+    pub fn static_host(&self, mac: Mac) -> Option<&StaticHost> {
+        self.statics.get(&mac)
+    }
+
+    /// The subnet served for a request: the relay's (giaddr or option 118), else the
+    /// interface's.
+    pub fn subnet_for(&self, selector: Option<Ipv4Addr>) -> Option<Subnet> {
+        let probe = selector.unwrap_or(self.server);
+        self.ranges
+            .iter()
+            .map(|(_, s)| *s)
+            .find(|s| s.contains(probe))
+    }
+
+    /// The address held by `client` (bound or offered, not expired).
+    pub fn held_by(&self, client: &ClientId, now: u64) -> Option<Ipv4Addr> {
+        let addr = *self.by_client.get(client)?;
+        let slot = self.slots.get(&addr)?;
+        (slot.live(now) && slot.client() == Some(client)).then_some(addr)
+    }
+
+    pub fn lease_of(&self, client: &ClientId, now: u64) -> Option<&Lease> {
+        let addr = self.held_by(client, now)?;
+        match self.slots.get(&addr)? {
+            Slot::Bound(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Whether `addr` may be given to `client` (with `mac`) in `subnet`.
+    pub fn available(
+        &self,
+        addr: Ipv4Addr,
+        client: &ClientId,
+        mac: Mac,
+        subnet: Subnet,
+        now: u64,
+    ) -> bool {
+        if addr == self.server
+            || !subnet.contains(addr)
+            || addr == subnet.network
+            || addr == subnet.broadcast()
+        {
+            return false;
+        }
+        let static_match = self.statics.get(&mac).and_then(|h| h.address) == Some(addr);
+        if self.reserved.contains(&addr) && !static_match {
+            return false;
+        }
+        let in_range = self
+            .ranges
+            .iter()
+            .any(|(r, s)| *s == subnet && r.contains(addr));
+        if !in_range && !static_match {
+            return false;
+        }
+        match self.slots.get(&addr) {
+            Some(slot) if slot.live(now) => slot.client() == Some(client),
+            _ => true,
+        }
+    }
+
+    fn live_count(&self, now: u64) -> usize {
+        self.slots
+            .values()
+            .filter(|s| matches!(s, Slot::Bound(_) | Slot::Offered { .. }) && s.live(now))
+            .count()
+    }
+
+    /// Picks an address for `client` and holds it as offered: its current one, its static
+    /// one, the one it asked for if free, or the next free one of the subnet's ranges.
+    pub fn offer(
+        &mut self,
+        client: &ClientId,
+        mac: Mac,
+        requested: Option<Ipv4Addr>,
+        subnet: Subnet,
+        now: u64,
+    ) -> Option<Ipv4Addr> {
+        let fixed = self.statics.get(&mac).and_then(|h| h.address);
+        let current = self.held_by(client, now).filter(|a| subnet.contains(*a));
+        let addr = fixed
+            .or(current)
+            .or(requested.filter(|a| self.available(*a, client, mac, subnet, now)))
+            .or_else(|| self.next_free(client, mac, subnet, now))?;
+        if current != Some(addr) {
+            if self.live_count(now) >= self.max_leases {
+                return None;
+            }
+            self.hold(addr, client, now);
+        } else if let Some(Slot::Offered { until, .. }) = self.slots.get_mut(&addr) {
+            *until = now + OFFER_HOLD_SECS;
+        }
+        Some(addr)
+    }
+
+    fn hold(&mut self, addr: Ipv4Addr, client: &ClientId, now: u64) {
+        self.forget_client(client, Some(addr));
+        self.slots.insert(
+            addr,
+            Slot::Offered {
+                client: client.clone(),
+                until: now + OFFER_HOLD_SECS,
+            },
+        );
+        self.by_client.insert(client.clone(), addr);
+    }
+
+    /// Drops what `client` holds elsewhere than `keep` if it is only an offer.
+    fn forget_client(&mut self, client: &ClientId, keep: Option<Ipv4Addr>) {
+        if let Some(old) = self.by_client.get(client).copied()
+            && Some(old) != keep
+            && matches!(self.slots.get(&old), Some(Slot::Offered { .. }))
+        {
+            self.slots.remove(&old);
+        }
+    }
+
+    fn next_free(
+        &mut self,
+        client: &ClientId,
+        mac: Mac,
+        subnet: Subnet,
+        now: u64,
+    ) -> Option<Ipv4Addr> {
+        for i in 0..self.ranges.len() {
+            let (range, s) = self.ranges[i];
+            if s != subnet {
+                continue;
+            }
+            let (start, end) = (u32::from(range.start), u32::from(range.end));
+            let size = end - start + 1;
+            let from = self.cursors[i].clamp(start, end);
+            for step in 0..size {
+                let candidate = Ipv4Addr::from(start + (from - start + step) % size);
+                if self.available(candidate, client, mac, subnet, now) {
+                    self.cursors[i] = u32::from(candidate) + 1;
+                    return Some(candidate);
+                }
+            }
+        }
+        None
+    }
+
+    /// Binds `lease`; returns the lease the client held at another address, if any.
+    pub fn bind(&mut self, lease: Lease) -> Option<Lease> {
+        let previous = self.by_client.insert(lease.client.clone(), lease.addr);
+        let old = previous
+            .filter(|a| *a != lease.addr)
+            .and_then(|a| match self.slots.remove(&a) {
+                Some(Slot::Bound(l)) => Some(l),
+                _ => None,
+            });
+        self.slots.insert(lease.addr, Slot::Bound(lease));
+        old
+    }
+
+    /// Ends `client`'s lease of `addr` (RELEASE).
+    pub fn release(&mut self, client: &ClientId, addr: Ipv4Addr) -> Option<Lease> {
+        match self.slots.get(&addr) {
+            Some(Slot::Bound(l)) if &l.client == client => {}
+            _ => return None,
+        }
+        self.by_client.remove(client);
+        match self.slots.remove(&addr) {
+            Some(Slot::Bound(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Quarantines `addr` (DECLINE: someone else uses it); returns the lease it ends.
+    pub fn decline(&mut self, client: &ClientId, addr: Ipv4Addr, now: u64) -> Option<Lease> {
+        if self.slots.get(&addr).and_then(Slot::client) != Some(client) {
+            return None;
+        }
+        self.by_client.remove(client);
+        let old = self.slots.insert(
+            addr,
+            Slot::Declined {
+                until: now + DECLINE_HOLD_SECS,
+            },
+        );
+        match old {
+            Some(Slot::Bound(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Removes expired entries; returns the bound leases that expired.
+    pub fn expire(&mut self, now: u64) -> Vec<Lease> {
+        let dead: Vec<Ipv4Addr> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.live(now))
+            .map(|(a, _)| *a)
+            .collect();
+        let mut expired = Vec::new();
+        for addr in dead {
+            if let Some(slot) = self.slots.remove(&addr) {
+                if let Some(c) = slot.client()
+                    && self.by_client.get(c) == Some(&addr)
+                {
+                    self.by_client.remove(c);
+                }
+                if let Slot::Bound(l) = slot {
+                    expired.push(l);
+                }
+            }
+        }
+        expired
+    }
+
+    /// The client whose live lease carries `name`, if any.
+    pub fn name_holder(&self, name: &str, now: u64) -> Option<&ClientId> {
+        self.slots.values().find_map(|s| match s {
+            Slot::Bound(l) if l.expires > now && l.name.as_deref() == Some(name) => Some(&l.client),
+            _ => None,
+        })
+    }
+
+    /// (name, address) of every live named lease and every named static host.
+    pub fn names(&self, now: u64) -> Vec<(String, Ipv4Addr)> {
+        let mut out: Vec<_> = self
+            .slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Bound(l) if l.expires > now => l.name.clone().map(|n| (n, l.addr)),
+                _ => None,
+            })
+            .collect();
+        // Static hosts with an address and a name are published whether or not they hold
+        // a lease, like libvirt's <host> entries.
+        for h in self.statics.values() {
+            if let (Some(addr), Some(name)) = (h.address, &h.name) {
+                let label = name.0.split('.').next().unwrap_or_default().to_string();
+                if !out.iter().any(|(n, a)| *n == label && *a == addr) {
+                    out.push((label, addr));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

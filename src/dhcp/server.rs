@@ -1,0 +1,295 @@
+//! The running DHCP service: receives on the configured interface, decides under the pool
+//! lock, makes lease changes durable (group commit) and only then replies, expires leases,
+//! and publishes guest names to DNS through a watch channel.
+
+use crate::config::{DhcpConfig, DnsConfig, Subnet};
+use crate::dhcp::iface;
+use crate::dhcp::pool::Pool;
+use crate::dhcp::rfc2131::{self, Offerings};
+use crate::dhcp::socket;
+use crate::dhcp::store::{self, Change, Store, StoreError};
+use dhcproto::{Decodable, Decoder, Encodable};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum DhcpError {
+    #[error("[dhcp] interface {0} has no IPv4 address (or does not exist)")]
+    NoInterface(String),
+    #[error("[dhcp] {0}")]
+    Invalid(String),
+    #[error("[dhcp] cannot listen on {interface} port {port}: {source}")]
+    Bind {
+        interface: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Published guest names: (label, address), under the DHCP domain.
+pub type Names = Vec<(String, Ipv4Addr)>;
+
+pub struct DhcpServer {
+    pool: Mutex<Pool>,
+    store: Store,
+    offerings: Offerings,
+    interface: String,
+    client_port: u16,
+    socket: UdpSocket,
+    names: watch::Sender<Names>,
+    bad_input: Mutex<RateLimit>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl DhcpServer {
+    /// Checks the config against the interface, restores leases, binds the socket.
+    pub fn start(
+        cfg: &DhcpConfig,
+        dns: &DnsConfig,
+        listen: &[SocketAddr],
+    ) -> Result<DhcpServer, DhcpError> {
+        let here = iface::ipv4_of(&cfg.interface)
+            .ok_or_else(|| DhcpError::NoInterface(cfg.interface.clone()))?;
+        cfg.check_against(here.subnet, here.addr)
+            .map_err(DhcpError::Invalid)?;
+        let ranges: Vec<(crate::config::Range, Subnet)> = cfg
+            .ranges
+            .iter()
+            .map(|r| (*r, r.subnet.unwrap_or(here.subnet)))
+            .collect();
+        let mut pool = Pool::new(ranges, &cfg.hosts, here.addr, cfg.max_leases);
+        let conn = store::open(&cfg.lease_db)?;
+        let t = now();
+        let leases: Vec<_> = store::load(&conn)?
+            .into_iter()
+            .filter(|l| l.expires > t)
+            .collect();
+        tracing::info!(count = leases.len(), db = %cfg.lease_db.display(), "leases restored");
+        pool.restore(leases);
+        let domain = cfg
+            .domain
+            .as_ref()
+            .or(dns.domain.as_ref())
+            .map(|d| d.0.clone());
+        let search = if cfg.search.is_empty() {
+            domain.iter().cloned().collect()
+        } else {
+            cfg.search.iter().map(|d| d.0.clone()).collect()
+        };
+        let dns_servers = if cfg.dns_servers.is_empty() {
+            let listening_here = listen
+                .iter()
+                .any(|l| l.ip() == here.addr || l.ip().is_unspecified());
+            if !listening_here {
+                tracing::warn!(addr = %here.addr, "DNS does not listen on the DHCP interface's address; guests are told to use it anyway");
+            }
+            vec![here.addr]
+        } else {
+            cfg.dns_servers.clone()
+        };
+        let socket =
+            socket::bind(&cfg.interface, cfg.server_port).map_err(|source| DhcpError::Bind {
+                interface: cfg.interface.clone(),
+                port: cfg.server_port,
+                source,
+            })?;
+        let names = pool.names(t);
+        Ok(DhcpServer {
+            pool: Mutex::new(pool),
+            store: Store::start(conn),
+            offerings: Offerings {
+                server: here.addr,
+                lease_time: cfg.lease_time_secs,
+                router: Some(cfg.router.unwrap_or(here.addr)),
+                dns_servers,
+                domain,
+                search,
+            },
+            interface: cfg.interface.clone(),
+            client_port: cfg.client_port,
+            socket,
+            names: watch::channel(names).0,
+            bad_input: Mutex::new(RateLimit::default()),
+        })
+    }
+
+    /// Guest names as they change.
+    pub fn names(&self) -> watch::Receiver<Names> {
+        self.names.subscribe()
+    }
+
+    pub fn domain(&self) -> Option<&str> {
+        self.offerings.domain.as_deref()
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let _expiry = AbortOnDrop(tokio::spawn(self.clone().expire_loop()));
+        let mut buf = vec![0u8; 1500];
+        loop {
+            let (n, source) = match self.socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dhcp receive error");
+                    continue;
+                }
+            };
+            let this = self.clone();
+            let raw = buf[..n].to_vec();
+            this.handle(raw, source).await;
+        }
+    }
+
+    /// Decides at once; waits for durability (in its own task) before replying.
+    async fn handle(self: Arc<Self>, raw: Vec<u8>, source: SocketAddr) {
+        let msg = match dhcproto::v4::Message::decode(&mut Decoder::new(&raw)) {
+            Ok(m) => m,
+            Err(e) => return self.bad(source, &format!("undecodable packet: {e}")),
+        };
+        let client = match rfc2131::validate(&msg, &raw) {
+            Ok(c) => c,
+            Err(why) => return self.bad(source, &format!("rejected packet: {why:?}")),
+        };
+        let decision = {
+            let mut pool = self.pool.lock().unwrap();
+            rfc2131::decide(&mut pool, &self.offerings, &client, now())
+        };
+        tracing::debug!(%source, "{}", decision.note);
+        let Some(reply) = decision.reply else {
+            if !decision.changes.is_empty() {
+                self.persist_then(decision.changes, decision.names_changed, None)
+                    .await;
+            }
+            return;
+        };
+        let dest = socket::destination(&msg, &reply, source, self.client_port, client.mac);
+        let bytes = match reply.to_vec() {
+            Ok(b) => b,
+            Err(e) => return tracing::error!(error = %e, "cannot encode DHCP reply"),
+        };
+        let send = Some((bytes, dest));
+        if decision.changes.is_empty() {
+            self.send(send).await;
+        } else {
+            tokio::spawn(async move {
+                self.persist_then(decision.changes, decision.names_changed, send)
+                    .await;
+            });
+        }
+    }
+
+    async fn persist_then(
+        &self,
+        changes: Vec<Change>,
+        names_changed: bool,
+        send: Option<(Vec<u8>, socket::Destination)>,
+    ) {
+        if let Err(e) = self.store.commit(changes).await {
+            tracing::error!(error = %e, "lease not durable; withholding the reply");
+            return;
+        }
+        self.send(send).await;
+        if names_changed {
+            self.publish_names();
+        }
+    }
+
+    async fn send(&self, send: Option<(Vec<u8>, socket::Destination)>) {
+        if let Some((bytes, dest)) = send
+            && let Err(e) = socket::deliver(&self.socket, &self.interface, &bytes, dest).await
+        {
+            tracing::warn!(error = %e, ?dest, "cannot send DHCP reply");
+        }
+    }
+
+    fn publish_names(&self) {
+        let names = self.pool.lock().unwrap().names(now());
+        self.names.send_if_modified(|current| {
+            let changed = *current != names;
+            *current = names;
+            changed
+        });
+    }
+
+    fn bad(&self, source: SocketAddr, what: &str) {
+        if let Some(suppressed) = self.bad_input.lock().unwrap().allow() {
+            tracing::warn!(%source, suppressed, "{what}");
+        }
+    }
+
+    async fn expire_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(EXPIRY_INTERVAL).await;
+            let expired = self.pool.lock().unwrap().expire(now());
+            if expired.is_empty() {
+                continue;
+            }
+            tracing::info!(count = expired.len(), "leases expired");
+            let named = expired.iter().any(|l| l.name.is_some());
+            let changes = expired
+                .into_iter()
+                .map(|l| Change::Remove(l.addr))
+                .collect();
+            if let Err(e) = self.store.commit(changes).await {
+                tracing::error!(error = %e, "cannot remove expired leases");
+            }
+            if named {
+                self.publish_names();
+            }
+        }
+    }
+}
+
+/// Stops a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// At most `BURST` warnings per `WINDOW`; then one line saying how many were suppressed.
+#[derive(Default)]
+struct RateLimit {
+    window_start: Option<Instant>,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    const WINDOW: Duration = Duration::from_secs(10);
+    const BURST: u32 = 5;
+
+    /// Some(count suppressed since the last allowed line) if this line may be logged.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .window_start
+            .is_none_or(|s| now.duration_since(s) >= Self::WINDOW)
+        {
+            self.window_start = Some(now);
+            self.in_window = 0;
+        }
+        if self.in_window < Self::BURST {
+            self.in_window += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}

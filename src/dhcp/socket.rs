@@ -1,0 +1,192 @@
+//! DHCP sockets and reply delivery (RFC 2131 4.1): to the relay when giaddr is set, to ciaddr
+//! when the client has an address, broadcast when it asks (and for NAKs), otherwise unicast to
+//! the offered address at the client's MAC — for which the kernel's ARP table is primed with
+//! SIOCSARP, since the client cannot answer ARP for an address it does not have yet. The ioctl
+//! is made through libc by hand: no crate we use offers it.
+
+use crate::config::Mac;
+use dhcproto::v4::{Message, MessageType};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use tokio::net::UdpSocket;
+
+/// Where a reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// A relay agent (or perfdhcp): its address and port.
+    Relay(SocketAddr),
+    /// A client that has an address.
+    Unicast(SocketAddr),
+    /// 255.255.255.255 on the interface.
+    Broadcast(u16),
+    /// A client without an address: unicast to `addr` at `mac`.
+    Hardware { addr: Ipv4Addr, mac: Mac, port: u16 },
+}
+
+/// RFC 2131 4.1's choice of destination for `reply` to `request`, received from `source`.
+pub fn destination(
+    request: &Message,
+    reply: &Message,
+    source: SocketAddr,
+    client_port: u16,
+    mac: Mac,
+) -> Destination {
+    let giaddr = request.giaddr();
+    if !giaddr.is_unspecified() {
+        return Destination::Relay(SocketAddr::V4(SocketAddrV4::new(giaddr, source.port())));
+    }
+    let is_nak = reply.opts().msg_type() == Some(MessageType::Nak);
+    if is_nak {
+        return Destination::Broadcast(client_port);
+    }
+    let ciaddr = request.ciaddr();
+    if !ciaddr.is_unspecified() {
+        return Destination::Unicast(SocketAddr::V4(SocketAddrV4::new(ciaddr, client_port)));
+    }
+    if request.flags().broadcast() || reply.yiaddr().is_unspecified() {
+        return Destination::Broadcast(client_port);
+    }
+    Destination::Hardware {
+        addr: reply.yiaddr(),
+        mac,
+        port: client_port,
+    }
+}
+
+/// A UDP socket on `port` that sees only packets arriving on `interface`.
+pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_broadcast(true)?;
+    socket.bind_device(Some(interface.as_bytes()))?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Sends `bytes` to `dest` through `socket`, bound to `interface`.
+pub async fn deliver(
+    socket: &UdpSocket,
+    interface: &str,
+    bytes: &[u8],
+    dest: Destination,
+) -> io::Result<()> {
+    let target = match dest {
+        Destination::Relay(a) | Destination::Unicast(a) => a,
+        Destination::Broadcast(port) => SocketAddr::from((Ipv4Addr::BROADCAST, port)),
+        Destination::Hardware { addr, mac, port } => {
+            match prime_arp(socket, interface, addr, mac) {
+                Ok(()) => SocketAddr::from((addr, port)),
+                Err(e) => {
+                    tracing::debug!(error = %e, %addr, "cannot set ARP entry; broadcasting instead");
+                    SocketAddr::from((Ipv4Addr::BROADCAST, port))
+                }
+            }
+        }
+    };
+    socket.send_to(bytes, target).await.map(|_| ())
+}
+
+/// Adds `addr` → `mac` to the kernel's ARP table for `interface` (SIOCSARP).
+fn prime_arp(socket: &UdpSocket, interface: &str, addr: Ipv4Addr, mac: Mac) -> io::Result<()> {
+    // SAFETY: arpreq is plain old data; all-zero is a valid starting value.
+    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
+    let pa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: arp_pa is a sockaddr large enough for a sockaddr_in (both 16 bytes).
+    unsafe {
+        std::ptr::write(
+            &mut req.arp_pa as *mut libc::sockaddr as *mut libc::sockaddr_in,
+            pa,
+        );
+    }
+    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+    for (dst, src) in req.arp_ha.sa_data.iter_mut().zip(mac.0) {
+        *dst = src as libc::c_char;
+    }
+    req.arp_flags = libc::ATF_COM;
+    for (dst, src) in req.arp_dev.iter_mut().zip(interface.bytes().take(15)) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCSARP reads one arpreq from the pointer; the fd is a valid socket.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSARP, &req) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcproto::v4::{DhcpOption, Flags};
+
+    fn request(giaddr: [u8; 4], ciaddr: [u8; 4], broadcast: bool) -> Message {
+        let mut m = Message::new(
+            ciaddr.into(),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            giaddr.into(),
+            &[1, 2, 3, 4, 5, 6],
+        );
+        if broadcast {
+            m.set_flags(Flags::default().set_broadcast());
+        }
+        m
+    }
+
+    fn reply(kind: MessageType) -> Message {
+        let mut m = Message::new(
+            [0; 4].into(),
+            [198, 18, 0, 9].into(),
+            [0; 4].into(),
+            [0; 4].into(),
+            &[1, 2, 3, 4, 5, 6],
+        );
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        m
+    }
+
+    #[test]
+    fn follows_rfc2131_section_4_1() {
+        let mac = Mac([1, 2, 3, 4, 5, 6]);
+        let src: SocketAddr = "198.18.0.50:67".parse().unwrap();
+        let ack = reply(MessageType::Ack);
+        let cases = [
+            (
+                request([10, 0, 0, 1], [0; 4], false),
+                Destination::Relay("10.0.0.1:67".parse().unwrap()),
+            ),
+            (
+                request([0; 4], [198, 18, 0, 7], false),
+                Destination::Unicast("198.18.0.7:68".parse().unwrap()),
+            ),
+            (request([0; 4], [0; 4], true), Destination::Broadcast(68)),
+            (
+                request([0; 4], [0; 4], false),
+                Destination::Hardware {
+                    addr: Ipv4Addr::new(198, 18, 0, 9),
+                    mac,
+                    port: 68,
+                },
+            ),
+        ];
+        for (req, want) in cases {
+            assert_eq!(destination(&req, &ack, src, 68, mac), want);
+        }
+        let nak = reply(MessageType::Nak);
+        assert_eq!(
+            destination(&request([0; 4], [198, 18, 0, 7], false), &nak, src, 68, mac),
+            Destination::Broadcast(68)
+        );
+    }
+}

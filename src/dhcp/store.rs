@@ -1,0 +1,258 @@
+//! The lease store: SQLite (WAL, `synchronous = FULL`), so a lease is on disk before its ACK
+//! is sent. One writer thread owns the connection and commits whatever has queued up in one
+//! transaction (group commit): under load a single fsync covers many ACKs, so durability
+//! does not cap throughput.
+
+use crate::config::Mac;
+use crate::dhcp::pool::Lease;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::mpsc;
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+/// Most changes committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("lease database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("lease database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("lease database writer has stopped")]
+    Stopped,
+}
+
+/// A change to make durable.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Put(Lease),
+    Remove(Ipv4Addr),
+}
+
+type Job = (Vec<Change>, oneshot::Sender<Result<(), String>>);
+
+/// Handle to the writer thread.
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS leases (
+        addr     TEXT PRIMARY KEY,
+        client   BLOB NOT NULL,
+        mac      TEXT NOT NULL,
+        name     TEXT,
+        expires  INTEGER NOT NULL
+    );";
+
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let wrap = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let conn = Connection::open(path).map_err(wrap)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(wrap)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(wrap)?;
+    conn.execute_batch(SCHEMA).map_err(wrap)?;
+    Ok(conn)
+}
+
+/// Every stored lease (expired ones included; the caller filters).
+pub fn load(conn: &Connection) -> Result<Vec<Lease>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT addr, client, mac, name, expires FROM leases ORDER BY addr")?;
+    let rows = stmt.query_map([], |row| {
+        let addr: String = row.get(0)?;
+        let mac: String = row.get(2)?;
+        let expires: i64 = row.get(4)?;
+        Ok((
+            addr,
+            row.get::<_, Vec<u8>>(1)?,
+            mac,
+            row.get::<_, Option<String>>(3)?,
+            expires,
+        ))
+    })?;
+    let mut leases = Vec::new();
+    for row in rows {
+        let (addr, client, mac, name, expires) = row?;
+        let (Ok(addr), Ok(mac)) = (addr.parse::<Ipv4Addr>(), mac.parse::<Mac>()) else {
+            tracing::warn!(%addr, %mac, "skipping unreadable lease row");
+            continue;
+        };
+        leases.push(Lease {
+            addr,
+            client,
+            mac,
+            name,
+            expires: expires.max(0) as u64,
+        });
+    }
+    Ok(leases)
+}
+
+/// Whether a lease database exists and can be read (for `virtdns leases`).
+pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+        |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        },
+    )
+}
+
+impl Store {
+    /// Starts the writer thread on `conn`.
+    pub fn start(conn: Connection) -> Store {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("lease-writer".into())
+            .spawn(move || writer(conn, queue))
+            .expect("lease writer thread");
+        Store { jobs }
+    }
+
+    /// Makes `changes` durable; returns once they are committed to disk.
+    pub async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send((changes, done))
+            .map_err(|_| StoreError::Stopped)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Sql(rusqlite::Error::InvalidParameterName(e))),
+            Err(_) => Err(StoreError::Stopped),
+        }
+    }
+}
+
+fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = apply(&mut conn, batch.iter().flat_map(|(changes, _)| changes)).map_err(|e| {
+            tracing::error!(error = %e, "lease database write failed; ACKs withheld");
+            e.to_string()
+        });
+        for (_, done) in batch {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+fn apply<'a>(
+    conn: &mut Connection,
+    changes: impl Iterator<Item = &'a Change>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut put = tx.prepare_cached(
+            "INSERT OR REPLACE INTO leases (addr, client, mac, name, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut remove = tx.prepare_cached("DELETE FROM leases WHERE addr = ?1")?;
+        for change in changes {
+            match change {
+                Change::Put(l) => {
+                    put.execute(params![
+                        l.addr.to_string(),
+                        l.client,
+                        l.mac.to_string(),
+                        l.name,
+                        l.expires as i64
+                    ])?;
+                }
+                Change::Remove(addr) => {
+                    remove.execute(params![addr.to_string()])?;
+                }
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// One stored lease, for listing.
+pub fn find(conn: &Connection, addr: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT client, mac, name, expires FROM leases WHERE addr = ?1",
+            params![addr.to_string()],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(row.and_then(|(client, mac, name, expires)| {
+        Some(Lease {
+            addr,
+            client,
+            mac: mac.parse().ok()?,
+            name,
+            expires: expires.max(0) as u64,
+        })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(n: u8) -> Lease {
+        Lease {
+            addr: Ipv4Addr::new(198, 18, 0, n),
+            client: vec![1, 2, 3, n],
+            mac: Mac([0x52, 0x54, 0, 0, 0, n]),
+            name: Some(format!("vm{n}")),
+            expires: 2_000_000_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_leases_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("virtdns-store-{}", std::process::id()));
+        let path = dir.join("leases.sqlite");
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::start(open(&path).unwrap());
+        let commits = (1..=50).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.commit(vec![Change::Put(lease(n))]).await })
+        });
+        for c in commits.collect::<Vec<_>>() {
+            c.await.unwrap().unwrap();
+        }
+        store
+            .commit(vec![Change::Remove(lease(7).addr)])
+            .await
+            .unwrap();
+        let conn = open_read_only(&path).unwrap();
+        let leases = load(&conn).unwrap();
+        assert_eq!(leases.len(), 49);
+        assert_eq!(find(&conn, lease(8).addr).unwrap(), Some(lease(8)));
+        assert_eq!(find(&conn, lease(7).addr).unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

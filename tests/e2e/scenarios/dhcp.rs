@@ -1,0 +1,210 @@
+//! DHCPv4 on a bridge with guest namespaces: real dhclient, udhcpc and dhcpcd get leases and
+//! the network's DNS, find each other by name, and the host finds them too.
+
+use crate::clients::{dig, getent};
+use crate::guests::{Client, Guest, Network};
+use crate::lab::{Lab, run, wait_until};
+use crate::peers::virtdns_bin;
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+/// virtdns serving DNS on the bridge and on 127.N.0.1, DHCP on the bridge.
+fn start(lab: &mut Lab, net: &Network, extra: &str) -> SocketAddr {
+    let outside = lab.nsd_outside(3);
+    let rc = lab.resolv_conf("resolv.conf", &[outside], "");
+    let n = net.host.octets()[2];
+    let config = format!(
+        r#"
+[dns]
+domain = "vm.test"
+
+[dhcp]
+interface = "{bridge}"
+lease_db = "{db}"
+lease_time_secs = 600
+
+[[dhcp.range]]
+start = "198.18.{n}.100"
+end = "198.18.{n}.199"
+
+[[dhcp.host]]
+mac = "52:54:00:12:{n:02x}:09"
+address = "198.18.{n}.9"
+name = "fixed"
+{extra}
+"#,
+        bridge = net.bridge,
+        db = lab.path("leases.sqlite").display(),
+    );
+    let on_bridge = format!("{}:53", net.host);
+    lab.virtdns_with(1, &rc, &config, &["--listen", &on_bridge])
+}
+
+fn leases_json(lab: &Lab) -> String {
+    run(Command::new(virtdns_bin())
+        .args(["leases", "--json", "--config"])
+        .arg(lab.path("virtdns1.toml")))
+}
+
+pub fn three_clients_find_each_other(lab: &mut Lab) {
+    let net = lab.network();
+    let virtdns = start(lab, &net, "");
+    let mut guests: Vec<(Guest, &str)> = Vec::new();
+    for (i, (client, name)) in [
+        (Client::Dhclient, "alpha"),
+        (Client::Udhcpc, "bravo"),
+        (Client::Dhcpcd, "charlie"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut g = lab.guest(&net, i as u8 + 1, name);
+        lab.start_client(&mut g, client, name, &[]);
+        guests.push((g, name));
+    }
+    let mut addrs = Vec::new();
+    for (g, name) in &guests {
+        let seen = g.wait_lease();
+        assert_eq!(
+            seen.dns.split_whitespace().next(),
+            Some(net.host.to_string().as_str()),
+            "{name}: DNS server"
+        );
+        assert!(
+            seen.search.contains("vm.test"),
+            "{name}: search list {:?}",
+            seen.search
+        );
+        let o = seen.ip.octets();
+        assert!(
+            o[..3] == net.host.octets()[..3] && (100..=199).contains(&o[3]),
+            "{name}: {}",
+            seen.ip
+        );
+        addrs.push(seen.ip);
+    }
+    assert_eq!(
+        addrs.iter().collect::<HashSet<_>>().len(),
+        3,
+        "distinct addresses {addrs:?}"
+    );
+
+    // Guests find each other by short name and FQDN, and outside names through the forwarder.
+    for (g, me) in &guests {
+        for ((_, other), addr) in guests.iter().zip(&addrs) {
+            assert_eq!(
+                g.getent(other),
+                vec![addr.to_string()],
+                "{me} resolves {other}"
+            );
+            assert_eq!(
+                g.getent(&format!("{other}.vm.test")),
+                vec![addr.to_string()],
+                "{me}: {other}.vm.test"
+            );
+        }
+        assert_eq!(
+            g.getent("www.example.com")[..1],
+            ["192.0.2.80"],
+            "{me} resolves outside names"
+        );
+    }
+
+    // The host finds every guest by name and by address.
+    let host = lab.resolv_conf("host.resolv.conf", &[virtdns], "search vm.test\n");
+    for ((_, name), addr) in guests.iter().zip(&addrs) {
+        assert_eq!(
+            getent(&host, name),
+            vec![addr.to_string()],
+            "host resolves {name}"
+        );
+        let ptr = dig(virtdns).opt("-x").query(&addr.to_string(), "PTR");
+        assert_eq!(
+            ptr.answers,
+            vec![format!("PTR {name}.vm.test.")],
+            "PTR of {addr}"
+        );
+    }
+
+    // `virtdns leases` lists them with their names.
+    let json = leases_json(lab);
+    for ((_, name), addr) in guests.iter().zip(&addrs) {
+        assert!(
+            json.contains(&format!("\"address\":\"{addr}\""))
+                && json.contains(&format!("\"name\":\"{name}\"")),
+            "{json}"
+        );
+    }
+}
+
+pub fn renew_release_static_and_taken(lab: &mut Lab) {
+    let net = lab.network();
+    let virtdns = start(lab, &net, "");
+    let n = net.host.octets()[2];
+
+    // The static host: its address and name, published before it even asks.
+    assert_eq!(
+        dig(virtdns).query("fixed.vm.test", "A").answers,
+        vec![format!("A 198.18.{n}.9")]
+    );
+    let mut fixed = lab.guest(&net, 9, "fixed");
+    lab.start_client(&mut fixed, Client::Udhcpc, "whatever", &[]);
+    assert_eq!(fixed.wait_lease().ip, Ipv4Addr::new(198, 18, n, 9));
+    assert_eq!(
+        dig(virtdns).query("fixed.vm.test", "A").answers,
+        vec![format!("A 198.18.{n}.9")]
+    );
+
+    // Renew keeps the address.
+    let mut delta = lab.guest(&net, 1, "delta");
+    lab.start_client(&mut delta, Client::Udhcpc, "delta", &[]);
+    let first = delta.wait_lease();
+    assert_eq!(
+        dig(virtdns).query("delta.vm.test", "A").answers,
+        vec![format!("A {}", first.ip)]
+    );
+    signal(lab, &delta, "USR1");
+    wait_until(Duration::from_secs(10), "delta renews", || {
+        delta.events().iter().any(|e| e.starts_with("renew"))
+    });
+    assert_eq!(
+        delta.seen().unwrap().ip,
+        first.ip,
+        "renew keeps the address"
+    );
+
+    // A second client asking for the taken address gets another one.
+    let mut echo = lab.guest(&net, 2, "echo");
+    lab.start_client(
+        &mut echo,
+        Client::Udhcpc,
+        "echo",
+        &["-r", &first.ip.to_string()],
+    );
+    let other = echo.wait_lease();
+    assert_ne!(
+        other.ip, first.ip,
+        "a taken address is not handed out twice"
+    );
+
+    // Release removes the name.
+    signal(lab, &delta, "USR2");
+    wait_until(Duration::from_secs(10), "delta's name disappears", || {
+        dig(virtdns).query("delta.vm.test", "A").status == "NXDOMAIN"
+    });
+    assert!(
+        !leases_json(lab).contains(&format!("\"{}\"", first.ip)),
+        "released lease is gone from the store"
+    );
+}
+
+fn signal(lab: &mut Lab, guest: &Guest, sig: &str) {
+    let pid = lab
+        .proc(guest.client.as_deref().expect("client started"))
+        .pid();
+    run(Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string()));
+}
