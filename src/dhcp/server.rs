@@ -155,9 +155,13 @@ impl DhcpServer {
 
     /// Decides at once; waits for durability (in its own task) before replying.
     async fn handle(self: Arc<Self>, raw: Vec<u8>, source: SocketAddr) {
-        let msg = match dhcproto::v4::Message::decode(&mut Decoder::new(&raw)) {
-            Ok(m) => m,
-            Err(e) => return self.bad(source, &format!("undecodable packet: {e}")),
+        // dhcproto 0.15 debug_asserts option lengths from the wire: a malformed option
+        // panics in debug builds. A packet must never take the service down.
+        let decoded = std::panic::catch_unwind(|| dhcproto::v4::Message::decode(&mut Decoder::new(&raw)));
+        let msg = match decoded {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return self.bad(source, &format!("undecodable packet: {e}")),
+            Err(_) => return self.bad(source, "undecodable packet: malformed option"),
         };
         let client = match rfc2131::validate(&msg, &raw) {
             Ok(c) => c,

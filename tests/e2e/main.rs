@@ -4,6 +4,7 @@
 //! subnet. `cargo test --test e2e -- NAME` runs the scenarios whose name contains NAME.
 
 mod clients;
+mod dhcp_noise;
 mod guests;
 mod lab;
 mod peers;
@@ -13,6 +14,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 fn main() {
+    if dhcp_noise::run_if_asked() {
+        return;
+    }
     lab::enter_namespace();
     let filters: Vec<String> = std::env::args()
         .skip(1)

@@ -10,10 +10,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-/// virtdns serving DNS on the bridge and on 127.N.0.1, DHCP on the bridge.
+/// virtdns serving DNS on the bridge and on 127.N.0.1, DHCP on the bridge, forwarding to NSD.
 fn start(lab: &mut Lab, net: &Network, extra: &str) -> SocketAddr {
     let outside = lab.nsd_outside(3);
-    let rc = lab.resolv_conf("resolv.conf", &[outside], "");
+    lab.resolv_conf("resolv.conf", &[outside], "");
+    restart(lab, net, extra)
+}
+
+/// Starts (or starts again) virtdns with the scenario's config and lease database.
+fn restart(lab: &mut Lab, net: &Network, extra: &str) -> SocketAddr {
     let n = net.host.octets()[2];
     let config = format!(
         r#"
@@ -39,6 +44,7 @@ name = "fixed"
         db = lab.path("leases.sqlite").display(),
     );
     let on_bridge = format!("{}:53", net.host);
+    let rc = lab.path("resolv.conf");
     lab.virtdns_with(1, &rc, &config, &["--listen", &on_bridge])
 }
 
@@ -207,4 +213,126 @@ fn signal(lab: &mut Lab, guest: &Guest, sig: &str) {
     run(Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string()));
+}
+
+/// Many clients at once, virtdns killed with SIGKILL in the middle and started again: every
+/// client that saw an ACK keeps its address and name, and no address is given twice.
+pub fn crash_loses_no_acknowledged_lease(lab: &mut Lab) {
+    let net = lab.network();
+    let virtdns = start(lab, &net, "");
+    let mut guests = Vec::new();
+    for i in 0..12u8 {
+        let name = format!("vm{i}");
+        let mut g = lab.guest(&net, 20 + i, &name);
+        lab.start_client(&mut g, Client::Udhcpc, &name, &[]);
+        guests.push(g);
+    }
+    wait_until(Duration::from_secs(20), "some clients bound", || {
+        guests.iter().filter(|g| g.seen().is_some()).count() >= 4
+    });
+    lab.proc("virtdns-1").kill(); // SIGKILL
+    let acked: Vec<(usize, Ipv4Addr)> = guests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| g.seen().map(|s| (i, s.ip)))
+        .collect();
+    println!(
+        "    killed virtdns with {} of 12 clients bound",
+        acked.len()
+    );
+
+    restart(lab, &net, "");
+    for g in &guests {
+        g.wait_lease();
+    }
+    // Those acknowledged before the crash renew and keep their address.
+    for (i, ip) in &acked {
+        let g = &guests[*i];
+        let renewals = g.events().iter().filter(|e| e.starts_with("renew")).count();
+        signal(lab, g, "USR1");
+        wait_until(Duration::from_secs(10), "renewed after restart", || {
+            g.events().iter().filter(|e| e.starts_with("renew")).count() > renewals
+        });
+        assert_eq!(
+            g.seen().unwrap().ip,
+            *ip,
+            "{} keeps its address across the crash",
+            g.name
+        );
+        assert_eq!(
+            dig(virtdns)
+                .query(&format!("{}.vm.test", g.name), "A")
+                .answers,
+            vec![format!("A {ip}")]
+        );
+    }
+    let all: Vec<Ipv4Addr> = guests.iter().map(|g| g.seen().unwrap().ip).collect();
+    assert_eq!(
+        all.iter().collect::<HashSet<_>>().len(),
+        all.len(),
+        "no address given twice: {all:?}"
+    );
+    let json = leases_json(lab);
+    for ip in &all {
+        assert!(
+            json.contains(&format!("\"address\":\"{ip}\"")),
+            "{ip} is in the store: {json}"
+        );
+    }
+}
+
+/// Malformed packets and a DISCOVER flood from inside the network, and a DISCOVER from outside
+/// the interface: virtdns keeps running, logs the junk rate-limited, ignores the outsider, and a
+/// returning client still renews its address.
+pub fn bad_input_and_flood(lab: &mut Lab) {
+    let net = lab.network();
+    start(lab, &net, "");
+    let n = net.host.octets()[2];
+    let mut golf = lab.guest(&net, 1, "golf");
+    lab.start_client(&mut golf, Client::Udhcpc, "golf", &[]);
+    let first = golf.wait_lease();
+
+    let noisy = lab.guest(&net, 2, "noisy");
+    run(&mut noisy.cmd(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("198.18.{n}.250/24"),
+        "dev",
+        "eth0",
+    ]));
+    let server = format!("{}:67", net.host);
+    let me = std::env::current_exe().unwrap();
+    let me = me.to_str().unwrap();
+    println!(
+        "    {}",
+        run(&mut noisy.cmd(&[me, "--guest-helper", "garbage", &server])).trim()
+    );
+    println!(
+        "    {}",
+        run(&mut noisy.cmd(&[me, "--guest-helper", "flood", &server, "3000"])).trim()
+    );
+    // From the host namespace the packet arrives on lo, not on the bridge: ignored.
+    run(Command::new(me).args([
+        "--guest-helper",
+        "expect-silence",
+        &format!("{}:67", lab.ip(1)),
+    ]));
+
+    // The returning client renews and keeps its address though the pool is exhausted.
+    signal(lab, &golf, "USR1");
+    wait_until(Duration::from_secs(10), "golf renews", || {
+        golf.events().iter().any(|e| e.starts_with("renew"))
+    });
+    assert_eq!(golf.seen().unwrap().ip, first.ip);
+    assert!(lab.proc("virtdns-1").is_running(), "virtdns survives");
+    let log = lab.proc("virtdns-1").log_text();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("packet"))
+        .count();
+    assert!(
+        (1..=10).contains(&warnings),
+        "bad packets logged, rate-limited: {warnings} lines"
+    );
 }

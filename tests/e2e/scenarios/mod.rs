@@ -68,6 +68,11 @@ pub const ALL: &[(&str, Scenario)] = &[
         "dhcp_renew_release_static_and_taken",
         dhcp::renew_release_static_and_taken,
     ),
+    (
+        "dhcp_crash_loses_no_acknowledged_lease",
+        dhcp::crash_loses_no_acknowledged_lease,
+    ),
+    ("dhcp_bad_input_and_flood", dhcp::bad_input_and_flood),
 ];
 
 /// The seed's upstreams: an internal BIND (REFUSED outside corp.example) at .2, NSD with the

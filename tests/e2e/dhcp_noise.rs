@@ -1,0 +1,112 @@
+//! Bad DHCP input, sent from inside a guest namespace by this same test binary
+//! (`e2e --guest-helper MODE SERVER [COUNT]`): malformed packets of every kind, and a flood of
+//! DISCOVERs from random MACs. Bounded in count; it only sends to the given lab address.
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+use dhcproto::{Encodable, Encoder};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+/// Runs the helper if the arguments ask for it; returns false otherwise.
+pub fn run_if_asked() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("--guest-helper") {
+        return false;
+    }
+    let server: SocketAddr = args[3].parse().expect("server address");
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("socket");
+    socket.set_broadcast(true).unwrap();
+    match args[2].as_str() {
+        "garbage" => garbage(&socket, server),
+        "flood" => flood(&socket, server, args[4].parse().expect("count")),
+        "expect-silence" => expect_silence(&socket, server),
+        other => panic!("unknown helper mode {other}"),
+    }
+    true
+}
+
+struct Noise(u64);
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn discover(mac: [u8; 6]) -> Vec<u8> {
+    let mut m = Message::new(
+        [0; 4].into(),
+        [0; 4].into(),
+        [0; 4].into(),
+        [0; 4].into(),
+        &mac,
+    );
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Discover));
+    let mut buf = Vec::new();
+    m.encode(&mut Encoder::new(&mut buf)).unwrap();
+    buf
+}
+
+fn garbage(socket: &UdpSocket, server: SocketAddr) {
+    let valid = discover([2, 0, 0, 0, 0, 1]);
+    let mut sent = 0;
+    let mut send = |p: &[u8]| {
+        let _ = socket.send_to(p, server);
+        sent += 1;
+    };
+    for cut in 0..valid.len() {
+        send(&valid[..cut]);
+    }
+    let mut reply_op = valid.clone();
+    reply_op[0] = Opcode::BootReply.into();
+    send(&reply_op);
+    let mut long_hlen = valid.clone();
+    long_hlen[2] = 200;
+    send(&long_hlen);
+    let mut token_ring = valid.clone();
+    token_ring[1] = 6;
+    send(&token_ring);
+    let mut bad_magic = valid.clone();
+    bad_magic[236] = 0;
+    send(&bad_magic);
+    // An option whose length runs past the end of the packet.
+    let mut overrun = valid[..valid.len() - 1].to_vec();
+    overrun.extend_from_slice(&[12, 200, b'x']);
+    send(&overrun);
+    let mut noise = Noise(0x0dd_ba11);
+    for _ in 0..500 {
+        let len = (noise.next() % 600) as usize;
+        let p: Vec<u8> = (0..len).map(|_| noise.next() as u8).collect();
+        send(&p);
+    }
+    println!("sent {sent} malformed packets");
+}
+
+fn flood(socket: &UdpSocket, server: SocketAddr, count: usize) {
+    let mut noise = Noise(0xf100d);
+    for _ in 0..count {
+        let r = noise.next().to_be_bytes();
+        socket
+            .send_to(&discover([0x02, r[1], r[2], r[3], r[4], r[5]]), server)
+            .unwrap();
+    }
+    println!("sent {count} DISCOVERs from random MACs");
+}
+
+/// Sends a DISCOVER and fails if anything answers within a second.
+fn expect_silence(socket: &UdpSocket, server: SocketAddr) {
+    socket
+        .send_to(&discover([2, 0, 0, 0, 0, 2]), server)
+        .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+        panic!("expected no DHCP answer from {server}, got {n} bytes from {from}");
+    }
+    println!("no answer, as expected");
+}
