@@ -34,7 +34,7 @@ pub struct DhcpConfig {
 #[serde(deny_unknown_fields)]
 struct RawDhcp {
     interface: String,
-    #[serde(rename = "range")]
+    #[serde(default, rename = "range")]
     ranges: Vec<Range>,
     #[serde(default = "default_lease_time")]
     lease_time_secs: u32,

@@ -109,3 +109,55 @@ fn errors_name_file_line_and_problem() {
         );
     }
 }
+
+#[test]
+fn dhcp_section_errors_name_the_line() {
+    let base = "[dhcp]\ninterface = \"virbr0\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "",
+            "virtdns.toml:1: [dhcp] needs at least one [[dhcp.range]]",
+        ),
+        (
+            "[[dhcp.range]]\nstart = \"192.168.122.50\"\nend = \"192.168.122.10\"\n",
+            "virtdns.toml:3: range start 192.168.122.50 is after its end",
+        ),
+        (
+            "[[dhcp.range]]\nstart = \"10.0.0.2\"\nend = \"10.0.0.9\"\nsubnet = \"10.1.0.0/16\"\n",
+            "virtdns.toml:3: range address 10.0.0.2 is outside its subnet 10.1.0.0/16",
+        ),
+        (
+            "[[dhcp.range]]\nstart = \"10.0.0.2\"\nend = \"10.0.0.9\"\n[[dhcp.range]]\nstart = \"10.0.0.5\"\nend = \"10.0.0.20\"\n",
+            "virtdns.toml:1: ranges 10.0.0.2-10.0.0.9 and 10.0.0.5-10.0.0.20 overlap",
+        ),
+        (
+            "[[dhcp.range]]\nstart = \"10.0.0.2\"\nend = \"10.0.0.9\"\n[[dhcp.host]]\nmac = \"52:54:00:zz:00:01\"\nname = \"a\"\n",
+            "virtdns.toml:7: '52:54:00:zz:00:01' is not a MAC address",
+        ),
+    ];
+    for (tail, want) in cases {
+        let text = format!("{base}{tail}");
+        let got = parse(&text).unwrap_err();
+        assert!(
+            got.starts_with(want),
+            "config {text:?}\n  got:  {got}\n  want: {want}…"
+        );
+    }
+}
+
+#[test]
+fn dhcp_ranges_are_checked_against_the_interface() {
+    let c = parse("[dhcp]\ninterface = \"virbr0\"\n[[dhcp.range]]\nstart = \"192.168.122.2\"\nend = \"192.168.123.9\"\n")
+        .unwrap();
+    let dhcp = c.dhcp.unwrap();
+    let err = dhcp
+        .check_against(
+            "192.168.122.0/24".parse().unwrap(),
+            "192.168.122.1".parse().unwrap(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "range 192.168.122.2-192.168.123.9 is outside the subnet 192.168.122.0/24 of interface virbr0"
+    );
+}

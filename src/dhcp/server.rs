@@ -157,7 +157,8 @@ impl DhcpServer {
     async fn handle(self: Arc<Self>, raw: Vec<u8>, source: SocketAddr) {
         // dhcproto 0.15 debug_asserts option lengths from the wire: a malformed option
         // panics in debug builds. A packet must never take the service down.
-        let decoded = std::panic::catch_unwind(|| dhcproto::v4::Message::decode(&mut Decoder::new(&raw)));
+        let decoded =
+            std::panic::catch_unwind(|| dhcproto::v4::Message::decode(&mut Decoder::new(&raw)));
         let msg = match decoded {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => return self.bad(source, &format!("undecodable packet: {e}")),

@@ -1,1 +1,226 @@
+//! Decisions for client messages built with dhcproto.
 
+use super::*;
+use crate::config::Range;
+use dhcproto::v4::Flags;
+
+const NOW: u64 = 1_000_000;
+const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+fn setup() -> (Pool, Offerings) {
+    let range = Range {
+        start: "198.18.0.10".parse().unwrap(),
+        end: "198.18.0.20".parse().unwrap(),
+        subnet: None,
+    };
+    let pool = Pool::new(
+        vec![(range, "198.18.0.0/24".parse().unwrap())],
+        &[],
+        SERVER,
+        100,
+    );
+    let offerings = Offerings {
+        server: SERVER,
+        lease_time: 600,
+        router: Some(SERVER),
+        dns_servers: vec![SERVER],
+        domain: Some("vm.test".into()),
+        search: vec!["vm.test".into()],
+    };
+    (pool, offerings)
+}
+
+fn message(kind: MessageType, mac_last: u8, opts: Vec<DhcpOption>) -> (Message, Vec<u8>) {
+    let mut m = Message::new(
+        [0; 4].into(),
+        [0; 4].into(),
+        [0; 4].into(),
+        [0; 4].into(),
+        &[2, 0, 0, 0, 0, mac_last],
+    );
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    for o in opts {
+        m.opts_mut().insert(o);
+    }
+    let raw = dhcproto::Encodable::to_vec(&m).unwrap();
+    (m, raw)
+}
+
+fn decide_on(pool: &mut Pool, o: &Offerings, m: &(Message, Vec<u8>)) -> Decision {
+    let cm = validate(&m.0, &m.1).unwrap();
+    decide(pool, o, &cm, NOW)
+}
+
+fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
+    m.opts().get(code)
+}
+
+#[test]
+fn discover_then_request_gives_a_durable_ack_with_options() {
+    let (mut pool, o) = setup();
+    let offer = decide_on(&mut pool, &o, &message(MessageType::Discover, 1, vec![]))
+        .reply
+        .unwrap();
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    let addr = offer.yiaddr();
+    assert!(matches!(
+        opt(&offer, OptionCode::AddressLeaseTime),
+        Some(DhcpOption::AddressLeaseTime(600))
+    ));
+    assert!(
+        matches!(opt(&offer, OptionCode::DomainNameServer), Some(DhcpOption::DomainNameServer(d)) if d == &vec![SERVER])
+    );
+    assert!(
+        matches!(opt(&offer, OptionCode::DomainName), Some(DhcpOption::DomainName(d)) if d == "vm.test")
+    );
+    assert!(opt(&offer, OptionCode::DomainSearch).is_some());
+    assert!(
+        matches!(opt(&offer, OptionCode::SubnetMask), Some(DhcpOption::SubnetMask(m)) if *m == Ipv4Addr::new(255, 255, 255, 0))
+    );
+
+    let req = message(
+        MessageType::Request,
+        1,
+        vec![
+            DhcpOption::ServerIdentifier(SERVER),
+            DhcpOption::RequestedIpAddress(addr),
+            DhcpOption::Hostname("Web-01".into()),
+        ],
+    );
+    let d = decide_on(&mut pool, &o, &req);
+    let ack = d.reply.unwrap();
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(ack.yiaddr(), addr);
+    assert!(
+        matches!(&d.changes[..], [Change::Put(l)] if l.addr == addr && l.name.as_deref() == Some("web-01"))
+    );
+    assert!(d.names_changed);
+}
+
+#[test]
+fn request_for_another_server_is_ignored_and_taken_address_is_naked() {
+    let (mut pool, o) = setup();
+    let other = message(
+        MessageType::Request,
+        1,
+        vec![
+            DhcpOption::ServerIdentifier(Ipv4Addr::new(198, 18, 0, 2)),
+            DhcpOption::RequestedIpAddress(Ipv4Addr::new(198, 18, 0, 10)),
+        ],
+    );
+    assert!(decide_on(&mut pool, &o, &other).reply.is_none());
+
+    let take = message(
+        MessageType::Request,
+        1,
+        vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+            198, 18, 0, 10,
+        ))],
+    );
+    assert_eq!(
+        decide_on(&mut pool, &o, &take)
+            .reply
+            .unwrap()
+            .opts()
+            .msg_type(),
+        Some(MessageType::Ack)
+    );
+    let steal = message(
+        MessageType::Request,
+        2,
+        vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+            198, 18, 0, 10,
+        ))],
+    );
+    let nak = decide_on(&mut pool, &o, &steal).reply.unwrap();
+    assert_eq!(nak.opts().msg_type(), Some(MessageType::Nak));
+    assert!(nak.flags().broadcast());
+    let elsewhere = message(
+        MessageType::Request,
+        3,
+        vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 9, 9, 9))],
+    );
+    assert_eq!(
+        decide_on(&mut pool, &o, &elsewhere)
+            .reply
+            .unwrap()
+            .opts()
+            .msg_type(),
+        Some(MessageType::Nak)
+    );
+}
+
+#[test]
+fn a_name_held_by_a_live_lease_is_not_taken_over() {
+    let (mut pool, o) = setup();
+    for (mac, ip) in [(1, 10), (2, 11)] {
+        let req = message(
+            MessageType::Request,
+            mac,
+            vec![
+                DhcpOption::RequestedIpAddress(Ipv4Addr::new(198, 18, 0, ip)),
+                DhcpOption::Hostname("same".into()),
+            ],
+        );
+        decide_on(&mut pool, &o, &req);
+    }
+    assert_eq!(
+        pool.names(NOW),
+        vec![("same".to_string(), Ipv4Addr::new(198, 18, 0, 10))]
+    );
+}
+
+#[test]
+fn release_and_inform() {
+    let (mut pool, o) = setup();
+    let addr = Ipv4Addr::new(198, 18, 0, 12);
+    decide_on(
+        &mut pool,
+        &o,
+        &message(
+            MessageType::Request,
+            1,
+            vec![
+                DhcpOption::RequestedIpAddress(addr),
+                DhcpOption::Hostname("h".into()),
+            ],
+        ),
+    );
+    let (mut rel, _) = message(MessageType::Release, 1, vec![]);
+    rel.set_ciaddr(addr);
+    let raw = dhcproto::Encodable::to_vec(&rel).unwrap();
+    let d = decide_on(&mut pool, &o, &(rel, raw));
+    assert!(matches!(&d.changes[..], [Change::Remove(a)] if *a == addr));
+    assert!(d.names_changed && d.reply.is_none());
+
+    let (mut inf, _) = message(MessageType::Inform, 5, vec![]);
+    inf.set_ciaddr(Ipv4Addr::new(198, 18, 0, 77))
+        .set_flags(Flags::default());
+    let raw = dhcproto::Encodable::to_vec(&inf).unwrap();
+    let ack = decide_on(&mut pool, &o, &(inf, raw)).reply.unwrap();
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert!(opt(&ack, OptionCode::AddressLeaseTime).is_none() && ack.yiaddr().is_unspecified());
+    assert!(opt(&ack, OptionCode::DomainNameServer).is_some());
+}
+
+#[test]
+fn malformed_messages_are_rejected_before_use() {
+    let (_, raw) = message(MessageType::Discover, 1, vec![]);
+    let mut bad = raw.clone();
+    bad[2] = 200; // hlen beyond chaddr: dhcproto's chaddr() would panic
+    let decoded =
+        <Message as dhcproto::Decodable>::decode(&mut dhcproto::Decoder::new(&bad)).unwrap();
+    assert_eq!(validate(&decoded, &bad).err(), Some(Rejected::NotEthernet));
+    let mut magic = raw.clone();
+    magic[236] = 0;
+    let decoded =
+        <Message as dhcproto::Decodable>::decode(&mut dhcproto::Decoder::new(&magic)).unwrap();
+    assert_eq!(validate(&decoded, &magic).err(), Some(Rejected::BadMagic));
+}
+
+#[test]
+fn host_names_become_one_label() {
+    assert_eq!(sanitize_label("My_Host!"), Some("myhost".into()));
+    assert_eq!(sanitize_label("-x-"), Some("x".into()));
+    assert_eq!(sanitize_label("___"), None);
+}
