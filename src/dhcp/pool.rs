@@ -157,11 +157,16 @@ impl Pool {
         }
     }
 
-    fn live_count(&self, now: u64) -> usize {
-        self.slots
-            .values()
-            .filter(|s| matches!(s, Slot::Bound(_) | Slot::Offered { .. }) && s.live(now))
-            .count()
+    /// Whether a new address may be held: at most `max_leases` entries. Lapsed offers and
+    /// quarantines are swept here when the bound is reached; expired leases wait for `expire`,
+    /// which also removes them from the store and from DNS.
+    fn has_room(&mut self, now: u64) -> bool {
+        if self.slots.len() >= self.max_leases {
+            self.slots.retain(|_, s| s.live(now) || matches!(s, Slot::Bound(_)));
+            let slots = &self.slots;
+            self.by_client.retain(|_, addr| slots.contains_key(addr));
+        }
+        self.slots.len() < self.max_leases
     }
 
     /// Picks an address for `client` and holds it as offered: its current one, its static
@@ -181,7 +186,7 @@ impl Pool {
             .or(requested.filter(|a| self.available(*a, client, mac, subnet, now)))
             .or_else(|| self.next_free(client, mac, subnet, now))?;
         if current != Some(addr) {
-            if self.live_count(now) >= self.max_leases {
+            if !self.has_room(now) {
                 return None;
             }
             self.hold(addr, client, now);
