@@ -162,7 +162,8 @@ impl Pool {
     /// which also removes them from the store and from DNS.
     fn has_room(&mut self, now: u64) -> bool {
         if self.slots.len() >= self.max_leases {
-            self.slots.retain(|_, s| s.live(now) || matches!(s, Slot::Bound(_)));
+            self.slots
+                .retain(|_, s| s.live(now) || matches!(s, Slot::Bound(_)));
             let slots = &self.slots;
             self.by_client.retain(|_, addr| slots.contains_key(addr));
         }
