@@ -208,12 +208,20 @@ impl Server {
     pub async fn bind(
         listen: &[SocketAddr],
     ) -> Result<(Vec<UdpSocket>, Vec<TcpListener>), StartError> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for &addr in listen {
             let err = |source| StartError::Bind { addr, source };
-            udp.push(UdpSocket::bind(addr).await.map_err(err)?);
-            tcp.push(TcpListener::bind(addr).await.map_err(err)?);
+            // One UDP socket per core (SO_REUSEPORT): the kernel spreads clients over them
+            // and each is served by its own task.
+            let first = reuseport_udp(addr).map_err(err)?;
+            let bound = first.local_addr().map_err(err)?;
+            udp.push(first);
+            for _ in 1..workers {
+                udp.push(reuseport_udp(bound).map_err(err)?);
+            }
+            tcp.push(TcpListener::bind(bound).await.map_err(err)?);
         }
         Ok((udp, tcp))
     }
@@ -283,6 +291,18 @@ impl Server {
             }));
         }
     }
+}
+
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
 }
 
 fn uses_forwarders_only(dns: &DnsConfig) -> bool {

@@ -5,7 +5,7 @@
 //! different cores rarely meet. Bounded: a full shard first drops expired answers, then an
 //! arbitrary one (hash order, so effectively random eviction).
 
-use crate::dns::wire::{self, Query, WireName};
+use crate::dns::wire::{self, MAX_NAME_LEN, Query};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,25 +16,50 @@ pub const MAX_TTL: u32 = 86_400;
 /// How long a failure (SERVFAIL and the like) is remembered.
 pub const FAILURE_TTL: u32 = 2;
 
-/// What identifies a cached answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What identifies a cached answer: DO/CD/RD flags, type, class and the lower-cased name,
+/// packed into one byte string on the stack (no allocation to look one up).
+#[derive(Clone, Copy)]
 pub struct CacheKey {
-    name: WireName,
-    qtype: u16,
-    qclass: u16,
-    /// DO, CD and RD bits: DNSSEC-aware, validating and non-recursive clients get their own
-    /// answers.
-    flags: u8,
+    len: u16,
+    bytes: [u8; 5 + MAX_NAME_LEN],
 }
 
 impl CacheKey {
     pub fn of(q: &Query) -> CacheKey {
+        // DO, CD and RD: DNSSEC-aware, validating and non-recursive clients get their own
+        // answers.
+        let flags = u8::from(q.dnssec_ok()) | (u8::from(q.cd) << 1) | (u8::from(q.rd) << 2);
+        let name = q.name.as_bytes();
+        let mut bytes = [0u8; 5 + MAX_NAME_LEN];
+        bytes[0] = flags;
+        bytes[1..3].copy_from_slice(&q.qtype.to_be_bytes());
+        bytes[3..5].copy_from_slice(&q.qclass.to_be_bytes());
+        bytes[5..5 + name.len()].copy_from_slice(name);
         CacheKey {
-            name: q.name,
-            qtype: q.qtype,
-            qclass: q.qclass,
-            flags: u8::from(q.dnssec_ok()) | (u8::from(q.cd) << 1) | (u8::from(q.rd) << 2),
+            len: (5 + name.len()) as u16,
+            bytes,
         }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+impl Eq for CacheKey {}
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CacheKey({:?})", self.as_slice())
     }
 }
 
@@ -72,21 +97,25 @@ impl Answer {
     /// The reply for this client: its ID and spelling, TTLs aged, OPT if it used EDNS, and
     /// truncated (TC, no records) when larger than `limit`.
     pub fn render(&self, client: &[u8], q: &Query, limit: usize) -> Vec<u8> {
-        let elapsed = self.stored.elapsed().as_secs() as u32;
         let mut out = Vec::with_capacity(self.bytes.len() + wire::OPT_LEN);
+        self.render_into(&mut out, client, q, limit);
+        out
+    }
+
+    /// `render` into a buffer the caller reuses (the UDP hot path).
+    pub fn render_into(&self, out: &mut Vec<u8>, client: &[u8], q: &Query, limit: usize) {
+        let elapsed = self.stored.elapsed().as_secs() as u32;
+        out.clear();
         out.extend_from_slice(&self.bytes);
-        wire::age_ttls(&mut out, &self.ttl_offsets, elapsed);
-        if wire::finish_reply(&mut out, client, q, limit) {
-            out
-        } else {
-            let mut t = wire::header_only_reply(client, Some(q), self.rcode(), true);
-            t[2] |= self.bytes[2] & 0x04; // keep AA
-            t
+        wire::age_ttls(out, &self.ttl_offsets, elapsed);
+        if !wire::finish_reply(out, client, q, limit) {
+            *out = wire::header_only_reply(client, Some(q), self.rcode(), true);
+            out[2] |= self.bytes[2] & 0x04; // keep AA
         }
     }
 }
 
-type Shard = Mutex<HashMap<CacheKey, Arc<Answer>>>;
+type Shard = Mutex<HashMap<Box<[u8]>, Arc<Answer>>>;
 
 pub struct Cache {
     shards: Box<[Shard]>,
@@ -101,10 +130,10 @@ impl Cache {
         }
     }
 
-    /// FNV-1a over the name and type: cheap, and stable for a key.
+    /// FNV-1a over the key: cheap, and stable for a key.
     fn shard(&self, key: &CacheKey) -> &Shard {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.name.as_bytes().iter().chain(&key.qtype.to_be_bytes()) {
+        for b in key.as_slice() {
             h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
         }
         &self.shards[(h as usize) % SHARDS]
@@ -112,9 +141,9 @@ impl Cache {
 
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Answer>> {
         let mut shard = self.shard(key).lock().unwrap();
-        let answer = shard.get(key)?;
+        let answer = shard.get(key.as_slice())?;
         if answer.expired(Instant::now()) {
-            shard.remove(key);
+            shard.remove(key.as_slice());
             return None;
         }
         Some(answer.clone())
@@ -125,16 +154,16 @@ impl Cache {
             return;
         }
         let mut shard = self.shard(&key).lock().unwrap();
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+        if shard.len() >= self.per_shard && !shard.contains_key(key.as_slice()) {
             let now = Instant::now();
             shard.retain(|_, a| !a.expired(now));
             if shard.len() >= self.per_shard
-                && let Some(victim) = shard.keys().next().copied()
+                && let Some(victim) = shard.keys().next().cloned()
             {
                 shard.remove(&victim);
             }
         }
-        shard.insert(key, answer);
+        shard.insert(key.as_slice().into(), answer);
     }
 
     pub fn clear(&self) {

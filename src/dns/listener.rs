@@ -2,7 +2,7 @@
 //! queries answered as they complete, an idle timeout, a bound on connections). Listeners know
 //! nothing about how queries are answered; they hand bytes to the `Resolver`.
 
-use crate::dns::resolver::{Immediate, Resolver, Transport};
+use crate::dns::resolver::{self, Immediate, Resolver, Transport};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 /// Serves queries arriving on `socket` until the task is dropped.
 pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
     let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -25,6 +26,10 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
         match resolver.answer_now(packet, Transport::Udp) {
             Immediate::Reply(reply) => {
                 let _ = socket.send_to(&reply, peer).await;
+            }
+            Immediate::Cached(answer, q) => {
+                answer.render_into(&mut out, packet, &q, resolver::limit(&q, Transport::Udp));
+                let _ = socket.send_to(&out, peer).await;
             }
             Immediate::Drop => {}
             Immediate::Forward(q, route) => {

@@ -3,7 +3,7 @@
 //! them. Listeners call `answer_now` (everything that needs no waiting, done inline) and
 //! `answer` for the rest.
 
-use crate::dns::cache::CacheKey;
+use crate::dns::cache::{Answer, CacheKey};
 use crate::dns::forward::{Forwarder, Outcome};
 use crate::dns::local::{LocalNames, LocalVerdict};
 use crate::dns::router::{Route, RoutingTable};
@@ -24,6 +24,8 @@ pub enum Transport {
 #[allow(clippy::large_enum_variant)]
 pub enum Immediate {
     Reply(Vec<u8>),
+    /// A cache hit: the caller renders it (into a buffer it reuses).
+    Cached(Arc<Answer>, Query),
     Drop,
     /// Needs the forwarder.
     Forward(Query, Route),
@@ -58,8 +60,10 @@ impl Resolver {
         self.forwarder.cache().clear();
     }
 
+    /// Swaps local data; cached answers go too, since a name may have become local.
     pub fn set_local(&self, local: LocalNames) {
         *self.local.write().unwrap() = Arc::new(local);
+        self.forwarder.cache().clear();
     }
 
     pub fn forwarder(&self) -> &Arc<Forwarder> {
@@ -82,11 +86,14 @@ impl Resolver {
         if q.edns.is_some_and(|e| e.version > 0) {
             return Immediate::Reply(wire::badvers_reply(packet, &q));
         }
+        // The cache holds only forwarded answers and is emptied whenever local data changes,
+        // so asking it first cannot shadow a local name; it spares the hit path the local
+        // lookup.
+        if let Some(answer) = self.forwarder.cache().get(&CacheKey::of(&q)) {
+            return Immediate::Cached(answer, q);
+        }
         if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q) {
             return Immediate::Reply(fit(reply, packet, &q, transport));
-        }
-        if let Some(answer) = self.forwarder.cache().get(&CacheKey::of(&q)) {
-            return Immediate::Reply(answer.render(packet, &q, limit(&q, transport)));
         }
         match self.routes().route(&q.name.to_dotted()) {
             Route::PlainNameStaysLocal => Immediate::Reply(wire::header_only_reply(
@@ -103,6 +110,7 @@ impl Resolver {
     pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
         match self.answer_now(packet, transport) {
             Immediate::Reply(r) => Some(r),
+            Immediate::Cached(answer, q) => Some(answer.render(packet, &q, limit(&q, transport))),
             Immediate::Drop => None,
             Immediate::Forward(q, route) => Some(self.forward(packet, q, route, transport).await),
         }
@@ -162,7 +170,8 @@ impl Resolver {
     }
 }
 
-fn limit(q: &Query, transport: Transport) -> usize {
+/// The largest reply `transport` can carry to this client.
+pub fn limit(q: &Query, transport: Transport) -> usize {
     match transport {
         Transport::Udp => q.udp_limit(),
         Transport::Tcp => u16::MAX as usize,
