@@ -103,7 +103,9 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // UDP is served by one thread per core of its own (see dns::listener::UdpWorkers); the
+    // rest (TCP, DHCP, watchers) needs no more than one.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     match cli.command {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 /// How long each SOA probe of split-domain discovery may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -207,7 +207,7 @@ impl Server {
     /// Binds UDP and TCP on every listen address.
     pub async fn bind(
         listen: &[SocketAddr],
-    ) -> Result<(Vec<UdpSocket>, Vec<TcpListener>), StartError> {
+    ) -> Result<(Vec<std::net::UdpSocket>, Vec<TcpListener>), StartError> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
@@ -229,14 +229,12 @@ impl Server {
     /// Serves until `shutdown` completes.
     pub async fn run(
         self: Arc<Self>,
-        udp: Vec<UdpSocket>,
+        udp: Vec<std::net::UdpSocket>,
         tcp: Vec<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) {
+        let udp_workers = listener::UdpWorkers::start(udp, self.resolver.clone());
         let mut tasks = tokio::task::JoinSet::new();
-        for socket in udp {
-            tasks.spawn(listener::serve_udp(Arc::new(socket), self.resolver.clone()));
-        }
         let limits = TcpLimits {
             max_connections: self.dns.tcp_max_connections,
             idle_timeout: Duration::from_millis(self.dns.tcp_idle_timeout_ms),
@@ -264,6 +262,7 @@ impl Server {
         });
         shutdown.await;
         tasks.abort_all();
+        udp_workers.stop();
     }
 
     fn spawn_watchers(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
@@ -293,7 +292,7 @@ impl Server {
     }
 }
 
-fn reuseport_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -302,7 +301,7 @@ fn reuseport_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn uses_forwarders_only(dns: &DnsConfig) -> bool {

@@ -54,7 +54,7 @@ pub struct Forwarder {
     pool: UpstreamPool,
     cache: Cache,
     inflight: Mutex<HashMap<CacheKey, Vec<oneshot::Sender<Outcome>>>>,
-    limit: Arc<Semaphore>,
+    limit: Semaphore,
     rotation: AtomicUsize,
 }
 
@@ -64,7 +64,7 @@ impl Forwarder {
             pool,
             cache: Cache::new(cache_size),
             inflight: Mutex::new(HashMap::new()),
-            limit: Arc::new(Semaphore::new(max_inflight)),
+            limit: Semaphore::new(max_inflight),
             rotation: AtomicUsize::new(0),
         }
     }
@@ -77,8 +77,9 @@ impl Forwarder {
         &self.pool
     }
 
-    /// Resolves `q` through `servers`, joining an identical exchange already in flight.
-    /// The work runs in its own task, so a client that goes away cancels nothing.
+    /// Resolves `q` through `servers`, or joins an identical exchange already in flight and
+    /// shares its outcome. The first asker does the walk itself; if its task is dropped midway
+    /// the others get SERVFAIL rather than wait forever.
     pub async fn resolve(
         self: &Arc<Self>,
         client: &[u8],
@@ -87,52 +88,46 @@ impl Forwarder {
         options: WalkOptions,
     ) -> Outcome {
         let key = CacheKey::of(q);
-        let (tx, rx) = oneshot::channel();
-        let leader = {
+        let joined = {
             let mut inflight = self.inflight.lock().unwrap();
             match inflight.get_mut(&key) {
                 Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
-                    false
+                    Some(rx)
                 }
                 None => {
-                    inflight.insert(key, vec![tx]);
-                    true
+                    inflight.insert(key, Vec::new());
+                    None
                 }
             }
         };
-        if leader {
-            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                tracing::warn!("too many queries in flight; answering SERVFAIL");
-                self.finish(&key, Err(rcode::SERVFAIL));
-                return rx.await.unwrap_or(Err(rcode::SERVFAIL));
-            };
-            let this = self.clone();
-            let client = client.to_vec();
-            let q = *q;
-            tokio::spawn(async move {
-                // If the walk panics, waiters still get SERVFAIL and the key is freed.
-                let mut guard = FinishOnDrop {
-                    forwarder: this.clone(),
-                    key: Some(key),
-                };
-                let started = std::time::Instant::now();
-                let outcome = this
-                    .walk(&client, &q, &servers, options, &mut Trace::off())
-                    .await;
-                tracing::debug!(
-                    name = %q.name.to_dotted(),
-                    qtype = q.qtype,
-                    rcode = rcode::name(outcome.as_ref().map_or_else(|c| *c, |a| a.rcode())),
-                    ms = started.elapsed().as_secs_f64() * 1e3,
-                    "forwarded"
-                );
-                guard.key = None;
-                this.finish(&key, outcome);
-                drop(permit);
-            });
+        if let Some(rx) = joined {
+            return rx.await.unwrap_or(Err(rcode::SERVFAIL));
         }
-        rx.await.unwrap_or(Err(rcode::SERVFAIL))
+        let Ok(_permit) = self.limit.try_acquire() else {
+            tracing::warn!("too many queries in flight; answering SERVFAIL");
+            self.finish(&key, Err(rcode::SERVFAIL));
+            return Err(rcode::SERVFAIL);
+        };
+        let mut guard = FinishOnDrop {
+            forwarder: self.clone(),
+            key: Some(key),
+        };
+        let started = std::time::Instant::now();
+        let outcome = self
+            .walk(client, q, &servers, options, &mut Trace::off())
+            .await;
+        tracing::debug!(
+            name = %q.name.to_dotted(),
+            qtype = q.qtype,
+            rcode = rcode::name(outcome.as_ref().map_or_else(|c| *c, |a| a.rcode())),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "forwarded"
+        );
+        guard.key = None;
+        self.finish(&key, outcome.clone());
+        outcome
     }
 
     fn finish(&self, key: &CacheKey, outcome: Outcome) {

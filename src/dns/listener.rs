@@ -9,6 +9,55 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 
+/// UDP sockets served thread-per-core: each socket (one per core, SO_REUSEPORT) gets a thread
+/// with a single-threaded runtime, so a query, its forwarding and its reply never cross
+/// threads. Shared state (cache, in-flight table) sits behind short mutexes.
+pub struct UdpWorkers {
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl UdpWorkers {
+    pub fn start(sockets: Vec<std::net::UdpSocket>, resolver: Arc<Resolver>) -> UdpWorkers {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let threads = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| {
+                let resolver = resolver.clone();
+                let mut stopped = stopped.clone();
+                std::thread::Builder::new()
+                    .name(format!("udp-{i}"))
+                    .spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("udp worker runtime");
+                        runtime.block_on(async move {
+                            let socket = match UdpSocket::from_std(socket) {
+                                Ok(s) => Arc::new(s),
+                                Err(e) => return tracing::error!(error = %e, "udp socket unusable"),
+                            };
+                            tokio::select! {
+                                _ = serve_udp(socket, resolver) => {}
+                                _ = stopped.wait_for(|s| *s) => {}
+                            }
+                        });
+                    })
+                    .expect("udp worker thread")
+            })
+            .collect();
+        UdpWorkers { stop, threads }
+    }
+
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Serves queries arriving on `socket` until the task is dropped.
 pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
     let mut buf = vec![0u8; 65535];

@@ -1,15 +1,16 @@
-//! One question to one upstream server over UDP or TCP, with RFC 5452's defences: a fresh
-//! random ID and a fresh socket (random source port) per query, a connected UDP socket so the
-//! kernel drops datagrams from any other address or port, and a reply accepted only if its ID
-//! and question match. Anything else is ignored while the wait continues.
+//! One question to one upstream server over UDP or TCP, with RFC 5452's defences: a random ID
+//! on a randomly chosen socket of a changing pool of random ports (`port_pool`), connected so
+//! the kernel drops datagrams from any other address or port, and a reply accepted only if its
+//! ID and question match. Anything else is ignored while the wait continues.
 
+use crate::dns::port_pool;
 use crate::dns::wire::{self, Query, ReplyInfo};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -46,13 +47,20 @@ pub async fn exchange(
     with_edns: bool,
     timeout: Duration,
 ) -> Result<Exchange, ExchangeError> {
-    let id: u16 = rand::random();
-    let query = wire::upstream_query(client, q, id, with_edns);
     let started = Instant::now();
     let attempt = async {
         match protocol {
-            Protocol::Udp => udp(server, &query, q, id).await,
-            Protocol::Tcp => tcp(server, &query, q, id).await,
+            Protocol::Udp => {
+                let registration = port_pool::register(server, q)?;
+                let query = wire::upstream_query(client, q, registration.id, with_edns);
+                registration.send(&query).await?;
+                Ok(registration.wait().await?)
+            }
+            Protocol::Tcp => {
+                let id: u16 = rand::random();
+                let query = wire::upstream_query(client, q, id, with_edns);
+                tcp(server, &query, q, id).await
+            }
         }
     };
     let (reply, info) = tokio::time::timeout(timeout, attempt)
@@ -63,34 +71,6 @@ pub async fn exchange(
         info,
         rtt: started.elapsed(),
     })
-}
-
-async fn udp(
-    server: SocketAddr,
-    query: &[u8],
-    q: &Query,
-    id: u16,
-) -> Result<(Vec<u8>, ReplyInfo), ExchangeError> {
-    let local: SocketAddr = match server {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(server).await?;
-    socket.send(query).await?;
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let n = socket.recv(&mut buf).await?;
-        match wire::read_reply(&buf[..n], q, id) {
-            Ok(info) => {
-                buf.truncate(n);
-                return Ok((buf, info));
-            }
-            Err(mismatch) => {
-                tracing::debug!(%server, %mismatch, "ignoring datagram that does not answer our query");
-            }
-        }
-    }
 }
 
 async fn tcp(
