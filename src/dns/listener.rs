@@ -3,8 +3,12 @@
 //! nothing about how queries are answered; they hand bytes to the `Resolver`.
 
 use crate::dns::resolver::{self, Immediate, Resolver, Transport};
+use crate::dns::udp_batch;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
@@ -58,39 +62,64 @@ impl UdpWorkers {
     }
 }
 
-/// Serves queries arriving on `socket` until the task is dropped.
+/// Serves queries arriving on `socket` until the task is dropped. Queries are taken a batch
+/// at a time (`udp_batch`); those answered at once (cache, local data, errors) go back in one
+/// batched send, the rest are forwarded in tasks of their own.
 pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    let fd = socket.as_raw_fd();
+    let mut batch = udp_batch::RecvBatch::default();
+    // Reply buffers, reused from batch to batch.
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(udp_batch::BATCH);
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+        if let Err(e) = socket.readable().await {
+            tracing::warn!(error = %e, "udp socket failed");
+            return;
+        }
+        let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // ICMP errors from earlier replies surface here; they concern one client only.
                 tracing::debug!(error = %e, "udp receive error");
                 continue;
             }
         };
-        let packet = &buf[..n];
-        match resolver.answer_now(packet, Transport::Udp) {
-            Immediate::Reply(reply) => {
-                let _ = socket.send_to(&reply, peer).await;
-            }
-            Immediate::Cached(answer, q) => {
-                answer.render_into(&mut out, packet, &q, resolver::limit(&q, Transport::Udp));
-                let _ = socket.send_to(&out, peer).await;
-            }
-            Immediate::Drop => {}
-            Immediate::Forward(q, route) => {
-                let packet = packet.to_vec();
-                let socket = socket.clone();
-                let resolver = resolver.clone();
-                tokio::spawn(async move {
-                    let reply = resolver.forward(&packet, q, route, Transport::Udp).await;
-                    let _ = socket.send_to(&reply, peer).await;
-                });
+        for i in 0..n {
+            let (packet, peer) = batch.get(i);
+            let Some(peer) = peer else { continue };
+            match resolver.answer_now(packet, Transport::Udp) {
+                Immediate::Reply(reply) => replies.push((reply, peer)),
+                Immediate::Cached(answer, q) => {
+                    let mut out = spare.pop().unwrap_or_default();
+                    answer.render_into(&mut out, packet, &q, resolver::limit(&q, Transport::Udp));
+                    replies.push((out, peer));
+                }
+                Immediate::Drop => {}
+                Immediate::Forward(q, route) => {
+                    let packet = packet.to_vec();
+                    let socket = socket.clone();
+                    let resolver = resolver.clone();
+                    tokio::spawn(async move {
+                        let reply = resolver.forward(&packet, q, route, Transport::Udp).await;
+                        let _ = socket.send_to(&reply, peer).await;
+                    });
+                }
             }
         }
+        send_all(&socket, &replies).await;
+        spare.extend(replies.drain(..).map(|(r, _)| r));
+    }
+}
+
+/// Sends a batch of replies; whatever the socket cannot take at once is sent as it drains.
+async fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
+    let fd = socket.as_raw_fd();
+    let sent = socket
+        .try_io(Interest::WRITABLE, || udp_batch::send(fd, replies))
+        .unwrap_or(0);
+    for (reply, peer) in &replies[sent..] {
+        let _ = socket.send_to(reply, *peer).await;
     }
 }
 

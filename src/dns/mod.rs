@@ -14,5 +14,6 @@ pub mod resolver;
 pub mod router;
 pub mod trace;
 pub mod transport;
+pub mod udp_batch;
 pub mod upstream;
 pub mod wire;
