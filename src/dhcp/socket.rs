@@ -12,6 +12,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use tokio::net::UdpSocket;
 
+/// Receive buffer asked for on the DHCP socket.
+const RECV_BUFFER: usize = 4 << 20;
+
 /// Where a reply goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
@@ -60,6 +63,9 @@ pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_broadcast(true)?;
+    // Room for bursts (a relay's retries, or many guests booting at once) while a batch of
+    // leases is being committed; the kernel caps it at net.core.rmem_max.
+    socket.set_recv_buffer_size(RECV_BUFFER)?;
     socket.bind_device(Some(interface.as_bytes()))?;
     socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
     socket.set_nonblocking(true)?;
