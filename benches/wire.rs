@@ -2,7 +2,8 @@
 //! building its cache key, the cache lookup, and reissuing a stored reply (ID and spelling
 //! rewritten, TTLs aged). `cargo bench --bench wire`.
 
-use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
 use std::sync::Arc;
 use virtdns::dns::cache::{Answer, Cache, CacheKey};
 use virtdns::dns::wire;
