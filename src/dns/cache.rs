@@ -92,16 +92,6 @@ impl Answer {
         self.ttl
     }
 
-    /// A copy in fresh allocations (made by the cache's writer thread).
-    fn copy(&self) -> Answer {
-        Answer {
-            bytes: self.bytes.clone(),
-            ttl_offsets: self.ttl_offsets.clone(),
-            stored: self.stored,
-            ttl: self.ttl,
-        }
-    }
-
     fn expires_at(&self) -> Instant {
         self.stored + Duration::from_secs(self.ttl as u64)
     }
@@ -134,94 +124,18 @@ impl Answer {
 type Shard = Mutex<HashMap<Box<[u8]>, Arc<Answer>>>;
 
 pub struct Cache {
-    shards: Arc<Shards>,
-    writes: std::sync::mpsc::Sender<Write>,
-}
-
-struct Shards {
     shards: Box<[Shard]>,
     per_shard: usize,
 }
 
-/// Changes to the cache, applied in order by its writer thread. The key travels by value (on
-/// the stack, 260 bytes) so that its heap copy is made by the writer, like the answer's.
-#[allow(clippy::large_enum_variant)]
-enum Write {
-    Insert(CacheKey, Arc<Answer>),
-    Clear,
-    /// Answered once everything sent before has been applied.
-    Flush(std::sync::mpsc::Sender<()>),
-}
-
 impl Cache {
-    /// A cache of at most `capacity` answers. Lookups read the shards directly; inserts and
-    /// clears go through one writer thread, which copies each answer before keeping it. Its
-    /// allocations then come from that thread's own heap, holding only long-lived entries:
-    /// made on a serving thread, among its short-lived buffers, 100 000 cached answers left
-    /// glibc's heap of that thread at 118 MB for 28 MB in use (RSS 124 MB; 73 MB with this
-    /// writer; 35 MB together with the slower port turnover of `port_pool`).
     pub fn new(capacity: usize) -> Cache {
-        let shards = Arc::new(Shards {
+        Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
-        });
-        let (writes, queue) = std::sync::mpsc::channel();
-        let target = shards.clone();
-        std::thread::Builder::new()
-            .name("cache-writer".into())
-            .spawn(move || {
-                while let Ok(write) = queue.recv() {
-                    match write {
-                        Write::Insert(key, answer) => target.insert(key, Arc::new(answer.copy())),
-                        Write::Clear => target.clear(),
-                        Write::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })
-            .expect("cache writer thread");
-        Cache { shards, writes }
-    }
-
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<Answer>> {
-        self.shards.get(key)
-    }
-
-    /// Queues `answer` for keeping (nothing with a zero TTL is kept).
-    pub fn insert(&self, key: CacheKey, answer: Arc<Answer>) {
-        if answer.ttl > 0 {
-            let _ = self.writes.send(Write::Insert(key, answer));
         }
     }
 
-    /// Drops every answer; ordered after the inserts queued before it.
-    pub fn clear(&self) {
-        let _ = self.writes.send(Write::Clear);
-    }
-
-    /// Waits until every insert and clear queued so far has been applied.
-    pub fn flush(&self) {
-        let (done, wait) = std::sync::mpsc::channel();
-        if self.writes.send(Write::Flush(done)).is_ok() {
-            let _ = wait.recv();
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.shards
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap().len())
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Shards {
     /// FNV-1a over the key: cheap, and stable for a key.
     fn shard(&self, key: &CacheKey) -> &Shard {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -231,7 +145,7 @@ impl Shards {
         &self.shards[(h as usize) % SHARDS]
     }
 
-    fn get(&self, key: &CacheKey) -> Option<Arc<Answer>> {
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<Answer>> {
         let mut shard = self.shard(key).lock().unwrap();
         let answer = shard.get(key.as_slice())?;
         if answer.expired(Instant::now()) {
@@ -241,7 +155,10 @@ impl Shards {
         Some(answer.clone())
     }
 
-    fn insert(&self, key: CacheKey, answer: Arc<Answer>) {
+    pub fn insert(&self, key: CacheKey, answer: Arc<Answer>) {
+        if answer.ttl == 0 {
+            return;
+        }
         let mut shard = self.shard(&key).lock().unwrap();
         if shard.len() >= self.per_shard && !shard.contains_key(key.as_slice()) {
             // Sampled eviction: of a few entries, drop the one that expires first (an expired
@@ -258,10 +175,18 @@ impl Shards {
         shard.insert(key.as_slice().into(), answer);
     }
 
-    fn clear(&self) {
+    pub fn clear(&self) {
         for shard in self.shards.iter() {
             shard.lock().unwrap().clear();
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -289,11 +214,9 @@ mod tests {
             let (bytes, q) = query(&format!("n{i}.example"));
             cache.insert(CacheKey::of(&q), answer_for(&bytes, 60));
         }
-        cache.flush();
         assert!(cache.len() <= 32, "{} entries", cache.len());
         let (bytes, q) = query("Mixed.Example");
         cache.insert(CacheKey::of(&q), answer_for(&bytes, 60));
-        cache.flush();
         let (_, lower) = query("mixed.example");
         assert!(cache.get(&CacheKey::of(&lower)).is_some());
     }
@@ -303,7 +226,6 @@ mod tests {
         let cache = Cache::new(10);
         let (bytes, q) = query("a.example");
         cache.insert(CacheKey::of(&q), answer_for(&bytes, 0));
-        cache.flush();
         assert!(cache.is_empty());
     }
 

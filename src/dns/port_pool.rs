@@ -25,7 +25,8 @@ use tokio::sync::oneshot;
 const POOL_SIZE: usize = 16;
 /// Queries a socket carries before it is replaced by one on a new random port. At 40 000
 /// queries/s the 16 ports of a pool all change within half a second; replacing them faster
-/// (64 uses) churned enough short-lived sockets and tasks to double the daemon's memory.
+/// (64 uses) churned so many short-lived sockets and tasks among the cached answers that
+/// glibc's heap fragmented: 124 MB RSS with 100 000 answers cached, against 40 MB now.
 const MAX_USES: u32 = 1024;
 /// Largest UDP reply read from an upstream (we advertise `wire::EDNS_PAYLOAD`).
 const UDP_REPLY_MAX: usize = 4096;

@@ -667,29 +667,21 @@ pub fn strip_opt(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
 
 /// Lowers every TTL at `offsets` to at most `max`, in place.
 pub fn cap_ttls(p: &mut [u8], offsets: &[u16], max: u32) {
-    for &off in offsets {
-        let off = off as usize;
-        let ttl = clamp_ttl(u32::from_be_bytes([
-            p[off],
-            p[off + 1],
-            p[off + 2],
-            p[off + 3],
-        ]));
-        p[off..off + 4].copy_from_slice(&ttl.min(max).to_be_bytes());
-    }
+    rewrite_ttls(p, offsets, |ttl| ttl.min(max));
 }
 
 /// Subtracts `elapsed` seconds from every TTL at `offsets`, in place.
 pub fn age_ttls(p: &mut [u8], offsets: &[u16], elapsed: u32) {
+    rewrite_ttls(p, offsets, |ttl| ttl.saturating_sub(elapsed));
+}
+
+fn rewrite_ttls(p: &mut [u8], offsets: &[u16], f: impl Fn(u32) -> u32) {
     for &off in offsets {
-        let off = off as usize;
-        let ttl = clamp_ttl(u32::from_be_bytes([
-            p[off],
-            p[off + 1],
-            p[off + 2],
-            p[off + 3],
-        ]));
-        p[off..off + 4].copy_from_slice(&ttl.saturating_sub(elapsed).to_be_bytes());
+        let at = off as usize..off as usize + 4;
+        let ttl = clamp_ttl(u32::from_be_bytes(
+            p[at.clone()].try_into().expect("4 bytes"),
+        ));
+        p[at].copy_from_slice(&f(ttl).to_be_bytes());
     }
 }
 

@@ -122,11 +122,16 @@ fn parse_dig(text: &str) -> Reply {
 /// (a private mount namespace per call), as a guest or the host would resolve it.
 /// Returns the sorted distinct addresses, or an empty list when the name does not resolve.
 pub fn getent(resolv_conf: &Path, name: &str) -> Vec<String> {
+    getent_with(Command::new("unshare"), resolv_conf, name)
+}
+
+/// `getent` through `unshare` (a bare one, or one run inside a guest by nsenter).
+pub fn getent_with(mut unshare: Command, resolv_conf: &Path, name: &str) -> Vec<String> {
     let script = format!(
         "mount --bind '{}' /etc/resolv.conf && exec getent ahosts '{name}'",
         resolv_conf.display()
     );
-    let out = Command::new("unshare")
+    let out = unshare
         .args(["--mount", "sh", "-c", &script])
         .output()
         .expect("unshare and getent must be installed");

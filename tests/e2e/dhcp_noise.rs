@@ -2,6 +2,7 @@
 //! (`e2e --guest-helper MODE SERVER [COUNT]`): malformed packets of every kind, and a flood of
 //! DISCOVERs from random MACs. Bounded in count; it only sends to the given lab address.
 
+use crate::noise::Noise;
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
 use dhcproto::{Encodable, Encoder};
 use std::net::{SocketAddr, UdpSocket};
@@ -23,16 +24,6 @@ pub fn run_if_asked() -> bool {
         other => panic!("unknown helper mode {other}"),
     }
     true
-}
-
-struct Noise(u64);
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 fn discover(mac: [u8; 6]) -> Vec<u8> {
@@ -79,8 +70,7 @@ fn garbage(socket: &UdpSocket, server: SocketAddr) {
     let mut noise = Noise(0x0dd_ba11);
     for _ in 0..500 {
         let len = (noise.next() % 600) as usize;
-        let p: Vec<u8> = (0..len).map(|_| noise.next() as u8).collect();
-        send(&p);
+        send(&noise.bytes(len));
     }
     println!("sent {sent} malformed packets");
 }

@@ -287,20 +287,6 @@ impl Guest {
         let search = search.join(" ");
         let rc = self.dir.join("resolv.conf");
         std::fs::write(&rc, format!("nameserver {dns}\nsearch {search}\n")).unwrap();
-        let script = format!(
-            "mount --bind '{}' /etc/resolv.conf && exec getent ahosts '{name}'",
-            rc.display()
-        );
-        let out = self
-            .cmd(&["unshare", "--mount", "sh", "-c", &script])
-            .output()
-            .unwrap();
-        let mut addrs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-            .collect();
-        addrs.sort();
-        addrs.dedup();
-        addrs
+        crate::clients::getent_with(self.cmd(&["unshare"]), &rc, name)
     }
 }

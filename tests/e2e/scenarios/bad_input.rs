@@ -3,23 +3,10 @@
 
 use crate::clients::dig;
 use crate::lab::Lab;
+use crate::noise::Noise;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
-
-/// A deterministic byte source (xorshift), so a failure can be replayed.
-struct Noise(u64);
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// A valid query for www.example.com A, as dig would send it without EDNS.
 fn valid_query(id: u16) -> Vec<u8> {

@@ -1,7 +1,6 @@
 //! Forwarders from the config, with libvirt's `<forwarder>` meaning: a domain with servers, a
 //! domain kept local, servers replacing resolv.conf, and plain names that never leave.
 
-use crate::clients::dig;
 use crate::lab::Lab;
 use crate::peers::Fake;
 
@@ -29,7 +28,7 @@ domain = "secret.example.com"
     );
     let virtdns = lab.virtdns(1, &rc, &config);
 
-    let cases: &[(&str, &str, &str, &[&str])] = &[
+    let cases: &[super::Expected] = &[
         (
             "intranet.corp.example",
             "A",
@@ -41,17 +40,7 @@ domain = "secret.example.com"
         ("db.secret.example.com", "A", "NXDOMAIN", &[]),
         ("printer", "A", "NXDOMAIN", &[]),
     ];
-    for (name, rtype, status, answers) in cases {
-        let r = dig(virtdns).query(name, rtype);
-        assert_eq!(
-            (r.status.as_str(), r.answers.clone()),
-            (
-                *status,
-                answers.iter().map(|a| a.to_string()).collect::<Vec<_>>()
-            ),
-            "{name} {rtype}"
-        );
-    }
+    super::expect_answers(virtdns, crate::clients::Edns::Cookie, cases);
     assert_eq!(
         fake.received(),
         0,

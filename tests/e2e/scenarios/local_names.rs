@@ -45,7 +45,7 @@ pub fn guests_and_host(lab: &mut Lab) {
     let virtdns6: std::net::SocketAddr = "[::1]:53".parse().unwrap();
     let guest = lab.resolv_conf("guest.resolv.conf", &[virtdns], "search vm.test\n");
 
-    let cases: &[(&str, &str, &str, &[&str])] = &[
+    let cases: &[super::Expected] = &[
         ("web.vm.test", "A", "NOERROR", &["A 192.168.122.10"]),
         (
             "WWW.vm.test",
@@ -73,17 +73,7 @@ pub fn guests_and_host(lab: &mut Lab) {
         ("printer.example.com", "A", "NOERROR", &["A 192.0.2.201"]),
         ("www.example.com", "A", "NOERROR", &["A 192.0.2.80"]),
     ];
-    for (name, rtype, status, answers) in cases {
-        let r = dig(virtdns).query(name, rtype);
-        assert_eq!(
-            (r.status.as_str(), r.answers.clone()),
-            (
-                *status,
-                answers.iter().map(|a| a.to_string()).collect::<Vec<_>>()
-            ),
-            "{name} {rtype}"
-        );
-    }
+    super::expect_answers(virtdns, crate::clients::Edns::Cookie, cases);
     // The same over IPv6, UDP and TCP.
     assert_eq!(
         dig(virtdns6).query("web.vm.test", "A").answers,

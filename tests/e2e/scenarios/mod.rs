@@ -90,7 +90,7 @@ pub fn seed_layout(lab: &mut Lab) -> (SocketAddr, SocketAddr, PathBuf) {
 }
 
 /// The answers every split-DNS layout must give through virtdns: (name, type, status, answers).
-pub const SPLIT_ANSWERS: &[(&str, &str, &str, &[&str])] = &[
+pub const SPLIT_ANSWERS: &[Expected] = &[
     (
         "intranet.corp.example",
         "A",
@@ -139,20 +139,32 @@ pub const SPLIT_ANSWERS: &[(&str, &str, &str, &[&str])] = &[
     ("nx.example.com", "A", "NXDOMAIN", &[]),
 ];
 
+/// A question and the answer expected for it: (name, type, status, "TYPE rdata" records).
+pub type Expected<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
+
+/// Asks every question through `server` with dig's `edns` mode and checks each answer.
+pub fn expect_answers(
+    server: std::net::SocketAddr,
+    edns: crate::clients::Edns,
+    cases: &[Expected],
+) {
+    for (name, rtype, status, answers) in cases {
+        let r = crate::clients::dig(server).edns(edns).query(name, rtype);
+        assert_eq!(
+            (r.status.as_str(), r.answers.clone()),
+            (
+                *status,
+                answers.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+            ),
+            "{name} {rtype} with EDNS {edns:?} through {server}"
+        );
+    }
+}
+
 /// Asks every SPLIT_ANSWERS question through `server`, with and without EDNS and cookies.
 pub fn expect_split_answers(server: std::net::SocketAddr) {
     for edns in crate::clients::ALL_EDNS {
-        for (name, rtype, status, answers) in SPLIT_ANSWERS {
-            let r = crate::clients::dig(server).edns(edns).query(name, rtype);
-            assert_eq!(
-                (r.status.as_str(), r.answers.clone()),
-                (
-                    *status,
-                    answers.iter().map(|a| a.to_string()).collect::<Vec<_>>()
-                ),
-                "{name} {rtype} with EDNS {edns:?} through {server}"
-            );
-        }
+        expect_answers(server, edns, SPLIT_ANSWERS);
     }
 }
 
