@@ -198,3 +198,58 @@ async fn read_replies(pooled: Arc<PooledSocket>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query() -> (Vec<u8>, Query) {
+        let bytes = wire::build_query(&wire::name_from_dotted("a.example").unwrap(), 1, 0);
+        let q = wire::parse_query(&bytes).unwrap();
+        (bytes, q)
+    }
+
+    #[tokio::test]
+    async fn a_finished_query_does_not_free_a_later_one_with_the_same_id() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (_, q) = query();
+        let first = register(server.local_addr().unwrap(), &q).unwrap();
+        // A later query that drew the same ID on the same socket after the first was answered.
+        let (done, mut later) = oneshot::channel();
+        first.socket.pending.lock().unwrap().insert(
+            first.id,
+            Waiter {
+                question: q,
+                token: u64::MAX,
+                done,
+            },
+        );
+        let (socket, id) = (first.socket.clone(), first.id);
+        drop(first);
+        assert!(
+            socket.pending.lock().unwrap().contains_key(&id),
+            "the later query still waits"
+        );
+        assert!(later.try_recv().is_err(), "and has not been told anything");
+    }
+
+    #[tokio::test]
+    async fn replies_reach_the_query_whose_id_and_question_match() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (client, q) = query();
+        let registration = register(server.local_addr().unwrap(), &q).unwrap();
+        let sent = wire::upstream_query(&client, &q, registration.id, false);
+        registration.send(&sent).await.unwrap();
+        let mut buf = [0u8; 512];
+        let (n, from) = server.recv_from(&mut buf).await.unwrap();
+        // A forged reply with another ID first, then the real one.
+        let mut reply = buf[..n].to_vec();
+        reply[2] |= 0x80;
+        let mut forged = reply.clone();
+        forged[0] ^= 0xff;
+        server.send_to(&forged, from).await.unwrap();
+        server.send_to(&reply, from).await.unwrap();
+        let (got, _) = registration.wait().await.unwrap();
+        assert_eq!(got, reply);
+    }
+}
