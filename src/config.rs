@@ -44,6 +44,9 @@ pub struct Config {
 pub struct DnsConfig {
     /// Addresses to serve on; a bare address means port 53.
     pub listen: Vec<ServerAddr>,
+    /// Networks whose clients are answered (loopback always is); default: the subnets of the
+    /// interfaces carrying a listen address.
+    pub allow: Vec<crate::dns::acl::Net>,
     /// The host's resolver configuration, followed as it changes.
     pub resolv_conf: PathBuf,
     /// Hosts files answered locally, reloaded on change.
@@ -79,6 +82,7 @@ impl Default for DnsConfig {
     fn default() -> Self {
         DnsConfig {
             listen: Vec::new(),
+            allow: Vec::new(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             hosts: vec![PathBuf::from("/etc/hosts")],
             no_hosts: false,
@@ -168,6 +172,7 @@ macro_rules! deserialize_from_str {
 }
 deserialize_from_str!(ServerAddr);
 deserialize_from_str!(DomainName);
+deserialize_from_str!(crate::dns::acl::Net);
 
 mod dhcp;
 pub use dhcp::{DhcpConfig, Mac, Range, StaticHost, Subnet};

@@ -7,12 +7,13 @@
 //! and patches packet bytes in place.
 //!
 //! Beside the flow: `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
-//! `watch` (noticing they changed), and `server` (one running instance that ties it together).
+//! `watch` (noticing they changed), `iface` (the machine's interface addresses), and `server` (one running instance that ties it together).
 
 pub mod config;
 pub mod dhcp;
 pub mod dns;
 pub mod hosts;
+pub mod iface;
 pub mod resolv_conf;
 pub mod server;
 pub mod watch;

@@ -3,6 +3,7 @@
 //! The caller owns the sockets (`bind`), so tests can start a server on any port in-process.
 
 use crate::config::DnsConfig;
+use crate::dns::acl::Acl;
 use crate::dns::discover::{self, Probe};
 use crate::dns::forward::Forwarder;
 use crate::dns::listener::{self, TcpLimits};
@@ -62,7 +63,8 @@ impl Server {
         let local = build_local(&dns, &[]);
         let resolv = read_resolv_conf(&dns.resolv_conf).unwrap_or_default();
         let routes = build_routes(&dns, &listen, &pool, &resolv);
-        let resolver = Arc::new(Resolver::new(local, routes, forwarder));
+        let acl = Acl::new(&dns.allow, &listen);
+        let resolver = Arc::new(Resolver::new(acl, local, routes, forwarder));
         Server {
             dns,
             listen,
@@ -107,6 +109,7 @@ impl Server {
             }
         ));
         out.push_str(&format!("static records: {}\n", self.dns.records.len()));
+        out.push_str(&format!("clients answered: {}\n", self.resolver.acl()));
         out.push_str(&self.resolver.routes().to_string());
         let state = self.state.lock().unwrap();
         if state.resolv.uses_resolved_stub() {

@@ -1,9 +1,8 @@
 //! The DHCPv4 half of virtdns, beside the DNS flow and feeding its local names:
 //! `server` (the service loop) → `rfc2131` (decisions) over `pool` (addresses in memory),
-//! `store` (durable leases, group commit), `socket` (delivery per RFC 2131 4.1), and `iface`
-//! (the interface's address).
+//! `store` (durable leases, group commit) and `socket` (delivery per RFC 2131 4.1); the
+//! interface's address comes from `crate::iface`.
 
-pub mod iface;
 pub mod pool;
 pub mod rfc2131;
 pub mod server;

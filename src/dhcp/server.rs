@@ -3,11 +3,11 @@
 //! and publishes guest names to DNS through a watch channel.
 
 use crate::config::{DhcpConfig, DnsConfig, Subnet};
-use crate::dhcp::iface;
 use crate::dhcp::pool::Pool;
 use crate::dhcp::rfc2131::{self, Offerings};
 use crate::dhcp::socket;
 use crate::dhcp::store::{self, Change, Store, StoreError};
+use crate::iface;
 use dhcproto::{Decodable, Decoder, Encodable};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};

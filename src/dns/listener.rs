@@ -88,7 +88,13 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
         for i in 0..n {
             let (packet, peer) = batch.get(i);
             let Some(peer) = peer else { continue };
-            match resolver.answer_now(packet, Transport::Udp) {
+            let immediate = if resolver.admits(peer.ip()) {
+                resolver.answer_now(packet, Transport::Udp)
+            } else {
+                tracing::debug!(%peer, "client not in the allowed networks: REFUSED");
+                resolver.refuse(packet)
+            };
+            match immediate {
                 Immediate::Reply(reply) => replies.push((reply, peer)),
                 Immediate::Cached(answer, q) => {
                     let mut out = spare.pop().unwrap_or_default();
@@ -142,6 +148,10 @@ pub async fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, limits: T
                 continue;
             }
         };
+        if !resolver.admits(peer.ip()) {
+            tracing::debug!(%peer, "client not in the allowed networks: connection closed");
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "tcp connection limit reached; closing new connection");
             continue;

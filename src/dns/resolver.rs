@@ -3,6 +3,7 @@
 //! them. Listeners call `answer_now` (everything that needs no waiting, done inline) and
 //! `answer` for the rest.
 
+use crate::dns::acl::Acl;
 use crate::dns::cache::{Answer, CacheKey};
 use crate::dns::forward::{Forwarder, Outcome};
 use crate::dns::local::{LocalNames, LocalVerdict};
@@ -32,14 +33,21 @@ pub enum Immediate {
 }
 
 pub struct Resolver {
+    acl: Acl,
     local: RwLock<Arc<LocalNames>>,
     routes: RwLock<Arc<RoutingTable>>,
     forwarder: Arc<Forwarder>,
 }
 
 impl Resolver {
-    pub fn new(local: LocalNames, routes: RoutingTable, forwarder: Forwarder) -> Resolver {
+    pub fn new(
+        acl: Acl,
+        local: LocalNames,
+        routes: RoutingTable,
+        forwarder: Forwarder,
+    ) -> Resolver {
         Resolver {
+            acl,
             local: RwLock::new(Arc::new(local)),
             routes: RwLock::new(Arc::new(routes)),
             forwarder: Arc::new(forwarder),
@@ -68,6 +76,28 @@ impl Resolver {
 
     pub fn forwarder(&self) -> &Arc<Forwarder> {
         &self.forwarder
+    }
+
+    /// Whether a client at `ip` is answered at all.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        self.acl.admits(ip)
+    }
+
+    pub fn acl(&self) -> &Acl {
+        &self.acl
+    }
+
+    /// The answer for a client that is not admitted: REFUSED, if the query can be read.
+    pub fn refuse(&self, packet: &[u8]) -> Immediate {
+        match wire::parse_query(packet) {
+            Ok(q) => Immediate::Reply(wire::header_only_reply(
+                packet,
+                Some(&q),
+                rcode::REFUSED,
+                false,
+            )),
+            Err(_) => Immediate::Drop,
+        }
     }
 
     /// Parses and answers whatever needs no upstream: errors, local data, cache hits.

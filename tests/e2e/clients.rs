@@ -38,6 +38,8 @@ impl Reply {
 }
 
 pub struct Dig {
+    /// Run dig through this command (e.g. nsenter into a guest), or directly when empty.
+    through: Vec<String>,
     server: SocketAddr,
     edns: Edns,
     extra: Vec<String>,
@@ -47,6 +49,7 @@ pub struct Dig {
 /// A dig query to `server`.
 pub fn dig(server: SocketAddr) -> Dig {
     Dig {
+        through: Vec::new(),
         server,
         edns: Edns::Cookie,
         extra: Vec::new(),
@@ -63,13 +66,25 @@ impl Dig {
         self.extra.push(o.into());
         self
     }
+    /// Runs dig as `through... dig ...` (inside a guest namespace, say).
+    pub fn through(mut self, prefix: &[String]) -> Dig {
+        self.through = prefix.to_vec();
+        self
+    }
     pub fn timeout(mut self, seconds: u32) -> Dig {
         self.timeout_s = seconds;
         self
     }
 
     pub fn query(&self, name: &str, rtype: &str) -> Reply {
-        let mut cmd = Command::new("dig");
+        let mut cmd = match self.through.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("dig");
+                c
+            }
+            None => Command::new("dig"),
+        };
         cmd.arg(format!("@{}", self.server.ip()))
             .arg(format!("-p{}", self.server.port()))
             .args(["+noall", "+comments", "+answer", "+stats", "+tries=1"])

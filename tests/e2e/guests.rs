@@ -211,6 +211,15 @@ impl Guest {
         c
     }
 
+    /// The command prefix that runs a program inside this guest.
+    pub fn prefix(&self) -> Vec<String> {
+        vec![
+            "nsenter".into(),
+            format!("--net=/proc/{}/ns/net", self.pid),
+            "--".into(),
+        ]
+    }
+
     fn script(&self, client: Client) -> String {
         let file = match client {
             Client::Dhclient => "dhclient.sh",

@@ -19,11 +19,17 @@ fn start(lab: &mut Lab, net: &Network, extra: &str) -> SocketAddr {
 
 /// Starts (or starts again) virtdns with the scenario's config and lease database.
 fn restart(lab: &mut Lab, net: &Network, extra: &str) -> SocketAddr {
+    restart_with_dns(lab, net, "", extra)
+}
+
+/// `restart`, with `dns` added to the [dns] section.
+fn restart_with_dns(lab: &mut Lab, net: &Network, dns: &str, extra: &str) -> SocketAddr {
     let n = net.host.octets()[2];
     let config = format!(
         r#"
 [dns]
 domain = "vm.test"
+{dns}
 
 [dhcp]
 interface = "{bridge}"
@@ -334,5 +340,46 @@ pub fn bad_input_and_flood(lab: &mut Lab) {
     assert!(
         (1..=10).contains(&warnings),
         "bad packets logged, rate-limited: {warnings} lines"
+    );
+}
+
+/// RFC 5358: by default virtdns answers loopback and the networks of the interfaces it listens
+/// on; `allow` narrows that. A guest outside the allowed networks gets REFUSED.
+pub fn only_allowed_networks_are_answered(lab: &mut Lab) {
+    let net = lab.network();
+    let n = net.host.octets()[2];
+    start(lab, &net, "");
+    let guest = lab.guest(&net, 3, "india");
+    run(&mut guest.cmd(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("198.18.{n}.7/24"),
+        "dev",
+        "eth0",
+    ]));
+    let on_bridge = SocketAddr::from((net.host, 53));
+    let from_guest = || {
+        dig(on_bridge)
+            .through(&guest.prefix())
+            .query("fixed.vm.test", "A")
+    };
+    assert_eq!(
+        from_guest().answers,
+        vec![format!("A 198.18.{n}.9")],
+        "the bridge's network is answered"
+    );
+
+    lab.proc("virtdns-1").kill();
+    let narrowed = restart_with_dns(lab, &net, &format!("allow = [\"198.18.{n}.128/25\"]"), "");
+    assert_eq!(
+        from_guest().status,
+        "REFUSED",
+        "198.18.{n}.7 is outside 198.18.{n}.128/25"
+    );
+    assert_eq!(
+        dig(narrowed).query("fixed.vm.test", "A").status,
+        "NOERROR",
+        "loopback always is"
     );
 }

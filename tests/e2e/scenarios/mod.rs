@@ -73,6 +73,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         dhcp::crash_loses_no_acknowledged_lease,
     ),
     ("dhcp_bad_input_and_flood", dhcp::bad_input_and_flood),
+    (
+        "dns_answers_only_allowed_networks",
+        dhcp::only_allowed_networks_are_answered,
+    ),
 ];
 
 /// The seed's upstreams: an internal BIND (REFUSED outside corp.example) at .2, NSD with the

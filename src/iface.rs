@@ -1,0 +1,104 @@
+//! The machine's interface addresses, read with getifaddrs(3): the DHCP interface's IPv4
+//! address and subnet, and the subnets DNS answers by default (`dns::acl`).
+//! Written by hand (through libc) because none of our dependencies lists interface addresses,
+//! and a netlink crate would be a large dependency for a read at start.
+
+use crate::config::Subnet;
+use std::ffi::CStr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterfaceAddr {
+    pub addr: Ipv4Addr,
+    pub subnet: Subnet,
+}
+
+/// One address of one interface, with its prefix length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub interface: String,
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+/// Every IPv4 and IPv6 address of every interface.
+pub fn addresses() -> Vec<Address> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: cursor is a non-null node of the list getifaddrs returned.
+        let ifa = unsafe { &*cursor };
+        cursor = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let interface = unsafe { CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: ifa_addr is non-null; sa_family says which sockaddr both pointers hold.
+        let (addr, prefix) = unsafe {
+            match (*ifa.ifa_addr).sa_family as i32 {
+                libc::AF_INET => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+                    let addr = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                    (
+                        IpAddr::V4(addr),
+                        u32::from_be(m.sin_addr.s_addr).count_ones() as u8,
+                    )
+                }
+                libc::AF_INET6 => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in6);
+                    let prefix = m
+                        .sin6_addr
+                        .s6_addr
+                        .iter()
+                        .map(|b| b.count_ones())
+                        .sum::<u32>();
+                    (
+                        IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
+                        prefix as u8,
+                    )
+                }
+                _ => continue,
+            }
+        };
+        found.push(Address {
+            interface,
+            addr,
+            prefix,
+        });
+    }
+    // SAFETY: list came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+/// The first IPv4 address of `name`, or None if it has none (or does not exist).
+pub fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
+    addresses().into_iter().find_map(|a| match a.addr {
+        IpAddr::V4(v4) if a.interface == name => Some(InterfaceAddr {
+            addr: v4,
+            subnet: Subnet::new(v4, a.prefix),
+        }),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_has_its_address() {
+        let lo = super::ipv4_of("lo").expect("lo has 127.0.0.1");
+        assert_eq!(lo.addr, std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(lo.subnet.prefix, 8);
+        assert!(super::ipv4_of("no-such-interface0").is_none());
+    }
+}
