@@ -168,7 +168,16 @@ impl Lab {
                     "option domain_name_servers, domain_name, domain_search, host_name\nnoipv4ll\nipv4only\n",
                 )
                 .unwrap();
+                // dhcpcd keeps its pid file in /run/dhcpcd and leases in /var/lib/dhcpcd:
+                // give it private, empty ones (writable even in a user namespace, and
+                // nothing left behind on the machine).
                 [
+                    "unshare",
+                    "--mount",
+                    "sh",
+                    "-c",
+                    "mount -t tmpfs none /run && mount -t tmpfs none /var/lib && exec \"$@\"",
+                    "sh",
                     "dhcpcd",
                     "-B",
                     "-4",
