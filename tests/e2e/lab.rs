@@ -9,6 +9,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const IN_NAMESPACE: &str = "VIRTDNS_E2E_IN_NETNS";
+const IN_USER_NAMESPACE: &str = "VIRTDNS_E2E_IN_USERNS";
+
+/// A scenario that cannot run here says why by panicking with this; the runner counts it as
+/// skipped, not failed.
+pub struct Skipped(pub String);
+
+/// True when the suite runs as an unprivileged user inside a user namespace.
+pub fn in_user_namespace() -> bool {
+    std::env::var_os(IN_USER_NAMESPACE).is_some()
+}
+
+pub fn skip(reason: &str) -> ! {
+    std::panic::panic_any(Skipped(reason.to_string()))
+}
 /// Addresses 127.N.0.1 to 127.N.0.HOSTS are put on lo for each lab.
 const HOSTS: u8 = 12;
 
@@ -21,8 +35,9 @@ pub fn enter_namespace() {
     }
     let exe = std::env::current_exe().expect("own path");
     let mut cmd = Command::new("unshare");
-    if unsafe_geteuid() != 0 {
+    if effective_uid() != 0 {
         cmd.args(["--user", "--map-root-user"]);
+        cmd.env(IN_USER_NAMESPACE, "1");
     }
     cmd.args(["--net", "--mount", "--"])
         .arg(exe)
@@ -34,7 +49,7 @@ pub fn enter_namespace() {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-fn unsafe_geteuid() -> u32 {
+fn effective_uid() -> u32 {
     // Reading /proc avoids a libc dependency just for geteuid().
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -31,7 +31,13 @@ fn main() {
         })
         .collect();
     println!("running {} end-to-end scenarios", selected.len());
-    let (mut passed, mut failed) = (0, Vec::new());
+    let (mut passed, mut failed, mut skipped) = (0, Vec::new(), 0);
+    let quiet_skips = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<lab::Skipped>().is_none() {
+            quiet_skips(info);
+        }
+    }));
     for (index, (name, scenario)) in selected {
         let started = Instant::now();
         let mut lab = lab::Lab::new(index, name);
@@ -44,16 +50,25 @@ fn main() {
                     started.elapsed().as_secs_f64()
                 );
             }
-            Err(_) => {
-                println!("test {name} ... FAILED\n{}", lab.logs());
-                failed.push(*name);
-            }
+            Err(payload) => match payload.downcast::<lab::Skipped>() {
+                Ok(reason) => {
+                    skipped += 1;
+                    println!("test {name} ... skipped: {}", reason.0);
+                }
+                Err(_) => {
+                    println!("test {name} ... FAILED\n{}", lab.logs());
+                    failed.push(*name);
+                }
+            },
         }
     }
     println!();
     if !failed.is_empty() {
         println!("failures: {}", failed.join(", "));
     }
-    println!("{passed} passed, {} failed", failed.len());
+    println!(
+        "{passed} passed, {} failed, {skipped} skipped",
+        failed.len()
+    );
     std::process::exit(i32::from(!failed.is_empty()));
 }

@@ -247,6 +247,11 @@ impl Lab {
 
     /// dnsmasq 2.90 as libvirt runs it: strict-order, following the given resolv.conf.
     pub fn dnsmasq(&mut self, host: u8, resolv_conf: &std::path::Path) -> SocketAddr {
+        if crate::lab::in_user_namespace() {
+            crate::lab::skip(
+                "dnsmasq cannot drop privileges in a user namespace (setgroups is denied); run as root",
+            );
+        }
         let addr = self.addr(host);
         self.spawn(
             &format!("dnsmasq-{host}"),
@@ -255,8 +260,11 @@ impl Lab {
                     "--keep-in-foreground",
                     "--log-facility=-",
                     "--user=root",
+                    "--group=root",
                     "--no-hosts",
                 ])
+                // A name dnsmasq answers itself, to tell "alive but waiting" from "not running".
+                .arg("--address=/alive.test/192.0.2.99")
                 .args([
                     "--strict-order",
                     "--bind-interfaces",

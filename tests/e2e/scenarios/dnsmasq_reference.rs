@@ -63,7 +63,12 @@ pub fn dead_first(lab: &mut Lab) {
     let dnsmasq = lab.dnsmasq(4, &rc);
     let virtdns = lab.virtdns(1, &rc, "");
 
-    // dnsmasq: every new name waits for the silent server; a one-try client gets nothing.
+    // dnsmasq is up (it answers its own name at once)...
+    assert_eq!(
+        dig(dnsmasq).query("alive.test", "A").answers,
+        vec!["A 192.0.2.99"]
+    );
+    // ...but every new name waits for the silent server; a one-try client gets nothing.
     for i in 0..3 {
         let r = dig(dnsmasq)
             .timeout(2)
