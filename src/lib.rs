@@ -1,13 +1,17 @@
 //! virtdns: the name service for a virtual-machine network.
 //!
 //! # Layout
-//! A query flows `dns::listener` → `dns::resolver` → { `dns::local` | `dns::cache` |
-//! `dns::forward` → `dns::upstream` / `dns::transport` } → reply. `dns::router` decides which
-//! servers a name goes to; `dns::discover` finds the host's split domains; `dns::wire` reads
-//! and patches packet bytes in place.
+//! A query flows `dns::listener` → `dns::resolver` (after `dns::acl`) → { `dns::cache` |
+//! `dns::local` | `dns::forward` → `dns::upstream` / `dns::transport` / `dns::port_pool` } →
+//! reply. `dns::router` decides which servers a name goes to; `dns::discover` finds the host's
+//! split domains; `dns::wire` reads and patches packet bytes in place.
 //!
-//! Beside the flow: `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
-//! `watch` (noticing they changed), `iface` (the machine's interface addresses), and `server` (one running instance that ties it together).
+//! Beside it, `dhcp` hands out addresses (`dhcp::server` → `dhcp::rfc2131` over `dhcp::pool`,
+//! durable in `dhcp::store`) and feeds guest names to the local names.
+//!
+//! Around both: `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
+//! `watch` (noticing they changed), `iface` (the machine's interface addresses), and `server`
+//! (one running instance that ties it together).
 
 pub mod config;
 pub mod dhcp;
