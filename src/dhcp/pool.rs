@@ -199,7 +199,7 @@ impl Pool {
 
     fn hold(&mut self, addr: Ipv4Addr, client: &ClientId, now: u64) {
         self.forget_client(client, Some(addr));
-        self.slots.insert(
+        self.occupy(
             addr,
             Slot::Offered {
                 client: client.clone(),
@@ -207,6 +207,18 @@ impl Pool {
             },
         );
         self.by_client.insert(client.clone(), addr);
+    }
+
+    /// Puts `slot` at `addr`; a lapsed holder of `addr` no longer points at it.
+    fn occupy(&mut self, addr: Ipv4Addr, slot: Slot) {
+        let new_holder = slot.client().cloned();
+        if let Some(old) = self.slots.insert(addr, slot)
+            && let Some(previous) = old.client()
+            && Some(previous) != new_holder.as_ref()
+            && self.by_client.get(previous) == Some(&addr)
+        {
+            self.by_client.remove(previous);
+        }
     }
 
     /// Drops what `client` holds elsewhere than `keep` if it is only an offer.
@@ -245,16 +257,20 @@ impl Pool {
         None
     }
 
-    /// Binds `lease`; returns the lease the client held at another address, if any.
+    /// Binds `lease`; returns the lease the client held at another address, if any. Only
+    /// what this client holds is given up: an address it was once offered may since have
+    /// gone to someone else.
     pub fn bind(&mut self, lease: Lease) -> Option<Lease> {
         let previous = self.by_client.insert(lease.client.clone(), lease.addr);
         let old = previous
             .filter(|a| *a != lease.addr)
+            .filter(|a| self.slots.get(a).and_then(Slot::client) == Some(&lease.client))
             .and_then(|a| match self.slots.remove(&a) {
                 Some(Slot::Bound(l)) => Some(l),
                 _ => None,
             });
-        self.slots.insert(lease.addr, Slot::Bound(lease));
+        let addr = lease.addr;
+        self.occupy(addr, Slot::Bound(lease));
         old
     }
 
@@ -271,8 +287,14 @@ impl Pool {
         }
     }
 
-    /// Quarantines `addr` (DECLINE: someone else uses it); returns the lease it ends.
-    pub fn decline(&mut self, client: &ClientId, addr: Ipv4Addr, now: u64) -> Option<Lease> {
+    /// Quarantines `addr` (DECLINE: the client found it in use). None when `addr` is not the
+    /// client's to decline; else the lease it ends, if it was bound.
+    pub fn decline(
+        &mut self,
+        client: &ClientId,
+        addr: Ipv4Addr,
+        now: u64,
+    ) -> Option<Option<Lease>> {
         if self.slots.get(&addr).and_then(Slot::client) != Some(client) {
             return None;
         }
@@ -283,10 +305,10 @@ impl Pool {
                 until: now + DECLINE_HOLD_SECS,
             },
         );
-        match old {
+        Some(match old {
             Some(Slot::Bound(l)) => Some(l),
             _ => None,
-        }
+        })
     }
 
     /// Removes expired entries; returns the bound leases that expired.

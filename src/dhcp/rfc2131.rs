@@ -271,10 +271,15 @@ fn decline(pool: &mut Pool, m: &ClientMessage, now: u64) -> Decision {
     let Some(addr) = requested_ip(m.msg) else {
         return ignore(format!("DECLINE from {} names no address", m.mac));
     };
-    let ended = pool.decline(&m.client, addr, now);
+    let Some(ended) = pool.decline(&m.client, addr, now) else {
+        return ignore(format!(
+            "DECLINE from {} for {addr}: not its address",
+            m.mac
+        ));
+    };
     tracing::warn!(mac = %m.mac, %addr, "address declined (in use by someone else); quarantined");
     Decision {
-        changes: vec![Change::Remove(addr)],
+        changes: ended.iter().map(|l| Change::Remove(l.addr)).collect(),
         names_changed: ended.is_some_and(|l| l.name.is_some()),
         note: format!("DECLINE from {}: {addr} quarantined", m.mac),
         ..Default::default()

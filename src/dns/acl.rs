@@ -91,6 +91,8 @@ impl Acl {
     }
 
     pub fn admits(&self, ip: IpAddr) -> bool {
+        // A dual-stack TCP listener sees IPv4 clients as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
         self.nets.iter().any(|n| n.contains(ip))
     }
 }
@@ -128,6 +130,10 @@ mod tests {
         assert!(acl.admits("127.0.0.1".parse().unwrap()) && acl.admits("::1".parse().unwrap()));
         assert!(acl.admits("198.51.100.9".parse().unwrap()));
         assert!(!acl.admits("203.0.113.9".parse().unwrap()));
+        assert!(
+            acl.admits("::ffff:198.51.100.9".parse().unwrap()),
+            "IPv4-mapped"
+        );
         let by_listen = Acl::new(&[], &["127.0.0.1:53".parse().unwrap()]);
         assert!(!by_listen.admits("203.0.113.9".parse().unwrap()));
     }

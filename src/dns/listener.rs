@@ -115,6 +115,8 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
         }
         send_all(&socket, &replies).await;
         spare.extend(replies.drain(..).map(|(r, _)| r));
+        // Replies of every kind come back here, but only cache hits reuse them: keep a batch.
+        spare.truncate(udp_batch::BATCH);
     }
 }
 
@@ -128,6 +130,9 @@ async fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
         let _ = socket.send_to(reply, *peer).await;
     }
 }
+
+/// Queries of one TCP connection answered concurrently.
+const PIPELINE_DEPTH: usize = 64;
 
 /// Limits for TCP clients.
 #[derive(Debug, Clone, Copy)]
@@ -169,17 +174,22 @@ pub async fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, limits: T
 async fn serve_connection(stream: TcpStream, resolver: Arc<Resolver>, idle: Duration) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PIPELINE_DEPTH);
     let write_loop = tokio::spawn(async move {
         while let Some(reply) = rx.recv().await {
             let mut framed = Vec::with_capacity(reply.len() + 2);
             framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
             framed.extend_from_slice(&reply);
-            if writer.write_all(&framed).await.is_err() {
-                return;
+            // A client that stops reading loses the connection, not a slot forever.
+            match tokio::time::timeout(idle, writer.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
         }
     });
+    // At most PIPELINE_DEPTH queries of one connection are worked on at once; beyond that the
+    // connection is not read until one is answered.
+    let in_flight = Arc::new(Semaphore::new(PIPELINE_DEPTH));
     loop {
         // A whole message must arrive within the idle timeout: slow clients lose their slot.
         let read = async {
@@ -192,12 +202,17 @@ async fn serve_connection(stream: TcpStream, resolver: Arc<Resolver>, idle: Dura
             Ok(Ok(p)) => p,
             _ => break,
         };
+        let Ok(Ok(permit)) = tokio::time::timeout(idle, in_flight.clone().acquire_owned()).await
+        else {
+            break;
+        };
         let resolver = resolver.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Some(reply) = resolver.answer(&packet, Transport::Tcp).await {
                 let _ = tx.send(reply).await;
             }
+            drop(permit);
         });
     }
     drop(tx);

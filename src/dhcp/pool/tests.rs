@@ -156,3 +156,33 @@ fn release_decline_and_expiry() {
     assert!(p.names(NOW + 601).is_empty());
     assert_eq!(p.name_holder("two", NOW), None);
 }
+
+#[test]
+fn binding_never_takes_another_clients_lease() {
+    let mut p = pool(&[], 100);
+    // A is offered .10 and never asks for it; the offer lapses and B binds .10.
+    let (a, am) = client(1);
+    assert_eq!(p.offer(&a, am, Some(ip(10)), subnet(), NOW), Some(ip(10)));
+    let later = NOW + OFFER_HOLD_SECS + 1;
+    bind(&mut p, 2, ip(10), None);
+    // A then asks for another address (INIT-REBOOT): B's lease must survive.
+    let replaced = p.bind(Lease {
+        addr: ip(12),
+        client: a.clone(),
+        mac: am,
+        name: None,
+        expires: later + 600,
+    });
+    assert!(replaced.is_none(), "A held nothing bound");
+    assert_eq!(p.held_by(&client(2).0, later), Some(ip(10)), "B keeps .10");
+    let (c, cm) = client(3);
+    assert_ne!(p.offer(&c, cm, Some(ip(10)), subnet(), later), Some(ip(10)));
+}
+
+#[test]
+fn only_the_holder_can_decline() {
+    let mut p = pool(&[], 100);
+    bind(&mut p, 1, ip(10), None);
+    assert_eq!(p.decline(&client(2).0, ip(10), NOW), None);
+    assert_eq!(p.held_by(&client(1).0, NOW), Some(ip(10)));
+}

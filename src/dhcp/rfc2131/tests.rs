@@ -224,3 +224,36 @@ fn host_names_become_one_label() {
     assert_eq!(sanitize_label("-x-"), Some("x".into()));
     assert_eq!(sanitize_label("___"), None);
 }
+
+#[test]
+fn a_decline_for_someone_elses_address_changes_nothing() {
+    let (mut pool, o) = setup();
+    let addr = Ipv4Addr::new(198, 18, 0, 10);
+    decide_on(
+        &mut pool,
+        &o,
+        &message(
+            MessageType::Request,
+            1,
+            vec![DhcpOption::RequestedIpAddress(addr)],
+        ),
+    );
+    let d = decide_on(
+        &mut pool,
+        &o,
+        &message(
+            MessageType::Decline,
+            2,
+            vec![DhcpOption::RequestedIpAddress(addr)],
+        ),
+    );
+    assert!(d.changes.is_empty(), "{:?}", d.changes);
+    assert_eq!(
+        pool.lease_of(
+            &crate::dhcp::pool::client_id_from_mac(Mac([2, 0, 0, 0, 0, 1])),
+            NOW
+        )
+        .map(|l| l.addr),
+        Some(addr)
+    );
+}
