@@ -390,10 +390,5 @@ fn reply(
     r
 }
 
-/// The broadcast flag of a request.
-pub fn wants_broadcast(msg: &Message) -> bool {
-    msg.flags().broadcast()
-}
-
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 
 use crate::config::Mac;
 use crate::dhcp::pool::Lease;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::mpsc;
@@ -190,36 +190,37 @@ fn apply<'a>(
     tx.commit()
 }
 
-/// One stored lease, for listing.
-pub fn find(conn: &Connection, addr: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
-    let row = conn
-        .query_row(
-            "SELECT client, mac, name, expires FROM leases WHERE addr = ?1",
-            params![addr.to_string()],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            },
-        )
-        .optional()?;
-    Ok(row.and_then(|(client, mac, name, expires)| {
-        Some(Lease {
-            addr,
-            client,
-            mac: mac.parse().ok()?,
-            name,
-            expires: expires.max(0) as u64,
-        })
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::OptionalExtension;
+
+    /// One stored lease.
+    fn find(conn: &Connection, addr: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+        let row = conn
+            .query_row(
+                "SELECT client, mac, name, expires FROM leases WHERE addr = ?1",
+                params![addr.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.and_then(|(client, mac, name, expires)| {
+            Some(Lease {
+                addr,
+                client,
+                mac: mac.parse().ok()?,
+                name,
+                expires: expires.max(0) as u64,
+            })
+        }))
+    }
 
     fn lease(n: u8) -> Lease {
         Lease {

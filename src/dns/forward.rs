@@ -73,10 +73,6 @@ impl Forwarder {
         &self.cache
     }
 
-    pub fn pool(&self) -> &UpstreamPool {
-        &self.pool
-    }
-
     /// Resolves `q` through `servers`, or joins an identical exchange already in flight and
     /// shares its outcome. The first asker does the walk itself; if its task is dropped midway
     /// the others get SERVFAIL rather than wait forever.

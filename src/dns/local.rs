@@ -102,10 +102,6 @@ impl LocalNames {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.local_domains.is_empty()
-    }
-
     /// The local-only domain containing `name`, if any.
     pub fn local_domain_of(&self, name: &str) -> Option<&str> {
         self.local_domains
@@ -129,22 +125,21 @@ impl LocalNames {
         }
     }
 
-    /// Answers `q` from local data, or says it is not local.
-    pub fn answer(&self, client: &[u8], q: &Query) -> LocalVerdict {
+    /// Answers `q` (whose name, dotted, is `name`) from local data, or says it is not local.
+    pub fn answer(&self, client: &[u8], q: &Query, name: &str) -> LocalVerdict {
         if q.qclass != wire::CLASS_IN {
             return LocalVerdict::NotLocal;
         }
-        let name = q.name.to_dotted();
         let qtype = RecordType::from(q.qtype);
-        let zone = self.local_domain_of(&name);
-        let Some(found) = self.lookup_name(&name) else {
+        let zone = self.local_domain_of(name);
+        let Some(found) = self.lookup_name(name) else {
             return match zone {
                 Some(zone) => self.negative(client, q, zone, ResponseCode::NXDomain),
                 None => LocalVerdict::NotLocal,
             };
         };
         let mut answers = Vec::new();
-        self.collect(&found, &name, qtype, &mut answers, 0);
+        self.collect(&found, name, qtype, &mut answers, 0);
         if !answers.is_empty() {
             let note = format!("local data: {} record(s) for {found}", answers.len());
             return LocalVerdict::Answer(self.reply(client, q, answers, None), note);

@@ -122,10 +122,11 @@ impl Resolver {
         if let Some(answer) = self.forwarder.cache().get(&CacheKey::of(&q)) {
             return Immediate::Cached(answer, q);
         }
-        if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q) {
+        let name = q.name.to_dotted();
+        if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q, &name) {
             return Immediate::Reply(fit(reply, packet, &q, transport));
         }
-        match self.routes().route(&q.name.to_dotted()) {
+        match self.routes().route(&name) {
             Route::PlainNameStaysLocal => Immediate::Reply(wire::header_only_reply(
                 packet,
                 Some(&q),
@@ -153,10 +154,12 @@ impl Resolver {
         route: Route,
         transport: Transport,
     ) -> Vec<u8> {
-        let Route::Forward { servers, .. } = route else {
+        let Route::Forward {
+            servers, options, ..
+        } = route
+        else {
             return wire::header_only_reply(packet, Some(&q), rcode::NXDOMAIN, false);
         };
-        let options = self.routes().options;
         let outcome = self.forwarder.resolve(packet, &q, servers, options).await;
         render(outcome, packet, &q, transport)
     }
@@ -172,13 +175,12 @@ impl Resolver {
             }
         };
         let name = q.name.to_dotted();
-        if let LocalVerdict::Answer(reply, why) = self.local().answer(packet, &q) {
+        if let LocalVerdict::Answer(reply, why) = self.local().answer(packet, &q, &name) {
             trace.note(|| why);
             return (Some(reply), trace);
         }
         trace.note(|| format!("{name} is not in local data"));
-        let routes = self.routes();
-        match routes.route(&name) {
+        match self.routes().route(&name) {
             Route::PlainNameStaysLocal => {
                 trace.note(|| {
                     "single-label name and forward_plain_names = false: NXDOMAIN, not forwarded"
@@ -187,12 +189,16 @@ impl Resolver {
                 let reply = wire::header_only_reply(packet, Some(&q), rcode::NXDOMAIN, false);
                 (Some(reply), trace)
             }
-            Route::Forward { servers, rule } => {
+            Route::Forward {
+                servers,
+                rule,
+                options,
+            } => {
                 let list: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
                 trace.note(|| format!("rule: {rule}; servers in order: {}", list.join(", ")));
                 let outcome = self
                     .forwarder
-                    .walk(packet, &q, &servers, routes.options, &mut trace)
+                    .walk(packet, &q, &servers, options, &mut trace)
                     .await;
                 (Some(render(outcome, packet, &q, Transport::Tcp)), trace)
             }

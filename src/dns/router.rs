@@ -90,6 +90,7 @@ pub enum Route {
     Forward {
         servers: Vec<Arc<Upstream>>,
         rule: Rule,
+        options: WalkOptions,
     },
     /// A single-label name with `forward_plain_names = false`: NXDOMAIN, never forwarded.
     PlainNameStaysLocal,
@@ -151,11 +152,13 @@ impl RoutingTable {
             return Route::Forward {
                 servers: r.servers.clone(),
                 rule: Rule::Domain(r.domain.clone(), r.source),
+                options: self.options,
             };
         }
         Route::Forward {
             servers: self.default.clone(),
             rule: Rule::Default(self.default_source.clone()),
+            options: self.options,
         }
     }
 

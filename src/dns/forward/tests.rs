@@ -160,34 +160,30 @@ async fn refused_moves_on_and_the_next_answer_is_final() {
     );
 }
 
+/// Walks `servers` for `name` A and expects an answer.
+async fn walk_to_answer(fwd: &Forwarder, servers: &[Arc<Upstream>], name: &str) {
+    let (bytes, q) = query(name);
+    fwd.walk(
+        &bytes,
+        &q,
+        servers,
+        WalkOptions::default(),
+        &mut Trace::off(),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn silent_server_is_marked_down_and_skipped() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (answering, _) = scripted_upstream(Duration::ZERO, rcode::NOERROR).await;
     let (fwd, pool) = forwarder(100);
     let servers = [pool.get(silent.local_addr().unwrap()), pool.get(answering)];
-    let (bytes, q) = query("a.example");
-    fwd.walk(
-        &bytes,
-        &q,
-        &servers,
-        WalkOptions::default(),
-        &mut Trace::off(),
-    )
-    .await
-    .unwrap();
+    walk_to_answer(&fwd, &servers, "a.example").await;
     assert!(servers[0].is_down());
-    let (bytes, q) = query("b.example");
     let started = std::time::Instant::now();
-    fwd.walk(
-        &bytes,
-        &q,
-        &servers,
-        WalkOptions::default(),
-        &mut Trace::off(),
-    )
-    .await
-    .unwrap();
+    walk_to_answer(&fwd, &servers, "b.example").await;
     assert!(
         started.elapsed() < Duration::from_millis(300),
         "down server skipped, not waited for"

@@ -42,7 +42,7 @@ value = "0 5 80 web.vm.test"
 fn ask(names: &LocalNames, name: &str, qtype: u16) -> Option<Message> {
     let q = wire::build_query(&wire::name_from_dotted(name).unwrap(), qtype, 9);
     let parsed = wire::parse_query(&q).unwrap();
-    match names.answer(&q, &parsed) {
+    match names.answer(&q, &parsed, &parsed.name.to_dotted()) {
         LocalVerdict::Answer(bytes, _) => Some(Message::from_vec(&bytes).unwrap()),
         LocalVerdict::NotLocal => None,
     }
