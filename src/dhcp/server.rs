@@ -147,24 +147,22 @@ impl DhcpServer {
                     continue;
                 }
             };
-            let this = self.clone();
-            let raw = buf[..n].to_vec();
-            this.handle(raw, source).await;
+            self.handle(&buf[..n], source).await;
         }
     }
 
     /// Decides at once; waits for durability (in its own task) before replying.
-    async fn handle(self: Arc<Self>, raw: Vec<u8>, source: SocketAddr) {
+    async fn handle(self: &Arc<Self>, raw: &[u8], source: SocketAddr) {
         // dhcproto 0.15 debug_asserts option lengths from the wire: a malformed option
         // panics in debug builds. A packet must never take the service down.
         let decoded =
-            std::panic::catch_unwind(|| dhcproto::v4::Message::decode(&mut Decoder::new(&raw)));
+            std::panic::catch_unwind(|| dhcproto::v4::Message::decode(&mut Decoder::new(raw)));
         let msg = match decoded {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => return self.bad(source, &format!("undecodable packet: {e}")),
             Err(_) => return self.bad(source, "undecodable packet: malformed option"),
         };
-        let client = match rfc2131::validate(&msg, &raw) {
+        let client = match rfc2131::validate(&msg, raw) {
             Ok(c) => c,
             Err(why) => return self.bad(source, &format!("rejected packet: {why:?}")),
         };
@@ -189,8 +187,9 @@ impl DhcpServer {
         if decision.changes.is_empty() {
             self.send(send).await;
         } else {
+            let this = self.clone();
             tokio::spawn(async move {
-                self.persist_then(decision.changes, decision.names_changed, send)
+                this.persist_then(decision.changes, decision.names_changed, send)
                     .await;
             });
         }
