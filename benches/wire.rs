@@ -48,7 +48,7 @@ fn fast_path(c: &mut Criterion) {
     cache.insert(CacheKey::of(&parsed), Arc::new(stored_reply(&q, &parsed)));
     let key = CacheKey::of(&parsed);
     c.bench_function("cache_lookup_hit", |b| {
-        b.iter(|| cache.get(black_box(&key)).unwrap())
+        b.iter(|| cache.get(black_box(&key), 0).unwrap())
     });
 
     let answer = stored_reply(&q, &parsed);
@@ -63,7 +63,7 @@ fn fast_path(c: &mut Criterion) {
     c.bench_function("whole_hit_path", |b| {
         b.iter(|| {
             let p = wire::parse_query(black_box(&q)).unwrap();
-            let a = cache.get(&CacheKey::of(&p)).unwrap();
+            let a = cache.get(&CacheKey::of(&p), 0).unwrap();
             a.render_into(&mut out, &q, &p, p.udp_limit());
         })
     });

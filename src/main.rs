@@ -207,7 +207,7 @@ async fn check(common: Common) -> Result<()> {
         println!("no config file: built-in defaults");
     }
     let server = Server::new(dns, listen);
-    server.discover().await;
+    server.learn().await;
     print!("{}", server.describe());
     Ok(())
 }
@@ -222,8 +222,11 @@ async fn explain(name: String, rtype: String, common: Common) -> Result<()> {
         bail!("'{name}' is not a valid name");
     };
     let server = Server::new(dns, listen);
-    for probe in server.discover().await {
+    for probe in server.learn().await {
         println!("discovery: {probe}");
+    }
+    for upstream in server.upstreams() {
+        println!("upstream {upstream}");
     }
     let query = wire::build_query(&wire_name, u16::from(qtype), rand::random());
     let (reply, trace) = server.resolver().explain(&query).await;

@@ -27,6 +27,8 @@ use tokio::net::TcpListener;
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often discovery runs again while some server did not answer its probe.
 const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the rediscovery loop looks for a recovered server.
+const RECOVERY_CHECK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -120,7 +122,32 @@ impl Server {
         for p in &state.probes {
             out.push_str(&format!("{p}\n"));
         }
+        out.push_str("what is known of each upstream:\n");
+        for u in self.upstreams() {
+            out.push_str(&format!("  {u}\n"));
+        }
         out
+    }
+
+    /// Probes what kind of server each upstream is (see `dns::probe`), and waits for it.
+    pub async fn learn_upstreams(&self) {
+        let routes = self.resolver.routes();
+        let mut servers: Vec<_> = routes.default.to_vec();
+        for r in &routes.domains {
+            servers.extend(r.servers.iter().cloned());
+        }
+        self.resolver.forwarder().learn_now(&servers).await;
+    }
+
+    /// Split-domain discovery and the upstream probes, side by side. Returns the discovery
+    /// probes.
+    pub async fn learn(&self) -> Vec<Probe> {
+        tokio::join!(self.discover(), self.learn_upstreams()).0
+    }
+
+    /// Every upstream with what is known of it, in address order.
+    pub fn upstreams(&self) -> Vec<Arc<crate::dns::upstream::Upstream>> {
+        self.pool.all()
     }
 
     /// Probes the search domains and applies the routes found. Returns the probes.
@@ -138,7 +165,7 @@ impl Server {
                 .filter(|d| local.local_domain_of(d).is_none())
                 .cloned()
                 .collect();
-            (search, routes.default.clone())
+            (search, routes.default.to_vec())
         };
         if !self.dns.discover_split_domains
             || domains.is_empty()
@@ -147,7 +174,9 @@ impl Server {
         {
             return Vec::new();
         }
-        let probes = discover::discover(&domains, &servers, DISCOVERY_TIMEOUT).await;
+        let forwarder = self.resolver.forwarder();
+        let probes =
+            discover::discover(forwarder.exchanger(), &domains, &servers, DISCOVERY_TIMEOUT).await;
         if self.generation.load(Ordering::SeqCst) == generation {
             for p in &probes {
                 tracing::info!("{p}");
@@ -247,25 +276,35 @@ impl Server {
         }
         self.spawn_watchers(&mut tasks);
         let this = self.clone();
-        tasks.spawn(async move {
-            this.discover().await;
-            loop {
-                tokio::time::sleep(REDISCOVERY_INTERVAL).await;
-                let incomplete = this
-                    .state
-                    .lock()
-                    .unwrap()
-                    .probes
-                    .iter()
-                    .any(Probe::incomplete);
-                if incomplete {
-                    this.discover().await;
-                }
-            }
-        });
+        tasks.spawn(async move { this.keep_learning().await });
         shutdown.await;
         tasks.abort_all();
         udp_workers.stop();
+    }
+
+    /// Discovery and probes at start; discovery again every `REDISCOVERY_INTERVAL` while
+    /// some server did not answer its probe, and at once when a down server comes back.
+    async fn keep_learning(&self) {
+        self.learn().await;
+        let mut last_run = tokio::time::Instant::now();
+        let mut recoveries = self.pool.recoveries();
+        let mut tick = tokio::time::interval(RECOVERY_CHECK);
+        loop {
+            tick.tick().await;
+            let incomplete = self
+                .state
+                .lock()
+                .unwrap()
+                .probes
+                .iter()
+                .any(Probe::incomplete);
+            let recovered = self.pool.recoveries() != recoveries;
+            if incomplete && (recovered || last_run.elapsed() >= REDISCOVERY_INTERVAL) {
+                recoveries = self.pool.recoveries();
+                last_run = tokio::time::Instant::now();
+                self.discover().await;
+            }
+        }
     }
 
     fn spawn_watchers(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
@@ -281,7 +320,7 @@ impl Server {
             tasks.spawn(async move {
                 while rx.recv().await.is_some() {
                     if this.reload_resolv_conf() {
-                        this.discover().await;
+                        this.learn().await;
                     }
                 }
             });
@@ -385,8 +424,8 @@ fn build_routes(
             .collect();
         match &f.domain {
             Some(d) if !f.addrs.is_empty() => domains.push(DomainRoute {
-                domain: d.0.clone(),
-                servers,
+                domain: d.0.as_str().into(),
+                servers: servers.into(),
                 source: RouteSource::Forwarder,
             }),
             Some(_) => {} // local only: handled by LocalNames
@@ -412,10 +451,11 @@ fn build_routes(
             attempts: resolv.attempts,
             rotate: resolv.rotate,
             timeout_cap: Duration::from_secs(resolv.timeout_secs.into()),
+            scoped: false,
         };
         (
             servers,
-            DefaultSource::ResolvConf(dns.resolv_conf.display().to_string()),
+            DefaultSource::ResolvConf(dns.resolv_conf.as_path().into()),
             options,
         )
     };

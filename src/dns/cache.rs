@@ -4,6 +4,10 @@
 //! Sharded behind plain mutexes (held for a hash lookup, never across `.await`) so workers on
 //! different cores rarely meet. Bounded: a full shard first drops expired answers, then an
 //! arbitrary one (hash order, so effectively random eviction).
+//!
+//! An answer that exists only because an earlier server was down carries the upstream
+//! pool's recovery count from when it was obtained; once any server has recovered since, it
+//! is a miss, so the host's answer is served again as soon as the host would get it.
 
 use crate::dns::wire::{self, MAX_NAME_LEN, Query};
 use std::collections::HashMap;
@@ -72,6 +76,8 @@ pub struct Answer {
     ttl_offsets: Box<[u16]>,
     stored: Instant,
     ttl: u32,
+    /// Set for a failover answer: the pool's recovery count it is valid for.
+    until_recovery: Option<u64>,
 }
 
 impl Answer {
@@ -81,10 +87,22 @@ impl Answer {
             ttl_offsets: ttl_offsets.into_boxed_slice(),
             stored: Instant::now(),
             ttl: ttl.min(MAX_TTL),
+            until_recovery: None,
         }
     }
 
-    pub fn rcode(&self) -> u8 {
+    /// Marks this answer as obtained while a server was down: it stops being served once the
+    /// recovery count moves past `recoveries`.
+    pub fn until_recovery(mut self, recoveries: u64) -> Answer {
+        self.until_recovery = Some(recoveries);
+        self
+    }
+
+    fn outlived(&self, now: Instant, recoveries: u64) -> bool {
+        self.expired(now) || self.until_recovery.is_some_and(|r| r != recoveries)
+    }
+
+    pub fn rcode(&self) -> wire::Rcode {
         wire::rcode(&self.bytes)
     }
 
@@ -116,7 +134,7 @@ impl Answer {
         wire::age_ttls(out, &self.ttl_offsets, elapsed);
         if !wire::finish_reply(out, client, q, limit) {
             *out = wire::header_only_reply(client, Some(q), self.rcode(), true);
-            out[2] |= self.bytes[2] & 0x04; // keep AA
+            wire::set_aa(out, wire::aa(&self.bytes));
         }
     }
 }
@@ -145,10 +163,12 @@ impl Cache {
         &self.shards[(h as usize) % SHARDS]
     }
 
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<Answer>> {
+    /// The answer for `key`, unless it expired or is a failover answer older than the
+    /// latest recovery (`recoveries`, the upstream pool's count).
+    pub fn get(&self, key: &CacheKey, recoveries: u64) -> Option<Arc<Answer>> {
         let mut shard = self.shard(key).lock().unwrap();
         let answer = shard.get(key.as_slice())?;
-        if answer.expired(Instant::now()) {
+        if answer.outlived(Instant::now(), recoveries) {
             shard.remove(key.as_slice());
             return None;
         }
@@ -218,7 +238,20 @@ mod tests {
         let (bytes, q) = query("Mixed.Example");
         cache.insert(CacheKey::of(&q), answer_for(&bytes, 60));
         let (_, lower) = query("mixed.example");
-        assert!(cache.get(&CacheKey::of(&lower)).is_some());
+        assert!(cache.get(&CacheKey::of(&lower), 0).is_some());
+    }
+
+    #[test]
+    fn failover_answers_end_with_the_next_recovery() {
+        let cache = Cache::new(10);
+        let (bytes, q) = query("a.example");
+        let mut reply = bytes.clone();
+        reply[2] |= 0x80;
+        let failover = Answer::new(reply, Vec::new(), 60).until_recovery(3);
+        cache.insert(CacheKey::of(&q), Arc::new(failover));
+        assert!(cache.get(&CacheKey::of(&q), 3).is_some());
+        assert!(cache.get(&CacheKey::of(&q), 4).is_none());
+        assert!(cache.is_empty(), "dropped, not just hidden");
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Split-domain discovery: for each search domain of resolv.conf, ask every nameserver for the
-//! domain's SOA and route the domain to the servers that know it. This makes the classic VPN
-//! layout (an internal server first, a general one second) work with no configuration, even
-//! when the internal server answers NXDOMAIN for outside names.
+//! domain's SOA and route the domain to the servers that know it, in resolv.conf order. This
+//! makes the classic VPN layout (an internal server and a general one) work with no
+//! configuration whichever is listed first, even when the general server answers NXDOMAIN
+//! for the internal domain: a server that says the search domain does not exist, while
+//! another serves it, gives the host a provably wrong answer for its own search domain.
 //!
-//! A server knows the domain when it answers NOERROR with the SOA in the answer section;
-//! authoritative answers (AA) are preferred. A route is made only when it narrows the list:
-//! if every server knows the domain, normal order already does the right thing.
+//! A server knows the domain when it answers NOERROR with the SOA in the answer section. A
+//! route is made only when it narrows the list; the servers that know a domain also learn it
+//! as one of their zones (`Upstream::serves`). The default order is never changed here.
 
+use crate::dns::probe::probe_query;
 use crate::dns::router::{DomainRoute, RouteSource};
-use crate::dns::transport::{self, Protocol};
+use crate::dns::transport::{Exchanger, Protocol};
 use crate::dns::upstream::Upstream;
-use crate::dns::wire;
+use crate::dns::wire::{self, Rcode};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +22,16 @@ use std::time::Duration;
 pub enum Knows {
     Authoritative,
     Recursive,
-    /// Answered, but not with the domain's SOA (the RCODE).
-    No(String),
+    /// Answered, but not with the domain's SOA.
+    No(Rcode),
     /// No usable reply: worth asking again later.
     Silent(String),
+}
+
+impl Knows {
+    fn knows(&self) -> bool {
+        matches!(self, Knows::Authoritative | Knows::Recursive)
+    }
 }
 
 /// The result for one domain, kept for `check` and `explain`.
@@ -33,79 +42,83 @@ pub struct Probe {
     pub route: Option<DomainRoute>,
 }
 
-pub async fn discover(
+/// Probes every domain on every server, and records in each server the domains it knows.
+pub async fn discover<X: Exchanger>(
+    exchanger: &X,
     domains: &[String],
     servers: &[Arc<Upstream>],
     timeout: Duration,
 ) -> Vec<Probe> {
     let probes = domains
         .iter()
-        .map(|d| probe_domain(d.clone(), servers.to_vec(), timeout));
-    futures_join_all(probes).await
+        .map(|d| probe_domain(exchanger, d, servers, timeout));
+    let probes = futures_util::future::join_all(probes).await;
+    for server in servers {
+        let zones = probes
+            .iter()
+            .filter(|p| {
+                p.answers
+                    .iter()
+                    .any(|(a, k)| *a == server.addr && k.knows())
+            })
+            .map(|p| p.domain.clone())
+            .collect();
+        server.set_zones(zones);
+    }
+    probes
 }
 
-async fn probe_domain(domain: String, servers: Vec<Arc<Upstream>>, timeout: Duration) -> Probe {
+async fn probe_domain<X: Exchanger>(
+    exchanger: &X,
+    domain: &str,
+    servers: &[Arc<Upstream>],
+    timeout: Duration,
+) -> Probe {
     let asks = servers
         .iter()
-        .map(|s| ask_soa(s.addr, domain.clone(), timeout));
-    let knows = futures_join_all(asks).await;
-    let pick = |kind: &Knows| -> Vec<Arc<Upstream>> {
-        servers
-            .iter()
-            .zip(&knows)
-            .filter(|(_, k)| *k == kind)
-            .map(|(s, _)| s.clone())
-            .collect()
-    };
-    let mut chosen = pick(&Knows::Authoritative);
-    if chosen.is_empty() {
-        chosen = pick(&Knows::Recursive);
-    }
+        .map(|s| ask_soa(exchanger, s.addr, domain, timeout));
+    let knows = futures_util::future::join_all(asks).await;
+    let chosen: Vec<Arc<Upstream>> = servers
+        .iter()
+        .zip(&knows)
+        .filter(|(_, k)| k.knows())
+        .map(|(s, _)| s.clone())
+        .collect();
     let narrows = !chosen.is_empty() && chosen.len() < servers.len();
     Probe {
         route: narrows.then(|| DomainRoute {
-            domain: domain.clone(),
-            servers: chosen,
+            domain: domain.into(),
+            servers: chosen.into(),
             source: RouteSource::Discovered,
         }),
         answers: servers.iter().map(|s| s.addr).zip(knows).collect(),
-        domain,
+        domain: domain.to_string(),
     }
 }
 
-async fn ask_soa(server: std::net::SocketAddr, domain: String, timeout: Duration) -> Knows {
-    let Some(name) = wire::name_from_dotted(&domain) else {
-        return Knows::No("bad name".into());
+async fn ask_soa<X: Exchanger>(
+    exchanger: &X,
+    server: std::net::SocketAddr,
+    domain: &str,
+    timeout: Duration,
+) -> Knows {
+    let Some((query, q)) = probe_query(domain, wire::TYPE_SOA) else {
+        return Knows::No(Rcode::FORMERR);
     };
-    let query = wire::build_query(&name, wire::TYPE_SOA, 0);
-    let Ok(q) = wire::parse_query(&query) else {
-        return Knows::No("bad query".into());
-    };
-    match transport::exchange(server, &query, &q, Protocol::Udp, true, timeout).await {
-        Ok(ex) if wire::rcode(&ex.reply) == wire::rcode::NOERROR && ex.info.answers > 0 => {
+    match exchanger
+        .exchange(server, &query, &q, Protocol::Udp, true, timeout)
+        .await
+    {
+        Ok(ex) if wire::rcode(&ex.reply) == Rcode::NOERROR && ex.info.answers > 0 => {
             if wire::aa(&ex.reply) {
                 Knows::Authoritative
             } else {
                 Knows::Recursive
             }
         }
-        Ok(ex) => Knows::No(wire::rcode::name(wire::rcode(&ex.reply)).to_string()),
+        Ok(ex) => Knows::No(wire::rcode(&ex.reply)),
         Err(e) => Knows::Silent(e.to_string()),
     }
-}
-
-/// Runs futures concurrently and collects their results in order (tokio has no join_all).
-async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.expect("discovery task panicked"));
-    }
-    out
 }
 
 impl Probe {
@@ -124,7 +137,7 @@ impl std::fmt::Display for Probe {
             let k = match knows {
                 Knows::Authoritative => "authoritative".to_string(),
                 Knows::Recursive => "answers (not authoritative)".to_string(),
-                Knows::No(why) => format!("does not know it ({why})"),
+                Knows::No(code) => format!("does not know it ({code})"),
                 Knows::Silent(why) => format!("did not answer ({why})"),
             };
             write!(f, " {addr} {k};")?;

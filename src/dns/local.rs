@@ -257,7 +257,7 @@ fn encode(mut m: Message, client: &[u8], q: &Query) -> Vec<u8> {
                 .copy_from_slice(&client[wire::HEADER_LEN..q.question_end]);
             bytes
         }
-        _ => wire::header_only_reply(client, Some(q), wire::rcode::SERVFAIL, false),
+        _ => wire::header_only_reply(client, Some(q), wire::Rcode::SERVFAIL, false),
     }
 }
 

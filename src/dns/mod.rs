@@ -11,6 +11,8 @@ pub mod forward;
 pub mod listener;
 pub mod local;
 pub mod port_pool;
+pub mod probe;
+pub mod rcode;
 pub mod resolver;
 pub mod router;
 pub mod trace;

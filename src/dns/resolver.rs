@@ -9,7 +9,7 @@ use crate::dns::forward::{Forwarder, Outcome};
 use crate::dns::local::{LocalNames, LocalVerdict};
 use crate::dns::router::{Route, RoutingTable};
 use crate::dns::trace::Trace;
-use crate::dns::wire::{self, Query, QueryProblem, rcode};
+use crate::dns::wire::{self, Query, QueryProblem, Rcode};
 use std::sync::{Arc, RwLock};
 
 /// The transport a query came in on: it decides how large a reply may be.
@@ -93,7 +93,7 @@ impl Resolver {
             Ok(q) => Immediate::Reply(wire::header_only_reply(
                 packet,
                 Some(&q),
-                rcode::REFUSED,
+                Rcode::REFUSED,
                 false,
             )),
             Err(_) => Immediate::Drop,
@@ -109,7 +109,7 @@ impl Resolver {
                 return Immediate::Drop;
             }
             Err(QueryProblem::Answer(code, why)) => {
-                tracing::debug!(%why, "answering {}", rcode::name(code));
+                tracing::debug!(%why, "answering {code}");
                 return Immediate::Reply(wire::header_only_reply(packet, None, code, false));
             }
         };
@@ -119,7 +119,7 @@ impl Resolver {
         // The cache holds only forwarded answers and is emptied whenever local data changes,
         // so asking it first cannot shadow a local name; it spares the hit path the local
         // lookup.
-        if let Some(answer) = self.forwarder.cache().get(&CacheKey::of(&q)) {
+        if let Some(answer) = self.forwarder.cached(&CacheKey::of(&q)) {
             return Immediate::Cached(answer, q);
         }
         let name = q.name.to_dotted();
@@ -130,7 +130,7 @@ impl Resolver {
             Route::PlainNameStaysLocal => Immediate::Reply(wire::header_only_reply(
                 packet,
                 Some(&q),
-                rcode::NXDOMAIN,
+                Rcode::NXDOMAIN,
                 false,
             )),
             route => Immediate::Forward(q, route),
@@ -158,9 +158,9 @@ impl Resolver {
             servers, options, ..
         } = route
         else {
-            return wire::header_only_reply(packet, Some(&q), rcode::NXDOMAIN, false);
+            return wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false);
         };
-        let outcome = self.forwarder.resolve(packet, &q, servers, options).await;
+        let outcome = self.forwarder.resolve(packet, &q, &servers, options).await;
         render(outcome, packet, &q, transport)
     }
 
@@ -186,7 +186,7 @@ impl Resolver {
                     "single-label name and forward_plain_names = false: NXDOMAIN, not forwarded"
                         .into()
                 });
-                let reply = wire::header_only_reply(packet, Some(&q), rcode::NXDOMAIN, false);
+                let reply = wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false);
                 (Some(reply), trace)
             }
             Route::Forward {
@@ -227,7 +227,7 @@ fn fit(reply: Vec<u8>, packet: &[u8], q: &Query, transport: Transport) -> Vec<u8
         reply
     } else {
         let mut t = wire::header_only_reply(packet, Some(q), wire::rcode(&reply), true);
-        t[2] |= 0x04;
+        wire::set_aa(&mut t, true);
         t
     }
 }

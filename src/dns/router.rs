@@ -9,22 +9,26 @@
 use crate::dns::local::{is_single_label, is_within};
 use crate::dns::upstream::Upstream;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A server list, shared by the table and every route taken from it (no copy per query).
+pub type Servers = Arc<[Arc<Upstream>]>;
 
 /// Where a domain route came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteSource {
     /// `[[dns.forwarder]]` with domain and addr.
     Forwarder,
-    /// Found authoritative by the SOA probe of a resolv.conf search domain.
+    /// Known to the servers listed, by the SOA probe of a resolv.conf search domain.
     Discovered,
 }
 
 #[derive(Debug, Clone)]
 pub struct DomainRoute {
-    pub domain: String,
-    pub servers: Vec<Arc<Upstream>>,
+    pub domain: Arc<str>,
+    pub servers: Servers,
     pub source: RouteSource,
 }
 
@@ -33,31 +37,28 @@ pub struct DomainRoute {
 pub enum DefaultSource {
     /// Forwarders with only an addr, which replace resolv.conf.
     Forwarders,
-    /// The host's resolv.conf (path).
-    ResolvConf(String),
-    /// The host's resolv.conf, with servers of discovered split domains moved last.
-    ResolvConfSplitLast(String),
+    /// The host's resolv.conf (path), in its order.
+    ResolvConf(Arc<Path>),
 }
 
 impl fmt::Display for DefaultSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DefaultSource::Forwarders => write!(f, "config forwarders"),
-            DefaultSource::ResolvConf(p) => write!(f, "resolv.conf order ({p})"),
-            DefaultSource::ResolvConfSplitLast(p) => {
-                write!(f, "resolv.conf order ({p}), split-domain servers last")
-            }
+            DefaultSource::ResolvConf(p) => write!(f, "resolv.conf order ({})", p.display()),
         }
     }
 }
 
-/// How to walk a server list (resolv.conf `options`).
+/// How to walk a server list (resolv.conf `options`, and the route's scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkOptions {
     pub attempts: u32,
     pub rotate: bool,
     /// glibc's per-try timeout (`options timeout:`): no attempt waits longer than this.
     pub timeout_cap: Duration,
+    /// The servers were chosen for the name's own domain, so every one of them serves it.
+    pub scoped: bool,
 }
 
 impl Default for WalkOptions {
@@ -66,6 +67,7 @@ impl Default for WalkOptions {
             attempts: 2,
             rotate: false,
             timeout_cap: Duration::from_secs(5),
+            scoped: false,
         }
     }
 }
@@ -75,10 +77,9 @@ impl Default for WalkOptions {
 pub struct RoutingTable {
     /// Longest domain first.
     pub domains: Vec<DomainRoute>,
-    pub default: Vec<Arc<Upstream>>,
+    /// The default servers, in the host's order: never reordered.
+    pub default: Servers,
     pub default_source: DefaultSource,
-    /// The default servers and source as configured, before discovery reordered them.
-    configured_default: (Vec<Arc<Upstream>>, DefaultSource),
     pub forward_plain_names: bool,
     pub options: WalkOptions,
 }
@@ -88,7 +89,7 @@ pub struct RoutingTable {
 pub enum Route {
     /// Forward to these servers, in order.
     Forward {
-        servers: Vec<Arc<Upstream>>,
+        servers: Servers,
         rule: Rule,
         options: WalkOptions,
     },
@@ -96,10 +97,10 @@ pub enum Route {
     PlainNameStaysLocal,
 }
 
-/// Which rule picked the servers, for logs and `explain`.
+/// Which rule picked the servers, for logs and `explain`; rendered only when displayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
-    Domain(String, RouteSource),
+    Domain(Arc<str>, RouteSource),
     Default(DefaultSource),
 }
 
@@ -107,12 +108,10 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rule::Domain(d, RouteSource::Forwarder) => write!(f, "forwarder for domain {d}"),
-            Rule::Domain(d, RouteSource::Discovered) => {
-                write!(
-                    f,
-                    "split domain {d} (discovered from resolv.conf search list)"
-                )
-            }
+            Rule::Domain(d, RouteSource::Discovered) => write!(
+                f,
+                "split domain {d} (discovered from the resolv.conf search list), its servers in resolv.conf order"
+            ),
             Rule::Default(source) => source.fmt(f),
         }
     }
@@ -135,8 +134,7 @@ impl RoutingTable {
         });
         RoutingTable {
             domains,
-            configured_default: (default.clone(), default_source.clone()),
-            default,
+            default: default.into(),
             default_source,
             forward_plain_names,
             options,
@@ -152,7 +150,10 @@ impl RoutingTable {
             return Route::Forward {
                 servers: r.servers.clone(),
                 rule: Rule::Domain(r.domain.clone(), r.source),
-                options: self.options,
+                options: WalkOptions {
+                    scoped: true,
+                    ..self.options
+                },
             };
         }
         Route::Forward {
@@ -162,9 +163,8 @@ impl RoutingTable {
         }
     }
 
-    /// Discovered routes replaced by `found`, configured ones kept. Servers that serve a
-    /// discovered split domain move to the end of the default order: an internal server that
-    /// answers REFUSED or NXDOMAIN for outside names is then asked about them last.
+    /// Discovered routes replaced by `found`, configured ones kept. The default order is the
+    /// host's and stays as it is.
     pub fn with_discovered(&self, found: Vec<DomainRoute>) -> RoutingTable {
         let mut domains: Vec<DomainRoute> = self
             .domains
@@ -172,31 +172,14 @@ impl RoutingTable {
             .filter(|r| r.source == RouteSource::Forwarder)
             .cloned()
             .collect();
-        let split_servers: Vec<_> = found
-            .iter()
-            .flat_map(|r| r.servers.iter().map(|s| s.addr))
-            .collect();
-        let (configured, configured_source) = &self.configured_default;
-        let (split, general): (Vec<_>, Vec<_>) = configured
-            .iter()
-            .cloned()
-            .partition(|s| split_servers.contains(&s.addr));
-        let default_source = match configured_source {
-            DefaultSource::ResolvConf(p) if !split.is_empty() => {
-                DefaultSource::ResolvConfSplitLast(p.clone())
-            }
-            other => other.clone(),
-        };
         domains.extend(found);
-        let mut table = RoutingTable::new(
+        RoutingTable::new(
             domains,
-            general.into_iter().chain(split).collect(),
-            default_source,
+            self.default.to_vec(),
+            self.default_source.clone(),
             self.forward_plain_names,
             self.options,
-        );
-        table.configured_default = self.configured_default.clone();
-        table
+        )
     }
 }
 
@@ -224,7 +207,7 @@ impl fmt::Display for RoutingTable {
         if self.default.is_empty() {
             writeln!(f, "  (none: names outside local data get SERVFAIL)")?;
         }
-        for s in &self.default {
+        for s in self.default.iter() {
             let stub = if s.addr.ip() == crate::resolv_conf::RESOLVED_STUB {
                 " (systemd-resolved stub)"
             } else {
@@ -253,7 +236,7 @@ mod tests {
         let s = |a: &str| vec![pool.get(a.parse().unwrap())];
         let route = |d: &str, a: &str, source| DomainRoute {
             domain: d.into(),
-            servers: s(a),
+            servers: s(a).into(),
             source,
         };
         RoutingTable::new(
@@ -263,7 +246,7 @@ mod tests {
                 route("corp.example", "10.0.0.3:53", RouteSource::Forwarder),
             ],
             s("10.0.0.9:53"),
-            DefaultSource::ResolvConf("/etc/resolv.conf".into()),
+            DefaultSource::ResolvConf(Path::new("/etc/resolv.conf").into()),
             forward_plain,
             WalkOptions::default(),
         )

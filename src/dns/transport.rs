@@ -2,9 +2,14 @@
 //! on a randomly chosen socket of a changing pool of random ports (`port_pool`), connected so
 //! the kernel drops datagrams from any other address or port, and a reply accepted only if its
 //! ID and question match. Anything else is ignored while the wait continues.
+//!
+//! `Exchanger` is the seam between the walk over servers (`dns::forward`, `dns::probe`) and
+//! the network: production uses `Network`; unit tests script replies, timeouts and errors as
+//! data, with no sockets and no sleeps.
 
 use crate::dns::port_pool;
-use crate::dns::wire::{self, Query, ReplyInfo};
+use crate::dns::wire::{self, Query, ReplyInfo, ReplyMismatch};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,9 +30,42 @@ pub enum ExchangeError {
     #[error("{0}")]
     Io(#[from] io::Error),
     #[error("reply unusable: {0}")]
-    Malformed(String),
+    Malformed(#[from] ReplyMismatch),
     #[error("TCP retry of a truncated reply failed: {0}")]
-    Tcp(String),
+    Tcp(Box<ExchangeError>),
+}
+
+/// One question to one server: the upstream exchange the walk is written against.
+pub trait Exchanger: Send + Sync + 'static {
+    /// Sends `q` (as the client wrote it, in `client`) to `server` and waits up to `timeout`
+    /// for the matching reply.
+    fn exchange(
+        &self,
+        server: SocketAddr,
+        client: &[u8],
+        q: &Query,
+        protocol: Protocol,
+        with_edns: bool,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send;
+}
+
+/// The real network: UDP through `port_pool`, TCP on a fresh connection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Network;
+
+impl Exchanger for Network {
+    fn exchange(
+        &self,
+        server: SocketAddr,
+        client: &[u8],
+        q: &Query,
+        protocol: Protocol,
+        with_edns: bool,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send {
+        exchange(server, client, q, protocol, with_edns, timeout)
+    }
 }
 
 /// An accepted reply: the bytes, what they say, and how long the server took.
@@ -88,7 +126,6 @@ async fn tcp(
     let len = stream.read_u16().await? as usize;
     let mut buf = vec![0u8; len];
     stream.read_exact(&mut buf).await?;
-    let info =
-        wire::read_reply(&buf, q, id).map_err(|e| ExchangeError::Malformed(e.to_string()))?;
+    let info = wire::read_reply(&buf, q, id)?;
     Ok((buf, info))
 }

@@ -1,38 +1,128 @@
-//! The upstream pool: every server virtdns forwards to, with what it has learned about each —
-//! a smoothed round-trip time that sets the per-attempt timeout, and whether it is down.
+//! The upstream pool: every server virtdns forwards to, with what it has learned about each.
+//! This module holds that knowledge and nothing that does I/O (`dns::probe` gathers it):
 //!
-//! A server that times out (or refuses the connection) is marked down: new queries skip it,
-//! and a background probe asks it a question every `PROBE_INTERVAL` until it answers again.
-//! When every server of a route is down, the health view is assumed wrong and all are tried.
+//! - a smoothed round-trip time, which sets the per-attempt timeout;
+//! - whether it is down (no reply), and since when — new queries skip it until a background
+//!   probe sees it answer again;
+//! - what kind of server it is (`Capability`), from a probe of the root's NS set, with the
+//!   probe's reply kept as evidence for `explain` and `check`; re-learned after
+//!   `KNOWLEDGE_TTL`;
+//! - the zones it is known to serve (split domains found by `dns::discover`).
+//!
+//! The pool also counts recoveries: an answer obtained only because a server was down is
+//! cached with the count at the time, and is no longer served once any server has come back.
 
-use crate::dns::transport::{self, Protocol};
-use crate::dns::wire;
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+/// How often a down server is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long what a probe showed about a server is trusted before it is asked again.
+pub const KNOWLEDGE_TTL: Duration = Duration::from_secs(30);
+/// A reply that contradicts what a probe showed brings the next probe forward, but never
+/// sooner than this after the last one.
+pub const RELEARN_HOLDOFF: Duration = Duration::from_secs(5);
 /// Timeout for a server we have no RTT for yet.
 const INITIAL_RTT: Duration = Duration::from_millis(100);
+
+/// What a server does with names outside its own zones, as its answer for the root's NS set
+/// showed. Only `RefusesOutside` and `NotFullResolver` change how the walk treats it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Not probed yet, or the probe was inconclusive (SERVFAIL, no reply): it keeps its place
+    /// and every reply is taken by glibc's rules.
+    Unknown,
+    /// Recursion available and the root's NS set answered: a resolver for every name.
+    FullResolver,
+    /// REFUSED or a referral for the root: it does not recurse. glibc moves past it for any
+    /// name outside its zones, so the next server is asked at the same time.
+    RefusesOutside,
+    /// Answers the root from data of its own (NXDOMAIN, NODATA, or an authoritative root
+    /// without recursion): it cannot resolve outside names, and its negative answers for them
+    /// give way to a later server's answer.
+    NotFullResolver,
+}
+
+impl Capability {
+    fn from_u8(v: u8) -> Capability {
+        match v {
+            1 => Capability::FullResolver,
+            2 => Capability::RefusesOutside,
+            3 => Capability::NotFullResolver,
+            _ => Capability::Unknown,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Capability::Unknown => 0,
+            Capability::FullResolver => 1,
+            Capability::RefusesOutside => 2,
+            Capability::NotFullResolver => 3,
+        }
+    }
+
+    /// Whether names outside the server's zones may be sent to the next server at once.
+    pub fn overlaps_next(self) -> bool {
+        matches!(
+            self,
+            Capability::RefusesOutside | Capability::NotFullResolver
+        )
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Capability::Unknown => "not known yet",
+            Capability::FullResolver => "full resolver",
+            Capability::RefusesOutside => "refuses names outside its zones",
+            Capability::NotFullResolver => "not a full resolver",
+        })
+    }
+}
+
+/// The probe that showed a server's capability, for `explain` and `check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// The probe's reply, e.g. `. NS -> REFUSED [aa], 0 answer(s), 0.4 ms`.
+    pub reply: String,
+    pub at: Instant,
+}
 
 #[derive(Debug)]
 pub struct Upstream {
     pub addr: SocketAddr,
-    /// Smoothed RTT in microseconds (RFC 6298 style, gain 1/8).
+    /// Smoothed RTT in microseconds (RFC 6298 style, gain 1/8); 0 until the first reply.
     srtt_us: AtomicU32,
     down: AtomicBool,
+    down_since: Mutex<Option<(Instant, String)>>,
     probing: AtomicBool,
+    capability: AtomicU8,
+    evidence: Mutex<Option<Evidence>>,
+    learning: AtomicBool,
+    /// A reply disagreed with the capability: probe again at the next chance.
+    contradicted: AtomicBool,
+    zones: Mutex<Arc<[String]>>,
 }
 
 impl Upstream {
     fn new(addr: SocketAddr) -> Upstream {
         Upstream {
             addr,
-            srtt_us: AtomicU32::new(INITIAL_RTT.as_micros() as u32),
+            srtt_us: AtomicU32::new(0),
             down: AtomicBool::new(false),
+            down_since: Mutex::new(None),
             probing: AtomicBool::new(false),
+            capability: AtomicU8::new(Capability::Unknown.as_u8()),
+            evidence: Mutex::new(None),
+            learning: AtomicBool::new(false),
+            contradicted: AtomicBool::new(false),
+            zones: Mutex::new(Arc::from(Vec::new())),
         }
     }
 
@@ -40,21 +130,152 @@ impl Upstream {
         self.down.load(Ordering::Relaxed)
     }
 
-    pub fn srtt(&self) -> Duration {
-        Duration::from_micros(self.srtt_us.load(Ordering::Relaxed) as u64)
+    /// When it was marked down and why, while it is down.
+    pub fn down_since(&self) -> Option<(Instant, String)> {
+        self.down_since.lock().unwrap().clone()
+    }
+
+    /// The smoothed RTT, or None before the first reply.
+    pub fn srtt(&self) -> Option<Duration> {
+        match self.srtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us as u64)),
+        }
     }
 
     /// Per-attempt timeout: four smoothed RTTs, within `bounds`.
     pub fn timeout(&self, bounds: (Duration, Duration)) -> Duration {
-        (self.srtt() * 4).clamp(bounds.0, bounds.1)
+        (self.srtt().unwrap_or(INITIAL_RTT) * 4).clamp(bounds.0, bounds.1)
     }
 
-    pub fn record_rtt(&self, rtt: Duration) {
-        let sample = rtt.as_micros().min(u32::MAX as u128) as u32;
-        let old = self.srtt_us.load(Ordering::Relaxed);
-        let new = old - old / 8 + sample / 8;
-        self.srtt_us.store(new, Ordering::Relaxed);
-        self.down.store(false, Ordering::Relaxed);
+    /// Folds in an RTT sample. Returns true when this reply brought the server back up.
+    pub fn record_rtt(&self, rtt: Duration) -> bool {
+        let sample = (rtt.as_micros().min(u32::MAX as u128) as u32).max(1);
+        let _ = self
+            .srtt_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(match old {
+                    0 => sample,
+                    old => (old - old / 8 + sample / 8).max(1),
+                })
+            });
+        let was_down = self.down.swap(false, Ordering::Relaxed);
+        if was_down {
+            *self.down_since.lock().unwrap() = None;
+        }
+        was_down
+    }
+
+    /// Marks it down. Returns true if it was up until now.
+    pub fn set_down(&self, why: &str) -> bool {
+        let newly = !self.down.swap(true, Ordering::Relaxed);
+        if newly {
+            *self.down_since.lock().unwrap() = Some((Instant::now(), why.to_string()));
+        }
+        newly
+    }
+
+    /// Claims the background probe; false if one already runs.
+    pub fn start_probing(&self) -> bool {
+        !self.probing.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn stop_probing(&self) {
+        self.probing.store(false, Ordering::Relaxed);
+    }
+
+    pub fn capability(&self) -> Capability {
+        Capability::from_u8(self.capability.load(Ordering::Relaxed))
+    }
+
+    pub fn evidence(&self) -> Option<Evidence> {
+        self.evidence.lock().unwrap().clone()
+    }
+
+    /// Records what a probe showed.
+    pub fn learn(&self, capability: Capability, evidence: Evidence) {
+        self.capability.store(capability.as_u8(), Ordering::Relaxed);
+        *self.evidence.lock().unwrap() = Some(evidence);
+    }
+
+    /// Whether the capability should be probed (again): never probed, or learned longer than
+    /// `KNOWLEDGE_TTL` ago. Claims the probe when it returns true.
+    pub fn claim_learning(&self, now: Instant) -> bool {
+        let stale = match &*self.evidence.lock().unwrap() {
+            Some(e) => {
+                let age = now.saturating_duration_since(e.at);
+                age >= KNOWLEDGE_TTL
+                    || (age >= RELEARN_HOLDOFF && self.contradicted.load(Ordering::Relaxed))
+            }
+            None => true,
+        };
+        if stale && !self.learning.swap(true, Ordering::Relaxed) {
+            self.contradicted.store(false, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Forces the next `claim_learning` to succeed (a reply contradicted what was learned).
+    pub fn forget_capability(&self) {
+        self.contradicted.store(true, Ordering::Relaxed);
+    }
+
+    pub fn learning_done(&self) {
+        self.learning.store(false, Ordering::Relaxed);
+    }
+
+    /// The zones this server is known to serve (lower-case, no trailing dot).
+    pub fn zones(&self) -> Arc<[String]> {
+        self.zones.lock().unwrap().clone()
+    }
+
+    pub fn set_zones(&self, zones: Vec<String>) {
+        *self.zones.lock().unwrap() = Arc::from(zones);
+    }
+
+    /// Whether `name` (dotted, lower-case) lies in one of its known zones.
+    pub fn serves(&self, name: &str) -> bool {
+        self.zones
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|z| crate::dns::local::is_within(name, z))
+    }
+}
+
+/// One line of what is known: `addr: up, srtt 0.4 ms; full resolver (probe ...); zones: ...`.
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.addr)?;
+        match self.down_since() {
+            Some((since, why)) => write!(
+                f,
+                "down for {:.1} s ({why}), probed every {:.1} s",
+                since.elapsed().as_secs_f64(),
+                PROBE_INTERVAL.as_secs_f64()
+            )?,
+            None => match self.srtt() {
+                Some(srtt) => write!(f, "up, srtt {:.1} ms", srtt.as_secs_f64() * 1e3)?,
+                None => write!(f, "up, no reply yet")?,
+            },
+        }
+        write!(f, "; {}", self.capability())?;
+        match self.evidence() {
+            Some(e) => write!(
+                f,
+                " (probe {}, {:.0} s ago)",
+                e.reply,
+                e.at.elapsed().as_secs_f64()
+            )?,
+            None => write!(f, " (not probed yet)")?,
+        }
+        let zones = self.zones();
+        if zones.is_empty() {
+            write!(f, "; zones: none known")
+        } else {
+            write!(f, "; zones: {}", zones.join(", "))
+        }
     }
 }
 
@@ -68,6 +289,7 @@ pub struct UpstreamPool {
 struct PoolInner {
     servers: Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
     bounds: (Duration, Duration),
+    recoveries: AtomicU64,
 }
 
 impl UpstreamPool {
@@ -76,6 +298,7 @@ impl UpstreamPool {
             inner: Arc::new(PoolInner {
                 servers: Mutex::new(HashMap::new()),
                 bounds,
+                recoveries: AtomicU64::new(0),
             }),
         }
     }
@@ -92,44 +315,33 @@ impl UpstreamPool {
             .clone()
     }
 
-    /// Marks `server` down and starts probing it, unless a probe already runs.
-    pub fn mark_down(&self, server: &Arc<Upstream>, why: &str) {
-        if !server.down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(server = %server.addr, why, "upstream marked down; skipping it until a probe answers");
-        }
-        if server.probing.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let weak: Weak<Upstream> = Arc::downgrade(server);
-        let max_wait = self.inner.bounds.1;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(probe_until_up(weak, max_wait));
-        }
+    /// Every server the pool knows, in address order.
+    pub fn all(&self) -> Vec<Arc<Upstream>> {
+        let mut all: Vec<_> = self
+            .inner
+            .servers
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| s.addr);
+        all
     }
-}
 
-/// Asks a down server `. NS` until any reply comes back (even REFUSED proves it is alive).
-async fn probe_until_up(server: Weak<Upstream>, max_wait: Duration) {
-    let root = wire::name_from_dotted("").expect("root name");
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
-    loop {
-        tick.tick().await;
-        let Some(up) = server.upgrade() else { return };
-        if !up.is_down() {
-            up.probing.store(false, Ordering::Relaxed);
-            return;
+    /// How many times a down server has come back; bumped by `record_reply`.
+    pub fn recoveries(&self) -> u64 {
+        self.inner.recoveries.load(Ordering::Acquire)
+    }
+
+    /// Records a reply from `server`; returns true when it brought the server back up.
+    pub fn record_reply(&self, server: &Upstream, rtt: Duration) -> bool {
+        let recovered = server.record_rtt(rtt);
+        if recovered {
+            self.inner.recoveries.fetch_add(1, Ordering::AcqRel);
+            tracing::info!(server = %server.addr, ?rtt, "upstream answers again");
         }
-        let probe = wire::build_query(&root, wire::TYPE_NS, 0);
-        let Ok(q) = wire::parse_query(&probe) else {
-            return;
-        };
-        let result = transport::exchange(up.addr, &probe, &q, Protocol::Udp, false, max_wait).await;
-        if let Ok(ex) = result {
-            up.record_rtt(ex.rtt);
-            up.probing.store(false, Ordering::Relaxed);
-            tracing::info!(server = %up.addr, rtt = ?ex.rtt, "upstream answers again");
-            return;
-        }
+        recovered
     }
 }
 
@@ -153,11 +365,51 @@ mod tests {
     }
 
     #[test]
-    fn pool_keeps_state_per_address() {
+    fn pool_keeps_state_per_address_and_counts_recoveries() {
         let pool = UpstreamPool::new((Duration::from_millis(200), Duration::from_secs(2)));
         let a = pool.get("127.0.0.1:53".parse().unwrap());
-        a.down.store(true, Ordering::Relaxed);
+        assert!(a.set_down("no reply"));
+        assert!(!a.set_down("no reply"), "already down");
         assert!(pool.get("127.0.0.1:53".parse().unwrap()).is_down());
         assert!(!pool.get("127.0.0.2:53".parse().unwrap()).is_down());
+        assert_eq!(a.down_since().unwrap().1, "no reply");
+        assert_eq!(pool.recoveries(), 0);
+        assert!(pool.record_reply(&a, Duration::from_millis(1)));
+        assert!(!pool.record_reply(&a, Duration::from_millis(1)));
+        assert_eq!(pool.recoveries(), 1);
+        assert!(!a.is_down() && a.down_since().is_none());
+    }
+
+    #[test]
+    fn knowledge_is_relearned_after_its_ttl_or_when_contradicted() {
+        let u = Upstream::new("127.0.0.1:53".parse().unwrap());
+        let t0 = Instant::now();
+        assert!(u.claim_learning(t0), "never probed");
+        assert!(!u.claim_learning(t0), "a probe already runs");
+        u.learn(
+            Capability::RefusesOutside,
+            Evidence {
+                reply: ". NS -> REFUSED".into(),
+                at: t0,
+            },
+        );
+        u.learning_done();
+        assert!(!u.claim_learning(t0 + Duration::from_secs(1)));
+        assert!(u.claim_learning(t0 + KNOWLEDGE_TTL));
+        u.learning_done();
+        u.forget_capability();
+        assert!(!u.claim_learning(t0 + Duration::from_secs(1)), "held off");
+        assert!(u.claim_learning(t0 + RELEARN_HOLDOFF));
+        assert_eq!(u.capability(), Capability::RefusesOutside);
+    }
+
+    #[test]
+    fn serves_only_its_zones() {
+        let u = Upstream::new("127.0.0.1:53".parse().unwrap());
+        u.set_zones(vec!["corp.example".into()]);
+        assert!(u.serves("corp.example"));
+        assert!(u.serves("wiki.corp.example"));
+        assert!(!u.serves("notcorp.example"));
+        assert!(!u.serves("example.com"));
     }
 }

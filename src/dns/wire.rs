@@ -38,29 +38,9 @@ pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_OPT: u16 = 41;
 pub const CLASS_IN: u16 = 1;
 
-/// Response codes we read or write.
-pub mod rcode {
-    pub const NOERROR: u8 = 0;
-    pub const FORMERR: u8 = 1;
-    pub const SERVFAIL: u8 = 2;
-    pub const NXDOMAIN: u8 = 3;
-    pub const NOTIMP: u8 = 4;
-    pub const REFUSED: u8 = 5;
-    /// Extended RCODE 16 (RFC 6891), carried in the OPT TTL's high byte as 1.
-    pub const BADVERS_HIGH: u8 = 1;
-
-    pub fn name(code: u8) -> &'static str {
-        match code {
-            NOERROR => "NOERROR",
-            FORMERR => "FORMERR",
-            SERVFAIL => "SERVFAIL",
-            NXDOMAIN => "NXDOMAIN",
-            NOTIMP => "NOTIMP",
-            REFUSED => "REFUSED",
-            _ => "RCODE?",
-        }
-    }
-}
+pub use crate::dns::rcode::Rcode;
+/// Extended RCODE 16 (BADVERS, RFC 6891), carried in the OPT TTL's high byte as 1.
+pub const BADVERS_HIGH: u8 = 1;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
@@ -101,6 +81,10 @@ pub fn opcode(p: &[u8]) -> u8 {
 pub fn aa(p: &[u8]) -> bool {
     p[2] & 0x04 != 0
 }
+/// Sets or clears AA (Authoritative Answer).
+pub fn set_aa(p: &mut [u8], on: bool) {
+    p[2] = (p[2] & !0x04) | if on { 0x04 } else { 0 };
+}
 pub fn tc(p: &[u8]) -> bool {
     p[2] & 0x02 != 0
 }
@@ -113,9 +97,20 @@ pub fn ra(p: &[u8]) -> bool {
 pub fn cd(p: &[u8]) -> bool {
     p[3] & 0x10 != 0
 }
-pub fn rcode(p: &[u8]) -> u8 {
-    p[3] & 0x0f
+pub fn rcode(p: &[u8]) -> Rcode {
+    Rcode::from_header(p[3])
 }
+/// The AA, TC and RA flags of a header, rendered as `[aa ra]` when displayed.
+pub struct Flags<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Flags<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = [(aa(self.0), "aa"), (tc(self.0), "tc"), (ra(self.0), "ra")];
+        let names: Vec<&str> = set.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+        write!(f, "[{}]", names.join(" "))
+    }
+}
+
 fn count(p: &[u8], index: usize) -> u16 {
     u16::from_be_bytes([p[4 + 2 * index], p[5 + 2 * index]])
 }
@@ -348,7 +343,7 @@ pub enum QueryProblem {
     /// Not worth an answer (too short to carry an ID, or itself a response).
     Drop(WireError),
     /// Answer with this RCODE (FORMERR, NOTIMP), echoing what could be read.
-    Answer(u8, WireError),
+    Answer(Rcode, WireError),
 }
 
 /// Reads header, question and OPT of a client query without decoding anything else.
@@ -361,12 +356,12 @@ pub fn parse_query(p: &[u8]) -> Result<Query, QueryProblem> {
         return Err(Drop(WireError::NotQuery));
     }
     if opcode(p) != 0 {
-        return Err(Answer(rcode::NOTIMP, WireError::Opcode(opcode(p))));
+        return Err(Answer(Rcode::NOTIMP, WireError::Opcode(opcode(p))));
     }
     if qdcount(p) != 1 {
-        return Err(Answer(rcode::FORMERR, WireError::QuestionCount(qdcount(p))));
+        return Err(Answer(Rcode::FORMERR, WireError::QuestionCount(qdcount(p))));
     }
-    let formerr = |e| Answer(rcode::FORMERR, e);
+    let formerr = |e| Answer(Rcode::FORMERR, e);
     let (name, off) = read_name(p, HEADER_LEN).map_err(formerr)?;
     // A question written without compression has the same length for the same name, which
     // lets cached replies take the client's spelling in place.
@@ -526,12 +521,17 @@ pub fn build_query(name: &WireName, qtype: u16, id: u16) -> Vec<u8> {
 
 /// A reply holding only the header and question of `client` (plus OPT when the client sent
 /// one): errors, truncation and NODATA-like answers.
-pub fn header_only_reply(client: &[u8], q: Option<&Query>, code: u8, truncated: bool) -> Vec<u8> {
+pub fn header_only_reply(
+    client: &[u8],
+    q: Option<&Query>,
+    code: Rcode,
+    truncated: bool,
+) -> Vec<u8> {
     let question_end = q.map_or(HEADER_LEN, |q| q.question_end);
     let mut out = Vec::with_capacity(question_end + OPT_LEN);
     out.extend_from_slice(&client[..question_end]);
     out[2] = (client[2] & 0x79) | 0x80 | if truncated { 0x02 } else { 0 };
-    out[3] = 0x80 | (client[3] & 0x10) | code;
+    out[3] = 0x80 | (client[3] & 0x10) | code.bits();
     out[4..12].copy_from_slice(&[0, u8::from(q.is_some()), 0, 0, 0, 0, 0, 0]);
     if let Some(edns) = q.and_then(|q| q.edns) {
         push_opt(&mut out, edns.dnssec_ok, 0);
@@ -541,12 +541,12 @@ pub fn header_only_reply(client: &[u8], q: Option<&Query>, code: u8, truncated: 
 
 /// BADVERS reply for a query with an EDNS version we do not speak (RFC 6891 6.1.3).
 pub fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
-    let mut out = header_only_reply(client, Some(q), rcode::NOERROR, false);
+    let mut out = header_only_reply(client, Some(q), Rcode::NOERROR, false);
     if q.edns.is_none() {
-        push_opt(&mut out, false, rcode::BADVERS_HIGH);
+        push_opt(&mut out, false, BADVERS_HIGH);
     } else {
         let len = out.len();
-        out[len - 6] = rcode::BADVERS_HIGH;
+        out[len - 6] = BADVERS_HIGH;
     }
     out
 }
@@ -556,12 +556,15 @@ pub fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
 /// What the forwarder needs to know about an upstream reply, read in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyInfo {
-    pub rcode: u8,
+    pub rcode: Rcode,
     pub answers: u16,
     /// TTL offsets of every record except OPT.
     pub ttl_offsets: Vec<u16>,
     /// How long this reply may be cached (RFC 2308 for negative answers), if at all.
     pub cache_ttl: Option<u32>,
+    /// Labels in the owner of the authority section's SOA, if there is one: the zone a
+    /// negative answer speaks for (0 is the root).
+    pub soa_labels: Option<u8>,
     pub opt: Option<OptSpan>,
 }
 
@@ -574,12 +577,13 @@ pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo
         // FORMERR and NOTIMP may come without the question; they carry nothing to keep and
         // are never passed on as they are (see `forward`).
         let code = rcode(reply);
-        if qdcount(reply) == 0 && (code == rcode::FORMERR || code == rcode::NOTIMP) {
+        if qdcount(reply) == 0 && (code == Rcode::FORMERR || code == Rcode::NOTIMP) {
             return Ok(ReplyInfo {
                 rcode: code,
                 answers: 0,
                 ttl_offsets: Vec::new(),
                 cache_ttl: None,
+                soa_labels: None,
                 opt: None,
             });
         }
@@ -610,6 +614,7 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
     let mut ttl_offsets = Vec::new();
     let mut min_answer_ttl: Option<u32> = None;
     let mut negative_ttl: Option<u32> = None;
+    let mut soa_labels: Option<u8> = None;
     let mut opt = None;
     walk_records(p, question_end, |r| {
         if r.rtype == TYPE_OPT {
@@ -623,6 +628,7 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
                 let minimum = u32_at(p, r.rdata.end - 4)?;
                 let neg = ttl.min(clamp_ttl(minimum));
                 negative_ttl = Some(negative_ttl.map_or(neg, |n| n.min(neg)));
+                soa_labels = Some(read_name(p, r.start)?.0.label_count() as u8);
             }
             _ => {}
         }
@@ -630,8 +636,8 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
     })?;
     let answers = ancount(p);
     let cache_ttl = match code {
-        rcode::NOERROR if answers > 0 => min_answer_ttl,
-        rcode::NOERROR | rcode::NXDOMAIN => negative_ttl,
+        Rcode::NOERROR if answers > 0 => min_answer_ttl,
+        Rcode::NOERROR | Rcode::NXDOMAIN => negative_ttl,
         _ => None,
     }
     .filter(|&t| t > 0);
@@ -640,6 +646,7 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
         answers,
         ttl_offsets,
         cache_ttl,
+        soa_labels,
         opt,
     })
 }

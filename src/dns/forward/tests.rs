@@ -1,213 +1,632 @@
-//! The walk's verdicts, and the forwarder against scripted upstreams on loopback.
+//! The walk, driven through the `Exchanger` seam with scripted servers: replies, timeouts and
+//! errors are data, time is tokio's paused clock, and no socket is opened.
 
 use super::*;
-use crate::dns::upstream::UpstreamPool;
-use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
-use tokio::net::UdpSocket;
+use crate::dns::transport::{Exchange, ExchangeError, Protocol};
+use crate::dns::upstream::Capability;
+use crate::dns::wire::{self, ReplyInfo};
+use std::net::SocketAddr;
 
-fn reply(code: u8, answers: u16, aa: bool, ra: bool) -> (Vec<u8>, wire::ReplyInfo) {
+// ---- the script ------------------------------------------------------------------------------
+
+/// What a scripted server does with one question.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Reply(Reply),
+    Timeout,
+    /// An ICMP error or a refused connection.
+    Io,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    code: Rcode,
+    /// One A record 192.0.2.`answer`, or none when 0.
+    answer: u8,
+    aa: bool,
+    ra: bool,
+    /// An authority SOA: `Some(true)` owned by the root, `Some(false)` by the question name.
+    soa_at_root: Option<bool>,
+    /// Truncated over UDP; the whole answer over TCP.
+    truncated_udp: bool,
+    delay: Duration,
+}
+
+/// A recursive resolver's answer 192.0.2.`n`.
+fn answer(n: u8) -> Step {
+    Step::Reply(Reply {
+        code: Rcode::NOERROR,
+        answer: n,
+        aa: false,
+        ra: true,
+        soa_at_root: None,
+        truncated_udp: false,
+        delay: Duration::ZERO,
+    })
+}
+
+/// A bare reply with this code, the given AA/RA and no records.
+fn bare(code: Rcode, aa: bool, ra: bool) -> Step {
+    Step::Reply(Reply {
+        code,
+        answer: 0,
+        aa,
+        ra,
+        soa_at_root: None,
+        truncated_udp: false,
+        delay: Duration::ZERO,
+    })
+}
+
+/// NXDOMAIN with an SOA: at the root (a fake root of its own) or at the name's zone.
+fn nxdomain(soa_at_root: bool) -> Step {
+    Step::Reply(Reply {
+        code: Rcode::NXDOMAIN,
+        answer: 0,
+        aa: true,
+        ra: false,
+        soa_at_root: Some(soa_at_root),
+        truncated_udp: false,
+        delay: Duration::ZERO,
+    })
+}
+
+fn with(step: Step, f: impl FnOnce(&mut Reply)) -> Step {
+    let Step::Reply(mut r) = step else {
+        return step;
+    };
+    f(&mut r);
+    Step::Reply(r)
+}
+
+/// Probe replies for the root's NS set that make a server each kind.
+const FULL: Step = Step::Reply(Reply {
+    code: Rcode::NOERROR,
+    answer: 1,
+    aa: false,
+    ra: true,
+    soa_at_root: None,
+    truncated_udp: false,
+    delay: Duration::ZERO,
+});
+const REFUSES: Step = Step::Reply(Reply {
+    code: Rcode::REFUSED,
+    answer: 0,
+    aa: false,
+    ra: false,
+    soa_at_root: None,
+    truncated_udp: false,
+    delay: Duration::ZERO,
+});
+const OWN_ROOT: Step = Step::Reply(Reply {
+    code: Rcode::NOERROR,
+    answer: 1,
+    aa: true,
+    ra: false,
+    soa_at_root: None,
+    truncated_udp: false,
+    delay: Duration::ZERO,
+});
+
+#[derive(Default)]
+struct Script {
+    /// (server, name) -> step; name "" is the root probe, "*" any other name.
+    steps: Mutex<HashMap<(SocketAddr, String), Step>>,
+    /// Every exchange: (server, name, protocol).
+    log: Mutex<Vec<(SocketAddr, String, Protocol)>>,
+}
+
+impl Script {
+    fn set(&self, server: SocketAddr, name: &str, step: Step) {
+        self.steps
+            .lock()
+            .unwrap()
+            .insert((server, name.to_string()), step);
+    }
+
+    /// How often `server` was asked about `name`.
+    fn asked(&self, server: SocketAddr, name: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|(s, n, _)| *s == server && n == name)
+            .count()
+    }
+}
+
+impl Exchanger for Script {
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        client: &[u8],
+        q: &Query,
+        protocol: Protocol,
+        _with_edns: bool,
+        timeout: Duration,
+    ) -> Result<Exchange, ExchangeError> {
+        let name = q.name.to_dotted();
+        self.log
+            .lock()
+            .unwrap()
+            .push((server, name.clone(), protocol));
+        let step = {
+            let steps = self.steps.lock().unwrap();
+            steps
+                .get(&(server, name.clone()))
+                .or_else(|| steps.get(&(server, "*".to_string())))
+                .copied()
+                .unwrap_or(Step::Timeout)
+        };
+        match step {
+            Step::Timeout => Err(ExchangeError::Timeout(timeout)),
+            Step::Io => Err(ExchangeError::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))),
+            Step::Reply(r) => {
+                tokio::time::sleep(r.delay).await;
+                let reply = build_reply(client, q, &r, protocol);
+                let info = wire::read_reply(&reply, q, wire::id(client))?;
+                Ok(Exchange {
+                    reply,
+                    info,
+                    rtt: Duration::from_millis(1),
+                })
+            }
+        }
+    }
+}
+
+fn build_reply(client: &[u8], q: &Query, r: &Reply, protocol: Protocol) -> Vec<u8> {
+    let mut p = client[..q.question_end].to_vec();
+    let truncated = r.truncated_udp && protocol == Protocol::Udp;
+    p[2] = 0x80 | (p[2] & 0x01) | if r.aa { 0x04 } else { 0 } | if truncated { 0x02 } else { 0 };
+    p[3] = r.code.bits() | if r.ra { 0x80 } else { 0 };
+    p[6..12].fill(0);
+    if r.answer > 0 && !truncated {
+        p[7] = 1;
+        p.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, r.answer]);
+    }
+    if let Some(root) = r.soa_at_root {
+        p[9] = 1;
+        if root {
+            p.push(0);
+        } else {
+            p.extend_from_slice(&[0xc0, 12]);
+        }
+        p.extend_from_slice(&[0, 6, 0, 1, 0, 0, 0, 60, 0, 22, 0, 0]);
+        for v in [1u32, 3600, 600, 86400, 60] {
+            p.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    p
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+struct Lab {
+    fwd: Arc<Forwarder<Script>>,
+    servers: Vec<Arc<Upstream>>,
+}
+
+impl Lab {
+    /// A forwarder over servers 10.0.0.1..=n, each with its root-probe reply, learned.
+    async fn new(kinds: &[Step]) -> Lab {
+        Lab::with_inflight(kinds, 100).await
+    }
+
+    async fn with_inflight(kinds: &[Step], max_inflight: usize) -> Lab {
+        let pool = UpstreamPool::new((Duration::from_millis(200), Duration::from_secs(2)));
+        let fwd = Arc::new(Forwarder::with_exchanger(
+            Script::default(),
+            pool.clone(),
+            100,
+            max_inflight,
+        ));
+        let servers: Vec<_> = (1..=kinds.len())
+            .map(|i| pool.get(SocketAddr::from(([10, 0, 0, i as u8], 53))))
+            .collect();
+        for (s, kind) in servers.iter().zip(kinds) {
+            fwd.exchanger().set(s.addr, "", *kind);
+        }
+        fwd.learn_now(&servers).await;
+        Lab { fwd, servers }
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.servers[i].addr
+    }
+
+    fn script(&self) -> &Script {
+        self.fwd.exchanger()
+    }
+
+    async fn walk(&self, name: &str) -> (Outcome, String) {
+        let (bytes, q) = query(name);
+        let mut trace = Trace::on();
+        let outcome = self
+            .fwd
+            .walk(
+                &bytes,
+                &q,
+                &self.servers,
+                WalkOptions::default(),
+                &mut trace,
+            )
+            .await;
+        (outcome, trace.render())
+    }
+
+    async fn resolve(&self, name: &str) -> Outcome {
+        let (bytes, q) = query(name);
+        self.fwd
+            .resolve(&bytes, &q, &self.servers, WalkOptions::default())
+            .await
+    }
+
+    fn cached(&self, name: &str) -> bool {
+        self.fwd.cached(&CacheKey::of(&query(name).1)).is_some()
+    }
+}
+
+fn query(name: &str) -> (Vec<u8>, Query) {
+    let bytes = wire::build_query(&wire::name_from_dotted(name).unwrap(), wire::TYPE_A, 7);
+    let q = wire::parse_query(&bytes).unwrap();
+    (bytes, q)
+}
+
+/// The last octet of the answer's A record (0 if it has none), and its RCODE.
+fn got(outcome: &Outcome) -> (Rcode, u8) {
+    let a = outcome.as_ref().expect("an answer");
+    let (bytes, q) = query("x.example");
+    let rendered = a.render(&bytes, &q, 65535);
+    let last = if wire::ancount(&rendered) > 0 {
+        *rendered.last().unwrap()
+    } else {
+        0
+    };
+    (a.rcode(), last)
+}
+
+// ---- glibc's verdicts ------------------------------------------------------------------------
+
+fn reply(code: Rcode, answers: u16, aa: bool, ra: bool) -> (Vec<u8>, ReplyInfo) {
     let mut p = vec![0u8; 12];
     p[2] = 0x80 | if aa { 0x04 } else { 0 };
-    p[3] = code | if ra { 0x80 } else { 0 };
+    p[3] = code.bits() | if ra { 0x80 } else { 0 };
     p[6..8].copy_from_slice(&answers.to_be_bytes());
-    let info = wire::ReplyInfo {
+    let info = ReplyInfo {
         rcode: code,
         answers,
         ttl_offsets: Vec::new(),
         cache_ttl: None,
+        soa_labels: None,
         opt: None,
     };
     (p, info)
 }
 
-fn verdict_of(r: (Vec<u8>, wire::ReplyInfo)) -> Verdict {
-    verdict(&r.0, &r.1)
-}
-
 #[test]
 fn verdicts_follow_glibc() {
-    assert_eq!(
-        verdict_of(reply(rcode::REFUSED, 0, false, false)),
-        Verdict::Next("REFUSED")
-    );
-    assert_eq!(
-        verdict_of(reply(rcode::SERVFAIL, 0, false, true)),
-        Verdict::Next("SERVFAIL")
-    );
-    assert_eq!(
-        verdict_of(reply(rcode::NOTIMP, 0, false, true)),
-        Verdict::Next("NOTIMP")
-    );
-    assert!(matches!(
-        verdict_of(reply(rcode::NOERROR, 0, false, false)),
-        Verdict::Next(_)
-    ));
-    assert_eq!(
-        verdict_of(reply(rcode::NOERROR, 0, true, false)),
-        Verdict::Final
-    );
-    assert_eq!(
-        verdict_of(reply(rcode::NOERROR, 0, false, true)),
-        Verdict::Final
-    );
-    assert_eq!(
-        verdict_of(reply(rcode::NOERROR, 1, false, false)),
-        Verdict::Final
-    );
-    assert_eq!(
-        verdict_of(reply(rcode::NXDOMAIN, 0, false, false)),
-        Verdict::Final
-    );
+    use walk::NextReason;
+    struct Case {
+        reply: (Rcode, u16, bool, bool),
+        expect: Verdict,
+    }
+    let cases = [
+        Case {
+            reply: (Rcode::REFUSED, 0, false, false),
+            expect: Verdict::Next(NextReason::Rcode(Rcode::REFUSED)),
+        },
+        Case {
+            reply: (Rcode::SERVFAIL, 0, false, true),
+            expect: Verdict::Next(NextReason::Rcode(Rcode::SERVFAIL)),
+        },
+        Case {
+            reply: (Rcode::NOTIMP, 0, false, true),
+            expect: Verdict::Next(NextReason::Rcode(Rcode::NOTIMP)),
+        },
+        Case {
+            reply: (Rcode::NOERROR, 0, false, false),
+            expect: Verdict::Next(NextReason::Referral),
+        },
+        Case {
+            reply: (Rcode::NOERROR, 0, true, false),
+            expect: Verdict::Final,
+        },
+        Case {
+            reply: (Rcode::NOERROR, 0, false, true),
+            expect: Verdict::Final,
+        },
+        Case {
+            reply: (Rcode::NOERROR, 1, false, false),
+            expect: Verdict::Final,
+        },
+        Case {
+            reply: (Rcode::NXDOMAIN, 0, false, false),
+            expect: Verdict::Final,
+        },
+    ];
+    for c in cases {
+        let (code, an, aa, ra) = c.reply;
+        let (p, info) = reply(code, an, aa, ra);
+        assert_eq!(verdict(&p, &info), c.expect, "{:?}", c.reply);
+    }
     // A referral with glue is final for glibc.
-    let (mut p, info) = reply(rcode::NOERROR, 0, false, false);
+    let (mut p, info) = reply(Rcode::NOERROR, 0, false, false);
     p[10..12].copy_from_slice(&1u16.to_be_bytes());
     assert_eq!(verdict(&p, &info), Verdict::Final);
 }
 
-/// A loopback upstream that counts queries and answers each with one A record (TTL 60)
-/// after `delay`, or with `code` and no records.
-async fn scripted_upstream(delay: Duration, code: u8) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let counted = count.clone();
-    tokio::spawn(async move {
-        let socket = Arc::new(socket);
-        let mut buf = [0u8; 1500];
-        loop {
-            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
-                return;
-            };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let query = buf[..n].to_vec();
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let q = wire::parse_query(&query).unwrap();
-                let mut r = query[..q.question_end].to_vec();
-                r[2] |= 0x80;
-                r[3] = 0x80 | code;
-                r[10..12].fill(0);
-                if code == rcode::NOERROR {
-                    r[6..8].copy_from_slice(&1u16.to_be_bytes());
-                    r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
-                }
-                let _ = socket.send_to(&r, peer).await;
-            });
-        }
-    });
-    (addr, count)
+// ---- order and skips -------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_full_resolver_first_keeps_its_place_for_every_name() {
+    // The VPN's resolver holds the internal view of a public name; the host asks it first.
+    let lab = Lab::new(&[FULL, FULL]).await;
+    lab.script().set(lab.addr(0), "git.example.com", answer(34));
+    lab.script().set(lab.addr(1), "git.example.com", answer(44));
+    let (outcome, trace) = lab.walk("git.example.com").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 34), "{trace}");
+    assert_eq!(lab.script().asked(lab.addr(1), "git.example.com"), 0);
+    assert!(trace.contains("not asked: 10.0.0.2:53"), "{trace}");
 }
 
-fn forwarder(max_inflight: usize) -> (Arc<Forwarder>, UpstreamPool) {
-    let pool = UpstreamPool::new((Duration::from_millis(200), Duration::from_secs(2)));
-    (
-        Arc::new(Forwarder::new(pool.clone(), 100, max_inflight)),
-        pool,
-    )
+#[tokio::test(start_paused = true)]
+async fn a_refusing_server_is_asked_together_with_the_next() {
+    let lab = Lab::new(&[REFUSES, FULL]).await;
+    assert_eq!(lab.servers[0].capability(), Capability::RefusesOutside);
+    lab.script()
+        .set(lab.addr(0), "*", bare(Rcode::REFUSED, false, false));
+    lab.script().set(lab.addr(1), "*", answer(80));
+    let (outcome, trace) = lab.walk("www.example.com").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 80), "{trace}");
+    assert_eq!(lab.script().asked(lab.addr(0), "www.example.com"), 1);
+    assert_eq!(lab.script().asked(lab.addr(1), "www.example.com"), 1);
+    assert!(
+        trace.contains("refuses names outside its zones (probe . NS -> REFUSED")
+            && trace.contains("asking 10.0.0.2:53 at the same time")
+            && trace.contains("REFUSED: next server"),
+        "{trace}"
+    );
 }
 
-fn query(name: &str) -> (Vec<u8>, Query) {
-    let bytes = wire::build_query(&wire::name_from_dotted(name).unwrap(), wire::TYPE_A, 1);
-    let q = wire::parse_query(&bytes).unwrap();
-    (bytes, q)
+#[tokio::test(start_paused = true)]
+async fn a_refusing_server_that_answers_still_wins() {
+    // It refused the root, but holds a zone nobody knew of: its answer is the host's.
+    let lab = Lab::new(&[REFUSES, FULL]).await;
+    lab.script().set(
+        lab.addr(0),
+        "git.example.com",
+        with(answer(34), |r| {
+            r.aa = true;
+            r.ra = false
+        }),
+    );
+    lab.script().set(lab.addr(1), "git.example.com", answer(44));
+    let (outcome, trace) = lab.walk("git.example.com").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 34), "{trace}");
 }
 
-#[tokio::test]
-async fn identical_concurrent_questions_share_one_upstream_query() {
-    let (addr, count) = scripted_upstream(Duration::from_millis(100), rcode::NOERROR).await;
-    let (fwd, pool) = forwarder(100);
-    let servers = vec![pool.get(addr)];
-    let (bytes, q) = query("same.example");
-    let asks = (0..20).map(|_| {
-        let (fwd, bytes, servers) = (fwd.clone(), bytes.clone(), servers.clone());
-        tokio::spawn(async move {
-            fwd.resolve(&bytes, &q, servers, WalkOptions::default())
-                .await
-        })
-    });
-    for a in asks.collect::<Vec<_>>() {
-        assert_eq!(a.await.unwrap().unwrap().rcode(), rcode::NOERROR);
-    }
+#[tokio::test(start_paused = true)]
+async fn a_refusing_server_is_asked_alone_inside_its_zones() {
+    let lab = Lab::new(&[REFUSES, FULL]).await;
+    lab.servers[0].set_zones(vec!["corp.example".into()]);
+    lab.script().set(
+        lab.addr(0),
+        "intranet.corp.example",
+        with(answer(10), |r| r.aa = true),
+    );
+    let (outcome, _) = lab.walk("intranet.corp.example").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 10));
+    assert_eq!(lab.script().asked(lab.addr(1), "intranet.corp.example"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fake_root_gives_way_outside_its_zones_only() {
+    let lab = Lab::new(&[OWN_ROOT, FULL]).await;
+    assert_eq!(lab.servers[0].capability(), Capability::NotFullResolver);
+    let (internal, public) = (lab.addr(0), lab.addr(1));
+    // Outside: NXDOMAIN from its empty root gives way to the public answer.
+    lab.script()
+        .set(internal, "www.example.com", nxdomain(true));
+    lab.script().set(public, "www.example.com", answer(80));
+    let (outcome, trace) = lab.walk("www.example.com").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 80), "{trace}");
+    assert!(trace.contains("not a full resolver"), "{trace}");
+    // Inside a zone it serves (the SOA says so): its NXDOMAIN is final.
+    lab.script()
+        .set(internal, "nx.corp.example", nxdomain(false));
+    lab.script().set(public, "nx.corp.example", answer(99));
+    let (outcome, _) = lab.walk("nx.corp.example").await;
+    assert_eq!(got(&outcome), (Rcode::NXDOMAIN, 0));
+    // Nobody else answers: the host's answer (its NXDOMAIN) is passed on.
+    lab.script()
+        .set(internal, "gone.example.com", nxdomain(true));
+    lab.script().set(
+        public,
+        "gone.example.com",
+        bare(Rcode::REFUSED, false, false),
+    );
+    let (outcome, trace) = lab.walk("gone.example.com").await;
+    assert_eq!(got(&outcome), (Rcode::NXDOMAIN, 0), "{trace}");
+    assert!(trace.contains("the answer the host gets"), "{trace}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn servfail_moves_on_for_that_query_only() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    lab.script()
+        .set(lab.addr(0), "a.example", bare(Rcode::SERVFAIL, false, true));
+    lab.script().set(lab.addr(0), "b.example", answer(1));
+    lab.script().set(lab.addr(1), "*", answer(2));
+    let a = lab.resolve("a.example").await;
+    assert_eq!(got(&a), (Rcode::NOERROR, 2));
+    assert!(
+        a.as_ref().unwrap().ttl() <= crate::dns::cache::FAILURE_TTL,
+        "a failover answer after SERVFAIL lives no longer than a failure"
+    );
+    assert_eq!(got(&lab.resolve("b.example").await), (Rcode::NOERROR, 1));
+    assert_eq!(lab.servers[0].capability(), Capability::FullResolver);
+    assert!(!lab.servers[0].is_down());
+}
+
+#[tokio::test(start_paused = true)]
+async fn notimp_and_referral_move_on() {
+    let lab = Lab::new(&[FULL, FULL, FULL]).await;
+    lab.script()
+        .set(lab.addr(0), "*", bare(Rcode::NOTIMP, false, true));
+    lab.script()
+        .set(lab.addr(1), "*", bare(Rcode::NOERROR, false, false));
+    lab.script().set(lab.addr(2), "*", answer(3));
+    let (outcome, trace) = lab.walk("a.example").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 3), "{trace}");
+    assert!(trace.contains("NOTIMP: next server") && trace.contains("referral"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_server_is_marked_down_skipped_and_its_failover_answers_end_when_it_returns() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    let (vpn, router) = (lab.addr(0), lab.addr(1));
+    lab.script().set(vpn, "", Step::Timeout);
+    lab.script().set(vpn, "*", Step::Timeout);
+    lab.script().set(router, "*", answer(44));
     assert_eq!(
-        count.load(Ordering::SeqCst),
-        1,
-        "one upstream query for 20 identical questions"
+        got(&lab.resolve("git.example.com").await),
+        (Rcode::NOERROR, 44)
     );
-    // And the answer is now cached.
-    assert!(fwd.cache().get(&CacheKey::of(&q)).is_some());
-}
-
-#[tokio::test]
-async fn refused_moves_on_and_the_next_answer_is_final() {
-    let (refusing, refused_count) = scripted_upstream(Duration::ZERO, rcode::REFUSED).await;
-    let (answering, _) = scripted_upstream(Duration::ZERO, rcode::NOERROR).await;
-    let (fwd, pool) = forwarder(100);
-    let (bytes, q) = query("walk.example");
-    let mut trace = Trace::on();
-    let servers = [pool.get(refusing), pool.get(answering)];
-    let answer = fwd
-        .walk(&bytes, &q, &servers, WalkOptions::default(), &mut trace)
-        .await
-        .unwrap();
-    assert_eq!(answer.rcode(), rcode::NOERROR);
-    assert_eq!(refused_count.load(Ordering::SeqCst), 1);
-    let text = trace.render();
-    assert!(
-        text.contains("REFUSED: next server") && text.contains("-> final"),
-        "{text}"
+    assert!(lab.servers[0].is_down());
+    // The next name does not wait for it.
+    let (outcome, trace) = lab.walk("other.example.com").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 44));
+    assert_eq!(lab.script().asked(vpn, "other.example.com"), 0);
+    assert!(trace.contains("skipped 10.0.0.1:53: down for"), "{trace}");
+    assert!(lab.cached("git.example.com"));
+    // It comes back with the internal view: the probe notices within its interval, and the
+    // failover answer is no longer served.
+    lab.script().set(vpn, "", FULL);
+    lab.script().set(vpn, "*", answer(34));
+    tokio::time::sleep(crate::dns::upstream::PROBE_INTERVAL * 2).await;
+    assert!(!lab.servers[0].is_down());
+    assert!(!lab.cached("git.example.com"));
+    assert_eq!(
+        got(&lab.resolve("git.example.com").await),
+        (Rcode::NOERROR, 34)
     );
 }
 
-/// Walks `servers` for `name` A and expects an answer.
-async fn walk_to_answer(fwd: &Forwarder, servers: &[Arc<Upstream>], name: &str) {
-    let (bytes, q) = query(name);
-    fwd.walk(
-        &bytes,
-        &q,
-        servers,
-        WalkOptions::default(),
-        &mut Trace::off(),
-    )
-    .await
-    .unwrap();
+#[tokio::test(start_paused = true)]
+async fn an_io_error_fails_the_attempt_and_the_walk_moves_on() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    lab.script().set(lab.addr(0), "*", Step::Io);
+    lab.script().set(lab.addr(1), "*", answer(2));
+    let (outcome, trace) = lab.walk("a.example").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 2), "{trace}");
 }
 
-#[tokio::test]
-async fn silent_server_is_marked_down_and_skipped() {
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (answering, _) = scripted_upstream(Duration::ZERO, rcode::NOERROR).await;
-    let (fwd, pool) = forwarder(100);
-    let servers = [pool.get(silent.local_addr().unwrap()), pool.get(answering)];
-    walk_to_answer(&fwd, &servers, "a.example").await;
-    assert!(servers[0].is_down());
-    let started = std::time::Instant::now();
-    walk_to_answer(&fwd, &servers, "b.example").await;
-    assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "down server skipped, not waited for"
+#[tokio::test(start_paused = true)]
+async fn when_all_are_down_all_are_tried_and_timeouts_get_another_round() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    for s in &lab.servers {
+        s.set_down("test");
+    }
+    let (outcome, trace) = lab.walk("a.example").await;
+    assert_eq!(outcome.unwrap_err(), Rcode::SERVFAIL);
+    assert!(trace.contains("every server is marked down"), "{trace}");
+    // Two rounds (glibc's default attempts:2) over both.
+    assert_eq!(lab.script().asked(lab.addr(0), "a.example"), 2);
+    assert_eq!(lab.script().asked(lab.addr(1), "a.example"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_truncated_reply_is_retried_over_tcp() {
+    let lab = Lab::new(&[FULL]).await;
+    lab.script().set(
+        lab.addr(0),
+        "big.example",
+        with(answer(5), |r| r.truncated_udp = true),
     );
+    let (outcome, _) = lab.walk("big.example").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 5));
+    let log = lab.script().log.lock().unwrap().clone();
+    let protocols: Vec<_> = log
+        .iter()
+        .filter(|(_, n, _)| n == "big.example")
+        .map(|(_, _, p)| *p)
+        .collect();
+    assert_eq!(protocols, [Protocol::Udp, Protocol::Tcp]);
 }
 
-#[tokio::test]
-async fn inflight_bound_answers_servfail_at_once() {
-    let (addr, count) = scripted_upstream(Duration::from_millis(300), rcode::NOERROR).await;
-    let (fwd, pool) = forwarder(1);
-    let servers = vec![pool.get(addr)];
-    let (b1, q1) = query("one.example");
-    let (b2, q2) = query("two.example");
-    let f = fwd.clone();
-    let s = servers.clone();
-    let first = tokio::spawn(async move { f.resolve(&b1, &q1, s, WalkOptions::default()).await });
-    while count.load(Ordering::SeqCst) == 0 {
+#[tokio::test(start_paused = true)]
+async fn rotate_starts_at_the_next_server_each_time() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    lab.script().set(lab.addr(0), "*", answer(1));
+    lab.script().set(lab.addr(1), "*", answer(2));
+    let options = WalkOptions {
+        rotate: true,
+        ..WalkOptions::default()
+    };
+    let mut firsts = Vec::new();
+    for name in ["a.example", "b.example", "c.example"] {
+        let (bytes, q) = query(name);
+        let outcome = lab
+            .fwd
+            .walk(&bytes, &q, &lab.servers, options, &mut Trace::off())
+            .await;
+        firsts.push(got(&outcome).1);
+    }
+    assert_eq!(firsts, [1, 2, 1]);
+}
+
+// ---- sharing and bounds ----------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn identical_concurrent_questions_share_one_upstream_query() {
+    let lab = Lab::new(&[FULL]).await;
+    lab.script().set(
+        lab.addr(0),
+        "same.example",
+        with(answer(1), |r| r.delay = Duration::from_millis(100)),
+    );
+    let (bytes, q) = query("same.example");
+    let asks: Vec<_> = (0..20)
+        .map(|_| {
+            let (fwd, bytes, servers) = (lab.fwd.clone(), bytes.clone(), lab.servers.clone());
+            tokio::spawn(async move {
+                fwd.resolve(&bytes, &q, &servers, WalkOptions::default())
+                    .await
+            })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(a.await.unwrap().unwrap().rcode(), Rcode::NOERROR);
+    }
+    assert_eq!(lab.script().asked(lab.addr(0), "same.example"), 1);
+    assert!(lab.cached("same.example"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inflight_bound_answers_servfail_at_once() {
+    let lab = Lab::with_inflight(&[FULL], 1).await;
+    lab.script().set(
+        lab.addr(0),
+        "*",
+        with(answer(1), |r| r.delay = Duration::from_millis(300)),
+    );
+    let (fwd, servers) = (lab.fwd.clone(), lab.servers.clone());
+    let first = tokio::spawn(async move {
+        let (b, q) = query("one.example");
+        fwd.resolve(&b, &q, &servers, WalkOptions::default()).await
+    });
+    while lab.script().asked(lab.addr(0), "one.example") == 0 {
         tokio::task::yield_now().await;
     }
-    let started = std::time::Instant::now();
-    let second = fwd.resolve(&b2, &q2, servers, WalkOptions::default()).await;
-    assert_eq!(second.unwrap_err(), rcode::SERVFAIL);
-    assert!(
-        started.elapsed() < Duration::from_millis(250),
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        lab.resolve("two.example").await.unwrap_err(),
+        Rcode::SERVFAIL
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
         "not queued behind the first"
     );
     assert!(first.await.unwrap().is_ok());

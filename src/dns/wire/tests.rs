@@ -17,10 +17,15 @@ fn query_bytes(name: &str, rtype: RecordType, edns: Option<(u16, bool)>) -> Vec<
     m.to_vec().unwrap()
 }
 
-fn reply_bytes(q: &[u8], answers: &[(u32, [u8; 4])], soa: Option<(u32, u32)>, code: u8) -> Vec<u8> {
+fn reply_bytes(
+    q: &[u8],
+    answers: &[(u32, [u8; 4])],
+    soa: Option<(u32, u32)>,
+    code: Rcode,
+) -> Vec<u8> {
     let qm = Message::from_vec(q).unwrap();
     let mut m = Message::response(qm.metadata.id, OpCode::Query);
-    m.metadata.response_code = hickory_proto::op::ResponseCode::from(0, code);
+    m.metadata.response_code = hickory_proto::op::ResponseCode::from(0, code.bits());
     m.add_queries(qm.queries.clone());
     let name = qm.queries[0].name().clone();
     for (ttl, ip) in answers {
@@ -83,7 +88,7 @@ fn malformed_queries_are_dropped_or_formerr() {
         assert!(
             matches!(
                 parse_query(&p[..cut]),
-                Err(QueryProblem::Answer(rcode::FORMERR, _))
+                Err(QueryProblem::Answer(Rcode::FORMERR, _))
             ),
             "cut at {cut}"
         );
@@ -93,7 +98,7 @@ fn malformed_queries_are_dropped_or_formerr() {
     looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
     assert!(matches!(
         parse_query(&looped),
-        Err(QueryProblem::Answer(rcode::FORMERR, _))
+        Err(QueryProblem::Answer(Rcode::FORMERR, _))
     ));
 }
 
@@ -105,7 +110,7 @@ fn two_opt_records_are_formerr() {
     set_count(&mut p, 3, 2);
     assert_eq!(
         parse_query(&p).unwrap_err(),
-        QueryProblem::Answer(rcode::FORMERR, WireError::DuplicateOpt)
+        QueryProblem::Answer(Rcode::FORMERR, WireError::DuplicateOpt)
     );
 }
 
@@ -126,7 +131,12 @@ fn upstream_query_carries_question_and_our_opt_only() {
 fn positive_reply_ttl_is_lowest_answer_ttl() {
     let q = query_bytes("a.example.", RecordType::A, None);
     let pq = parse_query(&q).unwrap();
-    let r = reply_bytes(&q, &[(300, [192, 0, 2, 1]), (60, [192, 0, 2, 2])], None, 0);
+    let r = reply_bytes(
+        &q,
+        &[(300, [192, 0, 2, 1]), (60, [192, 0, 2, 2])],
+        None,
+        Rcode::NOERROR,
+    );
     let info = read_reply(&r, &pq, 0x1234).unwrap();
     assert_eq!(info.cache_ttl, Some(60));
     assert_eq!(info.ttl_offsets.len(), 2);
@@ -137,11 +147,11 @@ fn positive_reply_ttl_is_lowest_answer_ttl() {
 fn negative_reply_ttl_is_soa_minimum_bounded_by_soa_ttl() {
     let q = query_bytes("nx.example.", RecordType::A, None);
     let pq = parse_query(&q).unwrap();
-    let r = reply_bytes(&q, &[], Some((900, 120)), rcode::NXDOMAIN);
+    let r = reply_bytes(&q, &[], Some((900, 120)), Rcode::NXDOMAIN);
     assert_eq!(read_reply(&r, &pq, 0x1234).unwrap().cache_ttl, Some(120));
-    let r = reply_bytes(&q, &[], Some((30, 120)), rcode::NXDOMAIN);
+    let r = reply_bytes(&q, &[], Some((30, 120)), Rcode::NXDOMAIN);
     assert_eq!(read_reply(&r, &pq, 0x1234).unwrap().cache_ttl, Some(30));
-    let r = reply_bytes(&q, &[], None, rcode::NXDOMAIN);
+    let r = reply_bytes(&q, &[], None, Rcode::NXDOMAIN);
     assert_eq!(read_reply(&r, &pq, 0x1234).unwrap().cache_ttl, None);
 }
 
@@ -150,9 +160,9 @@ fn reply_for_another_question_or_id_is_rejected() {
     let q = query_bytes("a.example.", RecordType::A, None);
     let pq = parse_query(&q).unwrap();
     let other = query_bytes("b.example.", RecordType::A, None);
-    let r = reply_bytes(&other, &[(60, [192, 0, 2, 1])], None, 0);
+    let r = reply_bytes(&other, &[(60, [192, 0, 2, 1])], None, Rcode::NOERROR);
     assert_eq!(read_reply(&r, &pq, 0x1234), Err(ReplyMismatch::Question));
-    let r = reply_bytes(&q, &[(60, [192, 0, 2, 1])], None, 0);
+    let r = reply_bytes(&q, &[(60, [192, 0, 2, 1])], None, Rcode::NOERROR);
     assert_eq!(read_reply(&r, &pq, 0x4321), Err(ReplyMismatch::Header));
 }
 
@@ -160,7 +170,7 @@ fn reply_for_another_question_or_id_is_rejected() {
 fn stored_reply_is_aged_and_reissued_for_the_client() {
     let q = query_bytes("a.example.", RecordType::A, Some((1232, false)));
     let pq = parse_query(&q).unwrap();
-    let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, 0);
+    let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
     let mut info = read_reply(&r, &pq, 0x1234).unwrap();
     strip_opt(&mut r, &mut info);
     assert_eq!(arcount(&r), 0);
@@ -189,7 +199,7 @@ fn ttl_with_top_bit_counts_as_zero_and_aging_saturates() {
 fn header_only_reply_echoes_question() {
     let q = query_bytes("a.example.", RecordType::A, Some((1232, true)));
     let pq = parse_query(&q).unwrap();
-    let r = header_only_reply(&q, Some(&pq), rcode::SERVFAIL, true);
+    let r = header_only_reply(&q, Some(&pq), Rcode::SERVFAIL, true);
     let m = Message::from_vec(&r).unwrap();
     assert_eq!(
         m.metadata.response_code,
@@ -217,7 +227,7 @@ fn compressed_question_is_formerr() {
     p.push(0);
     assert_eq!(
         parse_query(&p).unwrap_err(),
-        QueryProblem::Answer(rcode::FORMERR, WireError::CompressedQuestion)
+        QueryProblem::Answer(Rcode::FORMERR, WireError::CompressedQuestion)
     );
 }
 
@@ -226,13 +236,13 @@ fn reply_without_question_is_accepted_only_for_formerr_and_notimp() {
     let q = query_bytes("a.example.", RecordType::A, None);
     let pq = parse_query(&q).unwrap();
     for (code, accepted) in [
-        (rcode::SERVFAIL, false),
-        (rcode::NXDOMAIN, false),
-        (rcode::NOTIMP, true),
+        (Rcode::SERVFAIL, false),
+        (Rcode::NXDOMAIN, false),
+        (Rcode::NOTIMP, true),
     ] {
         let mut bare = q[..HEADER_LEN].to_vec();
         bare[2] |= 0x80;
-        bare[3] = code;
+        bare[3] = code.bits();
         bare[4..12].fill(0);
         assert_eq!(
             read_reply(&bare, &pq, 0x1234).is_ok(),

@@ -46,7 +46,12 @@ pub fn check_and_explain(lab: &mut Lab) {
         "local-only domains (never forwarded): vm.test",
         "lab.example -> 127.0.0.99:53 [config forwarder]",
         &format!("corp.example -> {internal} [discovered split domain]"),
-        &format!("  {outside}\n  {internal}\n"),
+        // The host's order, never rearranged.
+        &format!("  {internal}\n  {outside}\n"),
+        // What each server is, with the probe that showed it.
+        &format!("{internal}: up"),
+        "refuses names outside its zones (probe . NS -> REFUSED",
+        "zones: corp.example",
     ] {
         assert!(out.contains(want), "check output lacks {want:?}:\n{out}");
     }

@@ -1,0 +1,454 @@
+//! The walk over a name's servers: the host's order, glibc's verdicts (resolv/res_send.c),
+//! and the only departures the parity rule allows.
+//!
+//! - Servers are asked in the route's order (resolv.conf's, rotated under `options rotate`).
+//! - A server that is down (no reply; probed in the background) is skipped, unless all are.
+//! - REFUSED, SERVFAIL, NOTIMP, a referral without glue and an extended-RCODE error move on,
+//!   for this query only; NOERROR and NXDOMAIN are final; no reply moves on and marks the
+//!   server down. Timed-out servers get another round per `options attempts`.
+//! - A server known to refuse names outside its zones, or known not to be a full resolver,
+//!   is asked *together with* the next server for names outside its zones, and the replies
+//!   are still taken in order: its refusal costs no round trip, and an answer it does give
+//!   (a zone nobody knew it had) still wins. Nothing is skipped on a guess.
+//! - A server that is not a full resolver answers outside names from a fake root of its own;
+//!   its NXDOMAIN or NODATA there (the SOA at the root, or none) gives way to a later
+//!   server's answer, and stands only if no later server gives one. This is the one place
+//!   guests get a better answer than the host, on purpose.
+//! - An answer that came from a later server because an earlier one was down lives in the
+//!   cache only until a server recovers; one that came after an earlier server failed
+//!   (SERVFAIL, NOTIMP) lives at most `FAILURE_TTL`.
+
+use super::{Forwarder, Outcome};
+use crate::dns::cache::{Answer, FAILURE_TTL, MAX_TTL};
+use crate::dns::router::WalkOptions;
+use crate::dns::trace::Trace;
+use crate::dns::transport::{Exchange, ExchangeError, Exchanger, Protocol};
+use crate::dns::upstream::{Capability, Upstream};
+use crate::dns::wire::{self, Query, Rcode};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// What one upstream reply means for the walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Final,
+    /// Try the next server.
+    Next(NextReason),
+}
+
+/// Why glibc moves on from a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextReason {
+    /// REFUSED, SERVFAIL or NOTIMP.
+    Rcode(Rcode),
+    /// NOERROR with no answer, AA=0, RA=0 and nothing in the additional section.
+    Referral,
+    /// An extended RCODE in the OPT record (an EDNS error).
+    ExtendedRcode,
+}
+
+impl std::fmt::Display for NextReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextReason::Rcode(code) => write!(f, "{code}"),
+            NextReason::Referral => f.write_str("referral (no answer, AA=0, RA=0)"),
+            NextReason::ExtendedRcode => f.write_str("extended RCODE (EDNS error)"),
+        }
+    }
+}
+
+impl NextReason {
+    /// The server says this name is not its business (rather than failing at it).
+    fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            NextReason::Rcode(Rcode::REFUSED) | NextReason::Referral
+        )
+    }
+}
+
+/// glibc's rule for a reply, on the full 12-bit RCODE (`info` has the OPT's upper bits): a
+/// referral is NOERROR with no answer, AA=0, RA=0 and nothing in the additional section but
+/// our OPT.
+pub fn verdict(reply: &[u8], info: &wire::ReplyInfo) -> Verdict {
+    if info.opt.is_some_and(|o| o.edns.rcode_high != 0) {
+        return Verdict::Next(NextReason::ExtendedRcode);
+    }
+    let additional = wire::arcount(reply) - u16::from(info.opt.is_some());
+    match wire::rcode(reply) {
+        code @ (Rcode::REFUSED | Rcode::SERVFAIL | Rcode::NOTIMP) => {
+            Verdict::Next(NextReason::Rcode(code))
+        }
+        Rcode::NOERROR
+            if wire::ancount(reply) == 0
+                && additional == 0
+                && !wire::aa(reply)
+                && !wire::ra(reply) =>
+        {
+            Verdict::Next(NextReason::Referral)
+        }
+        _ => Verdict::Final,
+    }
+}
+
+/// Why an answer from a later server might not be the host's answer for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Failover {
+    None,
+    /// An earlier server failed this query (SERVFAIL, NOTIMP, EDNS error).
+    AfterFailure,
+    /// An earlier server was down or did not answer.
+    AfterDown,
+}
+
+/// The state of one walk.
+struct Walk<'a> {
+    q: &'a Query,
+    /// The route chose these servers for the name's own domain: all of them serve it.
+    scoped: bool,
+    /// The pool's recovery count when the walk began.
+    recoveries: u64,
+    failover: Failover,
+    /// The last reply glibc would move on from: passed on if nobody gives a final answer.
+    last_reply: Option<Exchange>,
+    /// A negative answer from a server that is not a full resolver: the host's answer,
+    /// passed on if no later server gives a final one.
+    host_answer: Option<Exchange>,
+}
+
+impl Walk<'_> {
+    /// Whether `server` is treated by what it is known to be for this name.
+    fn outside_zones(&self, server: &Upstream) -> bool {
+        !self.scoped && !server.serves(&self.q.name.to_dotted())
+    }
+}
+
+impl<X: Exchanger> Forwarder<X> {
+    /// The walk over the servers. Public so `explain` can run it with a trace on.
+    pub async fn walk(
+        &self,
+        client: &[u8],
+        q: &Query,
+        servers: &[Arc<Upstream>],
+        options: WalkOptions,
+        trace: &mut Trace,
+    ) -> Outcome {
+        let mut walk = Walk {
+            q,
+            scoped: options.scoped,
+            recoveries: self.pool.recoveries(),
+            failover: Failover::None,
+            last_reply: None,
+            host_answer: None,
+        };
+        let order = self.order(servers, options, &mut walk, trace);
+        if order.is_empty() {
+            trace.note(|| "no upstream servers: SERVFAIL".into());
+            return Err(Rcode::SERVFAIL);
+        }
+        let (low, high) = self.pool.bounds();
+        let bounds = (low, high.min(options.timeout_cap).max(low));
+        let mut pending = order;
+        for attempt in 1..=options.attempts.max(1) {
+            let mut timed_out = Vec::new();
+            let mut i = 0;
+            while i < pending.len() {
+                let group = self.group(&pending[i..], &walk, trace);
+                let asks = group
+                    .iter()
+                    .map(|s| self.ask(s, client, q, s.timeout(bounds)));
+                let results = futures_util::future::join_all(asks).await;
+                for (j, (server, result)) in group.iter().zip(results).enumerate() {
+                    let timed_out_now = matches!(result, Err(ExchangeError::Timeout(_)));
+                    if let Some(outcome) = self.take(&mut walk, server, result, attempt, trace) {
+                        let rest = &pending[i + group.len()..];
+                        note_not_used(trace, &group[j + 1..], rest);
+                        return outcome;
+                    }
+                    if timed_out_now {
+                        timed_out.push(server.clone());
+                    }
+                }
+                i += group.len();
+            }
+            pending = timed_out;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        self.give_up(walk, trace)
+    }
+
+    /// Servers in walk order: rotated if asked, live ones only unless all are down.
+    fn order(
+        &self,
+        servers: &[Arc<Upstream>],
+        options: WalkOptions,
+        walk: &mut Walk,
+        trace: &mut Trace,
+    ) -> Vec<Arc<Upstream>> {
+        let mut order = servers.to_vec();
+        if options.rotate && !order.is_empty() {
+            let start = self.rotation.fetch_add(1, Ordering::Relaxed) % order.len();
+            order.rotate_left(start);
+        }
+        let live: Vec<_> = order.iter().filter(|s| !s.is_down()).cloned().collect();
+        if live.is_empty() {
+            if !order.is_empty() {
+                trace.note(|| "every server is marked down: trying them all anyway".into());
+            }
+            return order;
+        }
+        for s in order.iter().filter(|s| s.is_down()) {
+            walk.failover = Failover::AfterDown;
+            trace.note(|| {
+                let (since, why) = s.down_since().unwrap_or((Instant::now(), String::new()));
+                format!(
+                    "skipped {}: down for {:.1} s ({why}); probed in the background every {:.1} s",
+                    s.addr,
+                    since.elapsed().as_secs_f64(),
+                    crate::dns::upstream::PROBE_INTERVAL.as_secs_f64()
+                )
+            });
+        }
+        for s in &live {
+            self.learn_later(s);
+        }
+        live
+    }
+
+    /// The servers to ask at once, starting with `rest[0]`: it alone, or it and the servers
+    /// after it while each is known to refuse, or not to resolve, names outside its zones.
+    fn group(&self, rest: &[Arc<Upstream>], walk: &Walk, trace: &mut Trace) -> Vec<Arc<Upstream>> {
+        let mut end = 1;
+        while end < rest.len()
+            && rest[end - 1].capability().overlaps_next()
+            && walk.outside_zones(&rest[end - 1])
+        {
+            let s = &rest[end - 1];
+            trace.note(|| {
+                format!(
+                    "{} {} ({}): asking {} at the same time; replies still taken in order",
+                    s.addr,
+                    s.capability(),
+                    evidence_text(s),
+                    rest[end].addr
+                )
+            });
+            end += 1;
+        }
+        rest[..end].to_vec()
+    }
+
+    /// Takes one server's result in order. Returns the walk's outcome once it is decided.
+    fn take(
+        &self,
+        walk: &mut Walk,
+        server: &Arc<Upstream>,
+        result: Result<Exchange, ExchangeError>,
+        attempt: u32,
+        trace: &mut Trace,
+    ) -> Option<Outcome> {
+        let ex = match result {
+            Ok(ex) => ex,
+            Err(e) => {
+                trace.note(|| {
+                    format!(
+                        "asked {} (attempt {attempt}): {e} -> next server",
+                        server.addr
+                    )
+                });
+                // A server that answers over UDP is alive even if its TCP fails: not "down".
+                if !matches!(e, ExchangeError::Tcp(_)) {
+                    self.mark_down(server, &e.to_string());
+                }
+                walk.failover = walk.failover.max(Failover::AfterDown);
+                return None;
+            }
+        };
+        self.pool.record_reply(server, ex.rtt);
+        let asked = |trace: &mut Trace, what: &dyn Fn() -> String| {
+            trace.note(|| {
+                format!(
+                    "asked {} (attempt {attempt}): {} {}, {} answer(s), {:.1} ms -> {}",
+                    server.addr,
+                    wire::rcode(&ex.reply),
+                    wire::Flags(&ex.reply),
+                    ex.info.answers,
+                    ex.rtt.as_secs_f64() * 1e3,
+                    what()
+                )
+            })
+        };
+        let capability = server.capability();
+        match verdict(&ex.reply, &ex.info) {
+            Verdict::Next(why) => {
+                asked(trace, &|| format!("{why}: next server"));
+                if why.is_refusal() != (capability == Capability::RefusesOutside)
+                    && walk.outside_zones(server)
+                {
+                    // It refused though it was thought to resolve, or the other way round.
+                    server.forget_capability();
+                    self.learn_later(server);
+                }
+                if !why.is_refusal() {
+                    walk.failover = walk.failover.max(Failover::AfterFailure);
+                }
+                walk.last_reply = Some(ex);
+                None
+            }
+            Verdict::Final
+                if capability == Capability::NotFullResolver
+                    && is_negative(&ex)
+                    && ex.info.soa_labels.unwrap_or(0) == 0
+                    && walk.outside_zones(server) =>
+            {
+                asked(trace, &|| {
+                    format!(
+                        "not a full resolver ({}), and the name is outside its zones: a later \
+                         server's answer is preferred",
+                        evidence_text(server)
+                    )
+                });
+                walk.host_answer.get_or_insert(ex);
+                None
+            }
+            Verdict::Final => {
+                asked(trace, &|| "final".into());
+                if capability == Capability::RefusesOutside && walk.outside_zones(server) {
+                    server.forget_capability();
+                    self.learn_later(server);
+                }
+                Some(stored(ex, walk.failover, walk.recoveries))
+            }
+        }
+    }
+
+    /// No server gave a final answer: the host's answer if a server that is not a full
+    /// resolver gave one, else the last reply glibc moved on from, else SERVFAIL.
+    fn give_up(&self, walk: Walk, trace: &mut Trace) -> Outcome {
+        if let Some(ex) = walk.host_answer {
+            trace.note(|| {
+                format!(
+                    "no later server answered: passing on {}, the answer the host gets",
+                    wire::rcode(&ex.reply)
+                )
+            });
+            return stored(ex, walk.failover, walk.recoveries);
+        }
+        match walk.last_reply {
+            Some(ex) => {
+                trace.note(|| {
+                    format!(
+                        "no server gave a final answer; passing on the last reply ({})",
+                        wire::rcode(&ex.reply)
+                    )
+                });
+                stored(ex, Failover::AfterFailure, walk.recoveries)
+            }
+            None => {
+                trace.note(|| "no server answered: SERVFAIL".into());
+                Err(Rcode::SERVFAIL)
+            }
+        }
+    }
+
+    /// One server: UDP, then TCP if the reply was truncated, then without EDNS if the server
+    /// rejected it with FORMERR.
+    async fn ask(
+        &self,
+        server: &Upstream,
+        client: &[u8],
+        q: &Query,
+        timeout: Duration,
+    ) -> Result<Exchange, ExchangeError> {
+        let x = &*self.exchanger;
+        let mut ex = x
+            .exchange(server.addr, client, q, Protocol::Udp, true, timeout)
+            .await?;
+        if wire::rcode(&ex.reply) == Rcode::FORMERR && ex.info.opt.is_none() {
+            ex = x
+                .exchange(server.addr, client, q, Protocol::Udp, false, timeout)
+                .await?;
+        }
+        if wire::tc(&ex.reply) {
+            let tcp_timeout = timeout.max(self.pool.bounds().1);
+            return x
+                .exchange(server.addr, client, q, Protocol::Tcp, true, tcp_timeout)
+                .await
+                .map_err(|e| ExchangeError::Tcp(Box::new(e)));
+        }
+        Ok(ex)
+    }
+}
+
+/// NXDOMAIN, or NOERROR without an answer (NODATA).
+fn is_negative(ex: &Exchange) -> bool {
+    let code = wire::rcode(&ex.reply);
+    code == Rcode::NXDOMAIN || (code == Rcode::NOERROR && ex.info.answers == 0)
+}
+
+fn evidence_text(server: &Upstream) -> String {
+    match server.evidence() {
+        Some(e) => format!(
+            "probe {}, {:.0} s ago",
+            e.reply,
+            e.at.elapsed().as_secs_f64()
+        ),
+        None => "not probed yet".into(),
+    }
+}
+
+/// After a final answer: the replies of servers asked with it but later in order, and the
+/// servers never asked.
+fn note_not_used(trace: &mut Trace, unused: &[Arc<Upstream>], rest: &[Arc<Upstream>]) {
+    let list = |servers: &[Arc<Upstream>]| {
+        let names: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+        names.join(", ")
+    };
+    if !unused.is_empty() {
+        trace.note(|| {
+            format!(
+                "reply of {} not used (the answer above is final)",
+                list(unused)
+            )
+        });
+    }
+    if !rest.is_empty() {
+        trace.note(|| format!("not asked: {} (the answer above is final)", list(rest)));
+    }
+}
+
+/// Turns an accepted reply into a cacheable answer: OPT cut out, no TTL above how long it is
+/// kept (RFC 2308 5: the SOA of a negative answer says no more than its lifetime). Failures
+/// passed on, and answers obtained after an earlier server failed, are kept only briefly; an
+/// answer obtained because an earlier server was down ends with the next recovery. A reply
+/// without its question (FORMERR or NOTIMP from some servers) becomes a plain error.
+fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
+    let Exchange {
+        mut reply,
+        mut info,
+        ..
+    } = ex;
+    if wire::qdcount(&reply) == 0 {
+        return Err(wire::rcode(&reply));
+    }
+    wire::strip_opt(&mut reply, &mut info);
+    let ttl = match failover {
+        Failover::AfterFailure => info.cache_ttl.unwrap_or(0).min(FAILURE_TTL),
+        _ => info.cache_ttl.unwrap_or(0),
+    };
+    let passed_on_failure = verdict(&reply, &info) != Verdict::Final;
+    let ttl = if passed_on_failure { FAILURE_TTL } else { ttl };
+    wire::cap_ttls(
+        &mut reply,
+        &info.ttl_offsets,
+        ttl.clamp(FAILURE_TTL, MAX_TTL),
+    );
+    let answer = Answer::new(reply, info.ttl_offsets, ttl);
+    Ok(Arc::new(match failover {
+        Failover::AfterDown => answer.until_recovery(recoveries),
+        _ => answer,
+    }))
+}
