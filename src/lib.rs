@@ -2,9 +2,11 @@
 //!
 //! # Layout
 //! A query flows `dns::listener` → `dns::resolver` (after `dns::acl`) → { `dns::cache` |
-//! `dns::local` | `dns::forward` → `dns::upstream` / `dns::transport` / `dns::port_pool` } →
-//! reply. `dns::router` decides which servers a name goes to; `dns::discover` finds the host's
-//! split domains; `dns::wire` reads and patches packet bytes in place.
+//! `dns::local` | `dns::forward` (its walk over the servers) → `dns::transport` /
+//! `dns::port_pool` } → reply. `dns::router` decides which servers a name goes to;
+//! `dns::upstream` holds what is known of each server and `dns::probe` learns it;
+//! `dns::discover` finds the host's split domains; `dns::wire` reads and patches packet bytes
+//! in place, with `dns::rcode` as its RCODE type.
 //!
 //! Beside it, `dhcp` hands out addresses (`dhcp::server` → `dhcp::rfc2131` over `dhcp::pool`,
 //! durable in `dhcp::store`) and feeds guest names to the local names.

@@ -1,8 +1,10 @@
 //! The DNS half of virtdns, in the order a query meets it: `listener` (sockets) → `resolver`
-//! (the router of the flow) → `local` (local names) | `cache` | `forward` → `upstream` and
-//! `transport` (the servers, and one exchange with one of them over `port_pool`'s sockets).
-//! `acl` says which clients are answered, `router` holds the routing table, `discover` finds split domains, `wire` reads and patches
-//! packet bytes, `trace` records decisions for `virtdns explain`.
+//! (the router of the flow) → `local` (local names) | `cache` | `forward` (the walk over the
+//! servers) → `transport` (one exchange with one server, behind the `Exchanger` seam, over
+//! `port_pool`'s sockets). `upstream` holds what is known of each server and `probe` learns
+//! it; `acl` says which clients are answered, `router` holds the routing table, `discover`
+//! finds split domains, `wire` reads and patches packet bytes (`rcode` is its RCODE type),
+//! `trace` records decisions for `virtdns explain`.
 
 pub mod acl;
 pub mod cache;
