@@ -30,11 +30,37 @@ pub struct LocalNames {
 
 /// What the local data says about a query.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LocalVerdict {
+pub enum LocalVerdict<'a> {
     /// Not ours: route it on.
     NotLocal,
-    /// Answered here: the reply bytes and a one-line description.
-    Answer(Vec<u8>, String),
+    /// Answered here: the reply bytes and why (rendered only by `explain`).
+    Answer(Vec<u8>, Why<'a>),
+}
+
+/// Why local data answered, for `explain`; nothing is formatted on the serving path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Why<'a> {
+    /// Records found at `name`.
+    Records { count: usize, name: String },
+    /// A hosts-file name asked for the other address family.
+    NoData { name: String, qtype: RecordType },
+    /// A name in a local-only domain that has nothing for the question.
+    LocalOnly { zone: &'a str, code: ResponseCode },
+}
+
+impl std::fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Records { count, name } => write!(f, "local data: {count} record(s) for {name}"),
+            Why::NoData { name, qtype } => {
+                write!(f, "local data: {name} has no {qtype} record (NODATA)")
+            }
+            Why::LocalOnly { zone, code } => write!(
+                f,
+                "local-only domain {zone}: {code} (authoritative, never forwarded)"
+            ),
+        }
+    }
 }
 
 impl LocalNames {
@@ -126,7 +152,7 @@ impl LocalNames {
     }
 
     /// Answers `q` (whose name, dotted, is `name`) from local data, or says it is not local.
-    pub fn answer(&self, client: &[u8], q: &Query, name: &str) -> LocalVerdict {
+    pub fn answer(&self, client: &[u8], q: &Query, name: &str) -> LocalVerdict<'_> {
         if q.qclass != wire::CLASS_IN {
             return LocalVerdict::NotLocal;
         }
@@ -141,8 +167,11 @@ impl LocalNames {
         let mut answers = Vec::new();
         self.collect(&found, name, qtype, &mut answers, 0);
         if !answers.is_empty() {
-            let note = format!("local data: {} record(s) for {found}", answers.len());
-            return LocalVerdict::Answer(self.reply(client, q, answers, None), note);
+            let why = Why::Records {
+                count: answers.len(),
+                name: found,
+            };
+            return LocalVerdict::Answer(self.reply(client, q, answers, None), why);
         }
         let has_address = self.records[&found]
             .iter()
@@ -152,8 +181,8 @@ impl LocalNames {
             // A hosts-file name asked for the other address family: say there is none
             // rather than leak the name upstream.
             None if has_address && matches!(qtype, RecordType::A | RecordType::AAAA) => {
-                let note = format!("local data: {found} has no {qtype} record (NODATA)");
-                LocalVerdict::Answer(self.reply(client, q, Vec::new(), None), note)
+                let why = Why::NoData { name: found, qtype };
+                LocalVerdict::Answer(self.reply(client, q, Vec::new(), None), why)
             }
             None => LocalVerdict::NotLocal,
         }
@@ -199,11 +228,16 @@ impl LocalNames {
         }
     }
 
-    fn negative(&self, client: &[u8], q: &Query, zone: &str, code: ResponseCode) -> LocalVerdict {
-        let note = format!("local-only domain {zone}: {code} (authoritative, never forwarded)");
+    fn negative<'a>(
+        &self,
+        client: &[u8],
+        q: &Query,
+        zone: &'a str,
+        code: ResponseCode,
+    ) -> LocalVerdict<'a> {
         let mut reply = self.reply_message(q, Vec::new(), Some(self.soa(zone)));
         reply.metadata.response_code = code;
-        LocalVerdict::Answer(encode(reply, client, q), note)
+        LocalVerdict::Answer(encode(reply, client, q), Why::LocalOnly { zone, code })
     }
 
     fn soa(&self, zone: &str) -> Record {

@@ -176,7 +176,7 @@ impl Resolver {
         };
         let name = q.name.to_dotted();
         if let LocalVerdict::Answer(reply, why) = self.local().answer(packet, &q, &name) {
-            trace.note(|| why);
+            trace.note(|| why.to_string());
             return (Some(reply), trace);
         }
         trace.note(|| format!("{name} is not in local data"));
