@@ -438,6 +438,26 @@ async fn a_fake_root_gives_way_outside_its_zones_only() {
     lab.script().set(public, "nx.corp.example", answer(99));
     let (outcome, _) = lab.walk("nx.corp.example").await;
     assert_eq!(got(&outcome), (Rcode::NXDOMAIN, 0));
+    // NODATA from its root gives way; NODATA without an SOA speaks for no one: final.
+    let nodata = |soa| {
+        with(nxdomain(true), |r| {
+            r.code = Rcode::NOERROR;
+            r.soa_at_root = soa
+        })
+    };
+    lab.script()
+        .set(internal, "v6.example.com", nodata(Some(true)));
+    lab.script().set(public, "v6.example.com", answer(66));
+    assert_eq!(
+        got(&lab.walk("v6.example.com").await.0),
+        (Rcode::NOERROR, 66)
+    );
+    lab.script().set(internal, "bare.example.com", nodata(None));
+    lab.script().set(public, "bare.example.com", answer(67));
+    assert_eq!(
+        got(&lab.walk("bare.example.com").await.0),
+        (Rcode::NOERROR, 0)
+    );
     // Nobody else answers: the host's answer (its NXDOMAIN) is passed on.
     lab.script()
         .set(internal, "gone.example.com", nxdomain(true));

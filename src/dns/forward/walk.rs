@@ -300,8 +300,7 @@ impl<X: Exchanger> Forwarder<X> {
             }
             Verdict::Final
                 if capability == Capability::NotFullResolver
-                    && is_negative(&ex)
-                    && ex.info.soa_labels.unwrap_or(0) == 0
+                    && from_fake_root(&ex)
                     && walk.outside_zones(server) =>
             {
                 asked(trace, &|| {
@@ -383,10 +382,14 @@ impl<X: Exchanger> Forwarder<X> {
     }
 }
 
-/// NXDOMAIN, or NOERROR without an answer (NODATA).
-fn is_negative(ex: &Exchange) -> bool {
-    let code = wire::rcode(&ex.reply);
-    code == Rcode::NXDOMAIN || (code == Rcode::NOERROR && ex.info.answers == 0)
+/// A negative answer that speaks for no real zone: NXDOMAIN with the SOA of the root or none,
+/// or NODATA with the root's SOA. One with a zone's SOA is that zone's answer, and final.
+fn from_fake_root(ex: &Exchange) -> bool {
+    match (wire::rcode(&ex.reply), ex.info.soa_labels) {
+        (Rcode::NXDOMAIN, None | Some(0)) => true,
+        (Rcode::NOERROR, Some(0)) => ex.info.answers == 0,
+        _ => false,
+    }
 }
 
 fn evidence_text(server: &Upstream) -> String {

@@ -156,6 +156,16 @@ fn negative_reply_ttl_is_soa_minimum_bounded_by_soa_ttl() {
 }
 
 #[test]
+fn the_zone_a_negative_answer_speaks_for_is_counted_in_labels() {
+    let q = query_bytes("nx.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let r = reply_bytes(&q, &[], Some((900, 120)), Rcode::NXDOMAIN);
+    assert_eq!(read_reply(&r, &pq, 0x1234).unwrap().soa_labels, Some(1));
+    let r = reply_bytes(&q, &[], None, Rcode::NXDOMAIN);
+    assert_eq!(read_reply(&r, &pq, 0x1234).unwrap().soa_labels, None);
+}
+
+#[test]
 fn reply_for_another_question_or_id_is_rejected() {
     let q = query_bytes("a.example.", RecordType::A, None);
     let pq = parse_query(&q).unwrap();
