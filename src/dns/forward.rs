@@ -15,7 +15,7 @@ use crate::dns::transport::{Exchanger, Network};
 use crate::dns::upstream::{Upstream, UpstreamPool};
 use crate::dns::wire::{Query, Rcode};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, oneshot};
@@ -33,6 +33,8 @@ pub struct Forwarder<X: Exchanger = Network> {
     inflight: Mutex<HashMap<CacheKey, Vec<oneshot::Sender<Outcome>>>>,
     limit: Semaphore,
     rotation: AtomicUsize,
+    /// The pool's lesson count the cache was last emptied for.
+    lessons_seen: AtomicU64,
 }
 
 impl Forwarder<Network> {
@@ -55,6 +57,7 @@ impl<X: Exchanger> Forwarder<X> {
             inflight: Mutex::new(HashMap::new()),
             limit: Semaphore::new(max_inflight),
             rotation: AtomicUsize::new(0),
+            lessons_seen: AtomicU64::new(0),
         }
     }
 
@@ -70,9 +73,21 @@ impl<X: Exchanger> Forwarder<X> {
         &self.exchanger
     }
 
-    /// A cached answer for `key` that is still the host's answer.
+    /// A cached answer for `key` that is still the host's answer. Answers cached before a
+    /// server turned out to be something else are dropped (learning is rare: emptying the
+    /// whole cache then costs nothing worth counting).
     pub fn cached(&self, key: &CacheKey) -> Option<Arc<Answer>> {
+        self.forget_old_lessons();
         self.cache.get(key, self.pool.recoveries())
+    }
+
+    /// Empties the cache if a server's capability changed since it was last emptied.
+    fn forget_old_lessons(&self) -> u64 {
+        let lessons = self.pool.lessons();
+        if self.lessons_seen.swap(lessons, Ordering::Relaxed) != lessons {
+            self.cache.clear();
+        }
+        lessons
     }
 
     /// Resolves `q` through `servers`, or joins an identical exchange already in flight and
@@ -105,7 +120,7 @@ impl<X: Exchanger> Forwarder<X> {
         }
         let Ok(_permit) = self.limit.try_acquire() else {
             tracing::warn!("too many queries in flight; answering SERVFAIL");
-            self.finish(&key, Err(Rcode::SERVFAIL));
+            self.finish(&key, Err(Rcode::SERVFAIL), false);
             return Err(Rcode::SERVFAIL);
         };
         let mut guard = FinishOnDrop {
@@ -113,6 +128,7 @@ impl<X: Exchanger> Forwarder<X> {
             key: Some(key),
         };
         let started = Instant::now();
+        let lessons = self.pool.lessons();
         let outcome = self
             .walk(client, q, servers, options, &mut Trace::off())
             .await;
@@ -124,12 +140,14 @@ impl<X: Exchanger> Forwarder<X> {
             "forwarded"
         );
         guard.key = None;
-        self.finish(&key, outcome.clone());
+        // An answer walked with knowledge that changed meanwhile is shared, not kept.
+        let current = self.forget_old_lessons() == lessons;
+        self.finish(&key, outcome.clone(), current);
         outcome
     }
 
-    fn finish(&self, key: &CacheKey, outcome: Outcome) {
-        if let Ok(answer) = &outcome {
+    fn finish(&self, key: &CacheKey, outcome: Outcome, keep: bool) {
+        if let (Ok(answer), true) = (&outcome, keep) {
             self.cache.insert(*key, answer.clone());
         }
         let waiters = self
@@ -200,7 +218,7 @@ struct FinishOnDrop<X: Exchanger> {
 impl<X: Exchanger> Drop for FinishOnDrop<X> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.forwarder.finish(&key, Err(Rcode::SERVFAIL));
+            self.forwarder.finish(&key, Err(Rcode::SERVFAIL), false);
         }
     }
 }

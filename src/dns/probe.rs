@@ -60,21 +60,17 @@ pub async fn learn<X: Exchanger>(
     let result = ask_root(exchanger, server, timeout).await;
     if let Some(ex) = &result {
         pool.record_reply(server, ex.rtt);
-        record(server, ex);
+        record(pool, server, ex);
     }
     server.learning_done();
 }
 
-fn record(server: &Upstream, ex: &Exchange) {
-    let capability = classify_root_reply(&ex.reply, &ex.info);
+fn record(pool: &UpstreamPool, server: &Upstream, ex: &Exchange) {
     let evidence = Evidence {
         reply: describe_reply(ex),
         at: Instant::now(),
     };
-    if server.capability() != capability {
-        tracing::info!(server = %server.addr, %capability, probe = %evidence.reply, "learned what the upstream is");
-    }
-    server.learn(capability, evidence);
+    pool.learn(server, classify_root_reply(&ex.reply, &ex.info), evidence);
 }
 
 async fn ask_root<X: Exchanger>(
@@ -108,7 +104,7 @@ pub async fn probe_until_up<X: Exchanger>(
         }
         if let Some(ex) = ask_root(&*exchanger, &up, max_wait).await {
             pool.record_reply(&up, ex.rtt);
-            record(&up, &ex);
+            record(&pool, &up, &ex);
             up.stop_probing();
             return;
         }

@@ -192,10 +192,11 @@ impl Upstream {
         self.evidence.lock().unwrap().clone()
     }
 
-    /// Records what a probe showed.
-    pub fn learn(&self, capability: Capability, evidence: Evidence) {
-        self.capability.store(capability.as_u8(), Ordering::Relaxed);
+    /// Records what a probe showed. Returns true when the capability changed.
+    fn learn(&self, capability: Capability, evidence: Evidence) -> bool {
+        let old = self.capability.swap(capability.as_u8(), Ordering::Relaxed);
         *self.evidence.lock().unwrap() = Some(evidence);
+        old != capability.as_u8()
     }
 
     /// Whether the capability should be probed (again): never probed, or learned longer than
@@ -290,6 +291,9 @@ struct PoolInner {
     servers: Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
     bounds: (Duration, Duration),
     recoveries: AtomicU64,
+    /// Bumped whenever a server's capability changes: answers cached under the old
+    /// knowledge may differ from what the walk gives now.
+    lessons: AtomicU64,
 }
 
 impl UpstreamPool {
@@ -299,6 +303,7 @@ impl UpstreamPool {
                 servers: Mutex::new(HashMap::new()),
                 bounds,
                 recoveries: AtomicU64::new(0),
+                lessons: AtomicU64::new(0),
             }),
         }
     }
@@ -332,6 +337,20 @@ impl UpstreamPool {
     /// How many times a down server has come back; bumped by `record_reply`.
     pub fn recoveries(&self) -> u64 {
         self.inner.recoveries.load(Ordering::Acquire)
+    }
+
+    /// How many times what is known of a server's capability has changed.
+    pub fn lessons(&self) -> u64 {
+        self.inner.lessons.load(Ordering::Acquire)
+    }
+
+    /// Records what a probe showed about `server`.
+    pub fn learn(&self, server: &Upstream, capability: Capability, evidence: Evidence) {
+        let reply = evidence.reply.clone();
+        if server.learn(capability, evidence) {
+            self.inner.lessons.fetch_add(1, Ordering::AcqRel);
+            tracing::info!(server = %server.addr, %capability, probe = %reply, "learned what the upstream is");
+        }
     }
 
     /// Records a reply from `server`; returns true when it brought the server back up.
@@ -386,7 +405,9 @@ mod tests {
         let t0 = Instant::now();
         assert!(u.claim_learning(t0), "never probed");
         assert!(!u.claim_learning(t0), "a probe already runs");
-        u.learn(
+        let pool = UpstreamPool::new((Duration::from_millis(200), Duration::from_secs(2)));
+        pool.learn(
+            &u,
             Capability::RefusesOutside,
             Evidence {
                 reply: ". NS -> REFUSED".into(),
@@ -401,6 +422,7 @@ mod tests {
         assert!(!u.claim_learning(t0 + Duration::from_secs(1)), "held off");
         assert!(u.claim_learning(t0 + RELEARN_HOLDOFF));
         assert_eq!(u.capability(), Capability::RefusesOutside);
+        assert_eq!(pool.lessons(), 1);
     }
 
     #[test]

@@ -651,3 +651,27 @@ async fn the_inflight_bound_answers_servfail_at_once() {
     );
     assert!(first.await.unwrap().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn answers_cached_before_a_lesson_are_dropped() {
+    // The fake root has not answered its probe yet: its NXDOMAIN is taken, as glibc does.
+    let lab = Lab::new(&[Step::Timeout, FULL]).await;
+    let (internal, public) = (lab.addr(0), lab.addr(1));
+    lab.script()
+        .set(internal, "www.example.com", nxdomain(true));
+    lab.script().set(public, "www.example.com", answer(80));
+    assert_eq!(
+        got(&lab.resolve("www.example.com").await),
+        (Rcode::NXDOMAIN, 0)
+    );
+    // Its probe answers: it is not a full resolver, and the cached NXDOMAIN goes.
+    lab.script().set(internal, "", OWN_ROOT);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    lab.fwd.learn_now(&lab.servers).await;
+    assert_eq!(lab.servers[0].capability(), Capability::NotFullResolver);
+    assert!(!lab.cached("www.example.com"));
+    assert_eq!(
+        got(&lab.resolve("www.example.com").await),
+        (Rcode::NOERROR, 80)
+    );
+}
