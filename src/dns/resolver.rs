@@ -9,6 +9,7 @@ use crate::dns::forward::{Forwarder, Outcome};
 use crate::dns::local::{LocalNames, LocalVerdict};
 use crate::dns::router::{Route, RoutingTable};
 use crate::dns::trace::Trace;
+use crate::dns::transport::{Exchanger, Network};
 use crate::dns::wire::{self, Query, QueryProblem, Rcode};
 use std::sync::{Arc, RwLock};
 
@@ -32,20 +33,20 @@ pub enum Immediate {
     Forward(Query, Route),
 }
 
-pub struct Resolver {
+pub struct Resolver<X: Exchanger = Network> {
     acl: Acl,
     local: RwLock<Arc<LocalNames>>,
     routes: RwLock<Arc<RoutingTable>>,
-    forwarder: Arc<Forwarder>,
+    forwarder: Arc<Forwarder<X>>,
 }
 
-impl Resolver {
+impl<X: Exchanger> Resolver<X> {
     pub fn new(
         acl: Acl,
         local: LocalNames,
         routes: RoutingTable,
-        forwarder: Forwarder,
-    ) -> Resolver {
+        forwarder: Forwarder<X>,
+    ) -> Resolver<X> {
         Resolver {
             acl,
             local: RwLock::new(Arc::new(local)),
@@ -74,7 +75,7 @@ impl Resolver {
         self.forwarder.cache().clear();
     }
 
-    pub fn forwarder(&self) -> &Arc<Forwarder> {
+    pub fn forwarder(&self) -> &Arc<Forwarder<X>> {
         &self.forwarder
     }
 
@@ -231,3 +232,6 @@ fn fit(reply: Vec<u8>, packet: &[u8], q: &Query, transport: Transport) -> Vec<u8
         t
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -129,3 +129,6 @@ async fn tcp(
     let info = wire::read_reply(&buf, q, id)?;
     Ok((buf, info))
 }
+
+#[cfg(test)]
+pub mod script;
