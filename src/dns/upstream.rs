@@ -192,11 +192,11 @@ impl Upstream {
         self.evidence.lock().unwrap().clone()
     }
 
-    /// Records what a probe showed. Returns true when the capability changed.
-    fn learn(&self, capability: Capability, evidence: Evidence) -> bool {
+    /// Records what a probe showed. Returns the capability it had before.
+    fn learn(&self, capability: Capability, evidence: Evidence) -> Capability {
         let old = self.capability.swap(capability.as_u8(), Ordering::Relaxed);
         *self.evidence.lock().unwrap() = Some(evidence);
-        old != capability.as_u8()
+        Capability::from_u8(old)
     }
 
     /// Whether the capability should be probed (again): never probed, or learned longer than
@@ -291,8 +291,9 @@ struct PoolInner {
     servers: Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
     bounds: (Duration, Duration),
     recoveries: AtomicU64,
-    /// Bumped whenever a server's capability changes: answers cached under the old
-    /// knowledge may differ from what the walk gives now.
+    /// Bumped whenever a server becomes, or stops being, known as not a full resolver: the
+    /// only change of knowledge that changes answers, so answers cached before it may differ
+    /// from what the walk gives now.
     lessons: AtomicU64,
 }
 
@@ -339,7 +340,7 @@ impl UpstreamPool {
         self.inner.recoveries.load(Ordering::Acquire)
     }
 
-    /// How many times what is known of a server's capability has changed.
+    /// How many times a server's knowledge changed in a way that changes answers.
     pub fn lessons(&self) -> u64 {
         self.inner.lessons.load(Ordering::Acquire)
     }
@@ -347,9 +348,14 @@ impl UpstreamPool {
     /// Records what a probe showed about `server`.
     pub fn learn(&self, server: &Upstream, capability: Capability, evidence: Evidence) {
         let reply = evidence.reply.clone();
-        if server.learn(capability, evidence) {
+        let old = server.learn(capability, evidence);
+        if old == capability {
+            return;
+        }
+        tracing::info!(server = %server.addr, %capability, probe = %reply, "learned what the upstream is");
+        let not_full = Capability::NotFullResolver;
+        if (old == not_full) != (capability == not_full) {
             self.inner.lessons.fetch_add(1, Ordering::AcqRel);
-            tracing::info!(server = %server.addr, %capability, probe = %reply, "learned what the upstream is");
         }
     }
 
@@ -422,7 +428,13 @@ mod tests {
         assert!(!u.claim_learning(t0 + Duration::from_secs(1)), "held off");
         assert!(u.claim_learning(t0 + RELEARN_HOLDOFF));
         assert_eq!(u.capability(), Capability::RefusesOutside);
-        assert_eq!(pool.lessons(), 1);
+        assert_eq!(pool.lessons(), 0, "refusing changes no answer");
+        let evidence = Evidence {
+            reply: ". NS -> NXDOMAIN".into(),
+            at: t0,
+        };
+        pool.learn(&u, Capability::NotFullResolver, evidence);
+        assert_eq!(pool.lessons(), 1, "not a full resolver changes answers");
     }
 
     #[test]

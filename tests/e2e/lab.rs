@@ -6,6 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const IN_NAMESPACE: &str = "VIRTDNS_E2E_IN_NETNS";
@@ -22,6 +23,36 @@ pub fn in_user_namespace() -> bool {
 
 pub fn skip(reason: &str) -> ! {
     std::panic::panic_any(Skipped(reason.to_string()))
+}
+
+/// How a scenario ended, for scenarios that sum up others (the README table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped(String),
+}
+
+static OUTCOMES: Mutex<Vec<(String, Outcome)>> = Mutex::new(Vec::new());
+
+/// The runner records each scenario's outcome here as it ends.
+pub fn record_outcome(name: &str, outcome: Outcome) {
+    OUTCOMES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((name.to_string(), outcome));
+}
+
+/// How the scenario `name` ended in this run; None when it did not run (filtered out, or not
+/// yet).
+pub fn outcome(name: &str) -> Option<Outcome> {
+    OUTCOMES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .map(|(_, o)| o.clone())
 }
 /// Addresses 127.N.0.1 to 127.N.0.HOSTS are put on lo for each lab.
 const HOSTS: u8 = 12;
@@ -88,13 +119,21 @@ pub fn wait_for_tcp(addr: SocketAddr, what: &str) {
 }
 
 /// Polls `check` every 20 ms until it returns true or `limit` passes; returns the time taken.
-pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+pub fn wait_until(limit: Duration, what: &str, check: impl FnMut() -> bool) -> Duration {
+    poll_until(limit, check).unwrap_or_else(|| panic!("{what}: not within {limit:?}"))
+}
+
+/// Like `wait_until`, but returns None instead of failing when `limit` passes, for a scenario
+/// that records what it saw before it asserts.
+pub fn poll_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     loop {
         if check() {
-            return start.elapsed();
+            return Some(start.elapsed());
         }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        if start.elapsed() >= limit {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

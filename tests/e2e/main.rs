@@ -44,6 +44,7 @@ fn main() {
         let result = catch_unwind(AssertUnwindSafe(|| scenario(&mut lab)));
         match result {
             Ok(()) => {
+                lab::record_outcome(name, lab::Outcome::Passed);
                 passed += 1;
                 println!(
                     "test {name} ... ok ({:.1} s)",
@@ -52,10 +53,12 @@ fn main() {
             }
             Err(payload) => match payload.downcast::<lab::Skipped>() {
                 Ok(reason) => {
+                    lab::record_outcome(name, lab::Outcome::Skipped(reason.0.clone()));
                     skipped += 1;
                     println!("test {name} ... skipped: {}", reason.0);
                 }
                 Err(_) => {
+                    lab::record_outcome(name, lab::Outcome::Failed);
                     println!("test {name} ... FAILED\n{}", lab.logs());
                     failed.push(*name);
                 }

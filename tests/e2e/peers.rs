@@ -1,4 +1,5 @@
-//! The servers a scenario sets up: real BIND, NSD, Unbound and dnsmasq from Debian, the real
+//! The servers a scenario sets up: real BIND, NSD (also as the lab's root), Unbound (failing,
+//! or recursing from that root as a real resolver does) and dnsmasq from Debian, the real
 //! virtdns binary, and a scripted fake only for what no real server does (silence, NOTIMP).
 
 use crate::lab::{Lab, wait_for_tcp};
@@ -91,30 +92,85 @@ impl Lab {
     /// NSD serving the given zones (origin, zone text).
     fn nsd(&mut self, host: u8, zones: &[(&str, String)]) -> SocketAddr {
         let addr = self.addr(host);
-        let dir = self.path(&format!("nsd{host}"));
+        self.nsd_at(&host.to_string(), &addr.ip().to_string(), addr, zones)
+    }
+
+    /// NSD listening on `listen` as NSD's `ip-address:` spells it (which may carry an
+    /// interface scope, `fe80::53%vB`), ready once `addr` accepts TCP. `tag` names its folder.
+    fn nsd_at(
+        &mut self,
+        tag: &str,
+        listen: &str,
+        addr: SocketAddr,
+        zones: &[(&str, String)],
+    ) -> SocketAddr {
+        let dir = self.path(&format!("nsd{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut conf = format!(
-            "server:\n  ip-address: {ip}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  \
+            "server:\n  ip-address: {listen}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  \
              zonesdir: \"{dir}\"\n  database: \"\"\n  pidfile: \"{dir}/nsd.pid\"\n  \
              xfrdfile: \"{dir}/xfrd.state\"\n  zonelistfile: \"{dir}/zone.list\"\n  \
              server-count: 1\n  verbosity: 1\n  rrl-ratelimit: 0\n  hide-version: yes\n\
              remote-control:\n  control-enable: no\n",
-            ip = addr.ip(),
             dir = dir.display()
         );
         for (i, (origin, text)) in zones.iter().enumerate() {
-            self.write(&format!("nsd{host}/{i}.zone"), text);
+            self.write(&format!("nsd{tag}/{i}.zone"), text);
             conf.push_str(&format!(
                 "zone:\n  name: \"{origin}\"\n  zonefile: \"{i}.zone\"\n"
             ));
         }
-        let conf = self.write(&format!("nsd{host}/nsd.conf"), &conf);
+        let conf = self.write(&format!("nsd{tag}/nsd.conf"), &conf);
         self.spawn(
-            &format!("nsd-{host}"),
+            &format!("nsd-{tag}"),
             Command::new("nsd").args(["-d", "-c"]).arg(conf),
         );
         wait_for_tcp(addr, "NSD");
         addr
+    }
+
+    /// NSD as a general server that knows every name: corp.example and example.com.
+    pub fn nsd_everything(&mut self, host: u8) -> SocketAddr {
+        self.nsd(
+            host,
+            &[
+                ("corp.example", zone("corp.example.zone", "")),
+                (
+                    "example.com",
+                    zone("example.com.zone", &example_com_extras()),
+                ),
+            ],
+        )
+    }
+
+    /// NSD serving corp.example only (REFUSED for everything else) on `listen`, an address
+    /// NSD's `ip-address:` accepts such as `fe80::53%vB`; ready once `addr` accepts TCP.
+    pub fn nsd_internal_at(&mut self, tag: &str, listen: &str, addr: SocketAddr) -> SocketAddr {
+        self.nsd_at(
+            tag,
+            listen,
+            addr,
+            &[("corp.example", zone("corp.example.zone", ""))],
+        )
+    }
+
+    /// The lab's root server: NSD serving "." with example.com delegated to `example_com`.
+    /// Resolvers given `root_hints` recurse from it for real; corp.example does not exist here.
+    pub fn lab_root(&mut self, host: u8, example_com: SocketAddr) -> SocketAddr {
+        let addr = self.addr(host);
+        let text = zone("root-lab.zone", "")
+            .replace("@ROOT@", &addr.ip().to_string())
+            .replace("@EXAMPLE_COM@", &example_com.ip().to_string());
+        self.nsd(host, &[(".", text)])
+    }
+
+    /// NSD with the public example.com (and its many names) as the lab root delegates it: its
+    /// own name server record points at itself, so recursion stays inside the lab.
+    pub fn nsd_public(&mut self, host: u8) -> SocketAddr {
+        let addr = self.addr(host);
+        let text = zone("example.com.zone", &example_com_extras())
+            .replace("192.0.2.53", &addr.ip().to_string());
+        self.nsd(host, &[("example.com", text)])
     }
 
     /// NSD as the general server: example.com and its many names.
@@ -148,22 +204,77 @@ impl Lab {
 
     /// Unbound that can reach no server (do-not-query-localhost): SERVFAIL for everything.
     pub fn unbound_servfail(&mut self, host: u8) -> SocketAddr {
+        let conf = self.unbound_conf(
+            host,
+            "  do-not-query-localhost: yes\n",
+            "forward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.1\n",
+        );
+        self.start_unbound(host, &conf)
+    }
+
+    /// The configuration of an Unbound that recurses for real from the lab root (`lab_root`):
+    /// a full resolver, as a home router or a VPN's resolver is. `server` adds lines to its
+    /// `server:` clause (local-zone, local-data), `clauses` adds clauses (stub-zone). Start it
+    /// with `start_unbound`.
+    pub fn unbound_recursor_conf(
+        &self,
+        host: u8,
+        root: SocketAddr,
+        server: &str,
+        clauses: &str,
+    ) -> PathBuf {
+        let hints = self.write(
+            &format!("unbound{host}/root.hints"),
+            &format!(
+                ".  3600000 NS a.root-servers.lab.\na.root-servers.lab. 3600000 A {}\n",
+                root.ip()
+            ),
+        );
+        self.unbound_conf(
+            host,
+            &format!(
+                "  do-not-query-localhost: no\n  root-hints: \"{}\"\n  do-ip6: no\n  \
+                 qname-minimisation: no\n  harden-referral-path: no\n{server}",
+                hints.display()
+            ),
+            clauses,
+        )
+    }
+
+    /// An Unbound resolver recursing from the lab root, started at once.
+    pub fn unbound_recursor(
+        &mut self,
+        host: u8,
+        root: SocketAddr,
+        server: &str,
+        clauses: &str,
+    ) -> SocketAddr {
+        let conf = self.unbound_recursor_conf(host, root, server, clauses);
+        self.start_unbound(host, &conf)
+    }
+
+    /// Writes unbound{host}/unbound.conf: Unbound on 127.N.0.host:53 without validation.
+    fn unbound_conf(&self, host: u8, server: &str, clauses: &str) -> PathBuf {
         let addr = self.addr(host);
         let dir = self.path(&format!("unbound{host}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let conf = self.write(
+        self.write(
             &format!("unbound{host}/unbound.conf"),
             &format!(
                 "server:\n  interface: {ip}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  \
                  directory: \"{dir}\"\n  pidfile: \"{dir}/unbound.pid\"\n  use-syslog: no\n  \
-                 logfile: \"\"\n  do-not-query-localhost: yes\n  module-config: \"iterator\"\n  \
-                 access-control: 127.0.0.0/8 allow\n  num-threads: 1\n\
-                 remote-control:\n  control-enable: no\n\
-                 forward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.1\n",
+                 logfile: \"\"\n  module-config: \"iterator\"\n  \
+                 access-control: 127.0.0.0/8 allow\n  num-threads: 1\n{server}\
+                 remote-control:\n  control-enable: no\n{clauses}",
                 ip = addr.ip(),
                 dir = dir.display()
             ),
-        );
+        )
+    }
+
+    /// Starts Unbound on 127.N.0.host with `conf`; returns once it accepts TCP.
+    pub fn start_unbound(&mut self, host: u8, conf: &std::path::Path) -> SocketAddr {
+        let addr = self.addr(host);
         self.spawn(
             &format!("unbound-{host}"),
             Command::new("unbound").args(["-d", "-c"]).arg(conf),

@@ -9,6 +9,7 @@ mod failover;
 mod follow_host;
 mod forwarders;
 mod local_names;
+mod parity;
 mod split_dns;
 
 use crate::lab::Lab;
@@ -77,6 +78,29 @@ pub const ALL: &[(&str, Scenario)] = &[
         "dns_answers_only_allowed_networks",
         dhcp::only_allowed_networks_are_answered,
     ),
+    // Host parity, one upstream layout each; the README table they record is checked last.
+    (
+        "parity_vpn_full_resolver_first",
+        parity::vpn_full_resolver_first,
+    ),
+    (
+        "parity_refused_internal_first",
+        parity::refused_internal_first,
+    ),
+    (
+        "parity_nxdomain_internal_first",
+        parity::nxdomain_internal_first,
+    ),
+    ("parity_servfail_first", parity::servfail_first),
+    ("parity_notimp_first", parity::notimp_first),
+    ("parity_dead_first", parity::dead_first),
+    ("parity_vpn_down_then_up", parity::vpn_down_then_up),
+    ("parity_search_and_domain", parity::search_and_domain),
+    (
+        "parity_link_local_ipv6_scope",
+        parity::link_local_ipv6_scope,
+    ),
+    ("parity_readme_table", parity::readme_table),
 ];
 
 /// The seed's upstreams: an internal BIND (REFUSED outside corp.example) at .2, NSD with the
