@@ -10,7 +10,7 @@ use crate::dns::listener::{self, TcpLimits};
 use crate::dns::local::LocalNames;
 use crate::dns::resolver::Resolver;
 use crate::dns::router::{DefaultSource, DomainRoute, RouteSource, RoutingTable, WalkOptions};
-use crate::dns::upstream::UpstreamPool;
+use crate::dns::upstream::{KNOWLEDGE_TTL, UpstreamPool};
 use crate::hosts::{self, HostsEntry};
 use crate::resolv_conf::ResolvConf;
 use crate::watch;
@@ -282,11 +282,13 @@ impl Server {
         udp_workers.stop();
     }
 
-    /// Discovery and probes at start; discovery again every `REDISCOVERY_INTERVAL` while
-    /// some server did not answer its probe, and at once when a down server comes back.
+    /// Discovery and probes at start; the probes again every `KNOWLEDGE_TTL`; discovery again
+    /// every `REDISCOVERY_INTERVAL` while some server did not answer its probe, and at once
+    /// when a down server comes back.
     async fn keep_learning(&self) {
         self.learn().await;
         let mut last_run = tokio::time::Instant::now();
+        let mut last_learned = last_run;
         let mut recoveries = self.pool.recoveries();
         let mut tick = tokio::time::interval(RECOVERY_CHECK);
         loop {
@@ -298,6 +300,10 @@ impl Server {
                 .probes
                 .iter()
                 .any(Probe::incomplete);
+            if last_learned.elapsed() >= KNOWLEDGE_TTL {
+                last_learned = tokio::time::Instant::now();
+                self.learn_upstreams().await;
+            }
             let recovered = self.pool.recoveries() != recoveries;
             if incomplete && (recovered || last_run.elapsed() >= REDISCOVERY_INTERVAL) {
                 recoveries = self.pool.recoveries();

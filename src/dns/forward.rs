@@ -84,7 +84,10 @@ impl<X: Exchanger> Forwarder<X> {
     /// Empties the cache if a server's capability changed since it was last emptied.
     fn forget_old_lessons(&self) -> u64 {
         let lessons = self.pool.lessons();
-        if self.lessons_seen.swap(lessons, Ordering::Relaxed) != lessons {
+        // Read first: this runs on every lookup, and a write would bounce the line.
+        if self.lessons_seen.load(Ordering::Relaxed) != lessons
+            && self.lessons_seen.swap(lessons, Ordering::Relaxed) != lessons
+        {
             self.cache.clear();
         }
         lessons

@@ -151,15 +151,16 @@ impl Upstream {
     /// Folds in an RTT sample. Returns true when this reply brought the server back up.
     pub fn record_rtt(&self, rtt: Duration) -> bool {
         let sample = (rtt.as_micros().min(u32::MAX as u128) as u32).max(1);
-        let _ = self
-            .srtt_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(match old {
-                    0 => sample,
-                    old => (old - old / 8 + sample / 8).max(1),
-                })
-            });
-        let was_down = self.down.swap(false, Ordering::Relaxed);
+        // A plain load and store, not a compare-and-swap loop: every reply from this server,
+        // on every core, lands here, and a sample lost to a race only slows the average.
+        let srtt = match self.srtt_us.load(Ordering::Relaxed) {
+            0 => sample,
+            old => (old - old / 8 + sample / 8).max(1),
+        };
+        self.srtt_us.store(srtt, Ordering::Relaxed);
+        // Written only when it changes, so the line is not bounced between cores per reply.
+        let was_down =
+            self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed);
         if was_down {
             *self.down_since.lock().unwrap() = None;
         }
@@ -233,6 +234,15 @@ impl Upstream {
 
     pub fn set_zones(&self, zones: Vec<String>) {
         *self.zones.lock().unwrap() = Arc::from(zones);
+    }
+
+    /// Whether the query's name lies in one of its known zones (no work when it knows none).
+    pub fn serves_query(&self, q: &crate::dns::wire::Query) -> bool {
+        let zones = self.zones();
+        !zones.is_empty() && {
+            let name = q.name.to_dotted();
+            zones.iter().any(|z| crate::dns::local::is_within(&name, z))
+        }
     }
 
     /// Whether `name` (dotted, lower-case) lies in one of its known zones.

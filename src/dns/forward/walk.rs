@@ -118,9 +118,9 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// Whether `server` is treated by what it is known to be for this name.
+    /// Whether the name lies outside every zone `server` is known to serve.
     fn outside_zones(&self, server: &Upstream) -> bool {
-        !self.scoped && !server.serves(&self.q.name.to_dotted())
+        !self.scoped && !server.serves_query(self.q)
     }
 }
 
@@ -154,11 +154,17 @@ impl<X: Exchanger> Forwarder<X> {
             let mut timed_out = Vec::new();
             let mut i = 0;
             while i < pending.len() {
-                let group = self.group(&pending[i..], &walk, trace);
-                let asks = group
-                    .iter()
-                    .map(|s| self.ask(s, client, q, s.timeout(bounds)));
-                let results = futures_util::future::join_all(asks).await;
+                let group = &pending[i..i + self.group(&pending[i..], &walk, trace)];
+                // One server, the common case, is awaited as it is: no joined futures.
+                let results = match group {
+                    [one] => vec![self.ask(one, client, q, one.timeout(bounds)).await],
+                    _ => {
+                        let asks = group
+                            .iter()
+                            .map(|s| self.ask(s, client, q, s.timeout(bounds)));
+                        futures_util::future::join_all(asks).await
+                    }
+                };
                 for (j, (server, result)) in group.iter().zip(results).enumerate() {
                     let timed_out_now = matches!(result, Err(ExchangeError::Timeout(_)));
                     if let Some(outcome) = self.take(&mut walk, server, result, attempt, trace) {
@@ -212,15 +218,20 @@ impl<X: Exchanger> Forwarder<X> {
                 )
             });
         }
-        for s in &live {
+        // Servers not known yet are probed now; the rest are re-learned by `Server`'s loop.
+        for s in live
+            .iter()
+            .filter(|s| s.capability() == Capability::Unknown)
+        {
             self.learn_later(s);
         }
         live
     }
 
-    /// The servers to ask at once, starting with `rest[0]`: it alone, or it and the servers
-    /// after it while each is known to refuse, or not to resolve, names outside its zones.
-    fn group(&self, rest: &[Arc<Upstream>], walk: &Walk, trace: &mut Trace) -> Vec<Arc<Upstream>> {
+    /// How many servers to ask at once, starting with `rest[0]`: it alone, or it and the
+    /// servers after it while each is known to refuse, or not to resolve, names outside its
+    /// zones.
+    fn group(&self, rest: &[Arc<Upstream>], walk: &Walk, trace: &mut Trace) -> usize {
         let mut end = 1;
         while end < rest.len()
             && rest[end - 1].capability().overlaps_next()
@@ -238,7 +249,7 @@ impl<X: Exchanger> Forwarder<X> {
             });
             end += 1;
         }
-        rest[..end].to_vec()
+        end
     }
 
     /// Takes one server's result in order. Returns the walk's outcome once it is decided.
@@ -285,10 +296,11 @@ impl<X: Exchanger> Forwarder<X> {
         match verdict(&ex.reply, &ex.info) {
             Verdict::Next(why) => {
                 asked(trace, &|| format!("{why}: next server"));
-                if why.is_refusal() != (capability == Capability::RefusesOutside)
+                if why.is_refusal()
+                    && capability != Capability::RefusesOutside
                     && walk.outside_zones(server)
                 {
-                    // It refused though it was thought to resolve, or the other way round.
+                    // It refused though it was thought to resolve: probe it again soon.
                     server.forget_capability();
                     self.learn_later(server);
                 }
@@ -314,11 +326,8 @@ impl<X: Exchanger> Forwarder<X> {
                 None
             }
             Verdict::Final => {
+                // From a server that refuses outside names, this is a zone of its own.
                 asked(trace, &|| "final".into());
-                if capability == Capability::RefusesOutside && walk.outside_zones(server) {
-                    server.forget_capability();
-                    self.learn_later(server);
-                }
                 Some(stored(ex, walk.failover, walk.recoveries))
             }
         }
