@@ -4,10 +4,9 @@
 //! parser with the file, line and problem (`ConfigError`), and virtdns refuses to start
 //! rather than run half-configured.
 
+use crate::types::{DomainName, ServerAddr};
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -46,7 +45,7 @@ pub struct DnsConfig {
     pub listen: Vec<ServerAddr>,
     /// Networks whose clients are answered (loopback always is); default: the subnets of the
     /// interfaces carrying a listen address.
-    pub allow: Vec<crate::dns::acl::Net>,
+    pub allow: Vec<crate::types::Net>,
     /// The host's resolver configuration, followed as it changes.
     pub resolv_conf: PathBuf,
     /// Hosts files answered locally, reloaded on change.
@@ -111,71 +110,8 @@ impl DnsConfig {
     }
 }
 
-/// `ADDR` or `ADDR:PORT` (`[v6]:PORT` for IPv6); a bare address means port 53.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ServerAddr(pub SocketAddr);
-
-impl FromStr for ServerAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Ok(sa) = s.parse::<SocketAddr>() {
-            return Ok(ServerAddr(sa));
-        }
-        s.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .map(|ip| ServerAddr(SocketAddr::new(ip, 53)))
-            .map_err(|_| format!("'{s}' is not an address (ADDR or ADDR:PORT, [IPv6]:PORT)"))
-    }
-}
-
-impl std::fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A domain name, stored lower-cased and dotted without the trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DomainName(pub String);
-
-impl FromStr for DomainName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let name = s.trim_end_matches('.').to_ascii_lowercase();
-        let valid = !name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if valid {
-            Ok(DomainName(name))
-        } else {
-            Err(format!("'{s}' is not a valid domain name"))
-        }
-    }
-}
-
-macro_rules! deserialize_from_str {
-    ($t:ty) => {
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-deserialize_from_str!(ServerAddr);
-deserialize_from_str!(DomainName);
-deserialize_from_str!(crate::dns::acl::Net);
-
 mod dhcp;
-pub use dhcp::{DhcpConfig, Mac, Range, StaticHost, Subnet};
+pub use dhcp::{DhcpConfig, Range, StaticHost};
 
 /// One or several values: `addr = "x"` or `addr = ["x", "y"]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -3,7 +3,7 @@
 //! Written by hand (through libc) because none of our dependencies lists interface addresses,
 //! and a netlink crate would be a large dependency for a read at start.
 
-use crate::config::Subnet;
+use crate::types::Subnet;
 use std::ffi::CStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -98,7 +98,7 @@ mod tests {
     fn loopback_has_its_address() {
         let lo = super::ipv4_of("lo").expect("lo has 127.0.0.1");
         assert_eq!(lo.addr, std::net::Ipv4Addr::LOCALHOST);
-        assert_eq!(lo.subnet.prefix, 8);
+        assert_eq!(lo.subnet.prefix(), 8);
         assert!(super::ipv4_of("no-such-interface0").is_none());
     }
 }

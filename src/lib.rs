@@ -22,4 +22,5 @@ pub mod hosts;
 pub mod iface;
 pub mod resolv_conf;
 pub mod server;
+pub mod types;
 pub mod watch;

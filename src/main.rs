@@ -6,11 +6,12 @@ use hickory_proto::op::Message;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use virtdns::config::{Config, DEFAULT_LISTEN, DnsConfig, ServerAddr};
+use virtdns::config::{Config, DEFAULT_LISTEN, DnsConfig};
 use virtdns::dhcp::server::DhcpServer;
 use virtdns::dhcp::store;
 use virtdns::dns::wire;
 use virtdns::server::Server;
+use virtdns::types::ServerAddr;
 
 #[derive(Parser)]
 #[command(

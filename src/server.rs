@@ -65,7 +65,7 @@ impl Server {
         let local = build_local(&dns, &[]);
         let resolv = read_resolv_conf(&dns.resolv_conf).unwrap_or_default();
         let routes = build_routes(&dns, &listen, &pool, &resolv);
-        let acl = Acl::new(&dns.allow, &listen);
+        let acl = Acl::new(&dns.allow, &listen, &crate::iface::addresses());
         let resolver = Arc::new(Resolver::new(acl, local, routes, forwarder));
         Server {
             dns,

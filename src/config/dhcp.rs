@@ -2,11 +2,10 @@
 //! lease database. Checks that need only the file happen while it is parsed; checks against
 //! the interface's actual subnet happen when the DHCP server starts (`dhcp::server`).
 
-use super::DomainName;
+use crate::types::{DomainName, Mac, Subnet};
 use serde::Deserialize;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawDhcp")]
@@ -128,88 +127,6 @@ impl Range {
     }
 }
 
-/// An IPv4 subnet, `ADDR/PREFIX`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subnet {
-    pub network: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Subnet {
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Subnet {
-        let mask = Subnet::mask_bits(prefix);
-        Subnet {
-            network: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix,
-        }
-    }
-    fn mask_bits(prefix: u8) -> u32 {
-        if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix as u32)
-        }
-    }
-    pub fn mask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(Subnet::mask_bits(self.prefix))
-    }
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
-        u32::from(a) & Subnet::mask_bits(self.prefix) == u32::from(self.network)
-    }
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) | !Subnet::mask_bits(self.prefix))
-    }
-}
-
-impl std::fmt::Display for Subnet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-impl FromStr for Subnet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{s}' is not a subnet (ADDR/PREFIX)");
-        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
-        Ok(Subnet::new(addr, prefix))
-    }
-}
-
-/// A MAC address, `aa:bb:cc:dd:ee:ff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
-
-impl FromStr for Mac {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bytes: Vec<u8> = s
-            .split([':', '-'])
-            .map(|h| u8::from_str_radix(h, 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| format!("'{s}' is not a MAC address"))?;
-        <[u8; 6]>::try_from(bytes)
-            .map(Mac)
-            .map_err(|_| format!("'{s}' is not a MAC address"))
-    }
-}
-
-impl std::fmt::Display for Mac {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-deserialize_from_str!(Subnet);
-deserialize_from_str!(Mac);
-
 /// A guest known by MAC: a fixed address, a name, or both.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,7 +210,7 @@ impl DhcpConfig {
                     ));
                 }
             }
-            if r.contains(net.network) || r.contains(net.broadcast()) {
+            if r.contains(net.network()) || r.contains(net.broadcast()) {
                 return Err(format!(
                     "range {}-{} includes the network or broadcast address of {net}",
                     r.start, r.end

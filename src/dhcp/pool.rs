@@ -3,7 +3,8 @@
 //! leases durable. Offers are never stored: a flood of DISCOVERs can hold addresses only for
 //! `OFFER_HOLD_SECS`, and never takes a bound lease from a returning client.
 
-use crate::config::{Mac, Range, StaticHost, Subnet};
+use crate::config::{Range, StaticHost};
+use crate::types::{Mac, Subnet};
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
@@ -135,7 +136,7 @@ impl Pool {
     ) -> bool {
         if addr == self.server
             || !subnet.contains(addr)
-            || addr == subnet.network
+            || addr == subnet.network()
             || addr == subnet.broadcast()
         {
             return false;
@@ -356,11 +357,11 @@ impl Pool {
         // Static hosts with an address and a name are published whether or not they hold
         // a lease, like libvirt's <host> entries.
         for h in self.statics.values() {
-            if let (Some(addr), Some(name)) = (h.address, &h.name) {
-                let label = name.0.split('.').next().unwrap_or_default().to_string();
-                if !out.iter().any(|(n, a)| *n == label && *a == addr) {
-                    out.push((label, addr));
-                }
+            if let (Some(addr), Some(label)) =
+                (h.address, h.name.as_ref().and_then(|n| n.host_label()))
+                && !out.iter().any(|(n, a)| *n == label && *a == addr)
+            {
+                out.push((label, addr));
             }
         }
         out.sort();

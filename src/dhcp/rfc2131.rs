@@ -2,9 +2,9 @@
 //! answer and which lease changes must be durable before the answer goes out. No I/O here:
 //! `socket` delivers, `store` persists.
 
-use crate::config::{Mac, Subnet};
 use crate::dhcp::pool::{ClientId, Lease, Pool, client_id_from_mac};
 use crate::dhcp::store::Change;
+use crate::types::{Mac, Subnet, host_label};
 use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
 use std::net::Ipv4Addr;
 
@@ -120,19 +120,7 @@ pub fn requested_name(msg: &Message, domain: Option<&str>) -> Option<String> {
             _ => return None,
         },
     };
-    sanitize_label(raw.split('.').next().unwrap_or(""))
-}
-
-/// A host name usable as one DNS label: letters, digits and inner hyphens, at most 63.
-pub fn sanitize_label(s: &str) -> Option<String> {
-    let label: String = s
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(63)
-        .collect();
-    let label = label.trim_matches('-').to_string();
-    (!label.is_empty()).then_some(label)
+    host_label(raw.split('.').next().unwrap_or(""))
 }
 
 /// Decides the answer to `m` at time `now` (unix seconds).
@@ -242,7 +230,7 @@ fn request(pool: &mut Pool, offer: &Offerings, m: &ClientMessage, now: u64) -> D
 /// another live lease holds it.
 fn lease_name(pool: &Pool, m: &ClientMessage, domain: Option<&str>, now: u64) -> Option<String> {
     if let Some(n) = pool.static_host(m.mac).and_then(|h| h.name.as_ref()) {
-        return sanitize_label(n.0.split('.').next().unwrap_or(""));
+        return n.host_label();
     }
     let name = requested_name(m.msg, domain)?;
     match pool.name_holder(&name, now) {

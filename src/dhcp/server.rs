@@ -2,12 +2,13 @@
 //! lock, makes lease changes durable (group commit) and only then replies, expires leases,
 //! and publishes guest names to DNS through a watch channel.
 
-use crate::config::{DhcpConfig, DnsConfig, Subnet};
+use crate::config::{DhcpConfig, DnsConfig};
 use crate::dhcp::pool::Pool;
 use crate::dhcp::rfc2131::{self, Offerings};
 use crate::dhcp::socket;
 use crate::dhcp::store::{self, Change, Store, StoreError};
 use crate::iface;
+use crate::types::Subnet;
 use dhcproto::{Decodable, Decoder, Encodable};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};

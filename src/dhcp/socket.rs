@@ -4,7 +4,7 @@
 //! SIOCSARP, since the client cannot answer ARP for an address it does not have yet. The ioctl
 //! is made through libc by hand: no crate we use offers it.
 
-use crate::config::Mac;
+use crate::types::Mac;
 use dhcproto::v4::{Message, MessageType};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;

@@ -3,8 +3,8 @@
 //! transaction (group commit): under load a single fsync covers many ACKs, so durability
 //! does not cap throughput.
 
-use crate::config::Mac;
 use crate::dhcp::pool::Lease;
+use crate::types::Mac;
 use rusqlite::{Connection, params};
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -296,7 +296,7 @@ fn encode(mut m: Message, client: &[u8], q: &Query) -> Vec<u8> {
 }
 
 fn to_rdata(data: &RecordData) -> RData {
-    let name = |d: &crate::config::DomainName| {
+    let name = |d: &crate::types::DomainName| {
         Name::from_ascii(format!("{}.", d.0)).unwrap_or_else(|_| Name::root())
     };
     match data {

@@ -220,9 +220,9 @@ fn malformed_messages_are_rejected_before_use() {
 
 #[test]
 fn host_names_become_one_label() {
-    assert_eq!(sanitize_label("My_Host!"), Some("myhost".into()));
-    assert_eq!(sanitize_label("-x-"), Some("x".into()));
-    assert_eq!(sanitize_label("___"), None);
+    assert_eq!(host_label("My_Host!"), Some("myhost".into()));
+    assert_eq!(host_label("-x-"), Some("x".into()));
+    assert_eq!(host_label("___"), None);
 }
 
 #[test]

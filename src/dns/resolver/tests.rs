@@ -56,7 +56,7 @@ async fn resolver() -> Resolver<Script> {
     forwarder
         .learn_now(&[pool.get(GENERAL), pool.get(CORP)])
         .await;
-    let acl = Acl::new(&["192.168.122.0/24".parse().unwrap()], &[]);
+    let acl = Acl::new(&["192.168.122.0/24".parse().unwrap()], &[], &[]);
     Resolver::new(acl, local, routes, forwarder)
 }
 
