@@ -102,6 +102,19 @@ impl Default for DnsConfig {
 }
 
 impl DnsConfig {
+    /// Forwarders with only an address replace resolv.conf as the default servers.
+    pub fn forwarders_replace_resolv_conf(&self) -> bool {
+        self.forwarders.iter().any(|f| f.domain.is_none())
+    }
+
+    /// Domains given as forwarders without an address: answered locally, never forwarded.
+    pub fn local_only_domains(&self) -> impl Iterator<Item = String> + '_ {
+        self.forwarders
+            .iter()
+            .filter(|f| f.addrs.is_empty())
+            .filter_map(|f| f.domain.as_ref().map(|d| d.0.clone()))
+    }
+
     pub fn timeout_bounds(&self) -> (Duration, Duration) {
         (
             Duration::from_millis(self.min_timeout_ms),

@@ -204,6 +204,17 @@ impl ResolvConf {
         }
     }
 
+    /// Reads and parses `path`; None if it cannot be read. Lines glibc ignores are logged
+    /// at debug level.
+    pub fn read(path: &std::path::Path) -> Option<ResolvConf> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let rc = ResolvConf::parse(&text);
+        for line in &rc.ignored {
+            tracing::debug!(path = %path.display(), line, "resolv.conf line ignored");
+        }
+        Some(rc)
+    }
+
     pub fn uses_resolved_stub(&self) -> bool {
         self.nameservers.iter().any(|s| s.ip() == RESOLVED_STUB)
     }

@@ -9,14 +9,13 @@ use crate::dns::forward::Forwarder;
 use crate::dns::listener::{self, TcpLimits};
 use crate::dns::local::LocalNames;
 use crate::dns::resolver::Resolver;
-use crate::dns::router::{DefaultSource, DomainRoute, RouteSource, RoutingTable, WalkOptions};
+use crate::dns::router::{DefaultSource, DomainRoute, RoutingTable};
 use crate::dns::upstream::{KNOWLEDGE_TTL, UpstreamPool};
-use crate::hosts::{self, HostsEntry};
+use crate::hosts::HostsEntry;
 use crate::resolv_conf::ResolvConf;
 use crate::watch;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,9 +61,9 @@ impl Server {
     pub fn new(dns: DnsConfig, listen: Vec<SocketAddr>) -> Server {
         let pool = UpstreamPool::new(dns.timeout_bounds());
         let forwarder = Forwarder::new(pool.clone(), dns.cache_size, dns.max_inflight);
-        let local = build_local(&dns, &[]);
-        let resolv = read_resolv_conf(&dns.resolv_conf).unwrap_or_default();
-        let routes = build_routes(&dns, &listen, &pool, &resolv);
+        let local = LocalNames::from_config(&dns, &[]);
+        let resolv = ResolvConf::read(&dns.resolv_conf).unwrap_or_default();
+        let routes = RoutingTable::from_config(&dns, &listen, &pool, &resolv);
         let acl = Acl::new(&dns.allow, &listen, &crate::iface::addresses());
         let resolver = Arc::new(Resolver::new(acl, local, routes, forwarder));
         Server {
@@ -92,7 +91,7 @@ impl Server {
             .domain
             .iter()
             .map(|d| d.0.clone())
-            .chain(local_only_domains(&self.dns))
+            .chain(self.dns.local_only_domains())
             .collect();
         out.push_str(&format!(
             "listen: {}\n",
@@ -193,11 +192,11 @@ impl Server {
     /// Returns true when the routes changed.
     pub fn reload_resolv_conf(&self) -> bool {
         let path = &self.dns.resolv_conf;
-        let Some(resolv) = read_resolv_conf(path) else {
+        let Some(resolv) = ResolvConf::read(path) else {
             tracing::warn!(path = %path.display(), "resolv.conf unreadable or gone; keeping the last good server list");
             return false;
         };
-        let routes = build_routes(&self.dns, &self.listen, &self.pool, &resolv);
+        let routes = RoutingTable::from_config(&self.dns, &self.listen, &self.pool, &resolv);
         if routes.default.is_empty() && routes.default_source != DefaultSource::Forwarders {
             tracing::warn!(path = %path.display(), "resolv.conf lists no usable nameserver; keeping the last good server list");
             return false;
@@ -216,7 +215,8 @@ impl Server {
 
     pub fn reload_local(&self) {
         let guests = self.state.lock().unwrap().guests.clone();
-        self.resolver.set_local(build_local(&self.dns, &guests));
+        self.resolver
+            .set_local(LocalNames::from_config(&self.dns, &guests));
         tracing::info!("local names rebuilt");
     }
 
@@ -314,7 +314,7 @@ impl Server {
     }
 
     fn spawn_watchers(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
-        if !uses_forwarders_only(&self.dns) {
+        if !self.dns.forwarders_replace_resolv_conf() {
             let this = self.clone();
             let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
             tasks.spawn(watch::watch_files(
@@ -350,120 +350,4 @@ fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
-}
-
-fn uses_forwarders_only(dns: &DnsConfig) -> bool {
-    dns.forwarders.iter().any(|f| f.domain.is_none())
-}
-
-fn local_only_domains(dns: &DnsConfig) -> impl Iterator<Item = String> + '_ {
-    dns.forwarders
-        .iter()
-        .filter(|f| f.addrs.is_empty())
-        .filter_map(|f| f.domain.as_ref().map(|d| d.0.clone()))
-}
-
-fn build_local(dns: &DnsConfig, guests: &[HostsEntry]) -> LocalNames {
-    let mut entries = guests.to_vec();
-    if !dns.no_hosts {
-        for path in &dns.hosts {
-            match std::fs::read_to_string(path) {
-                Ok(text) => entries.extend(hosts::parse(&text)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read hosts file")
-                }
-            }
-        }
-    }
-    let local_only: Vec<String> = local_only_domains(dns).collect();
-    LocalNames::build(
-        dns.domain.as_ref().map(|d| d.0.as_str()),
-        &local_only,
-        &dns.records,
-        &entries,
-        dns.local_ttl,
-    )
-}
-
-fn read_resolv_conf(path: &PathBuf) -> Option<ResolvConf> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let rc = ResolvConf::parse(&text);
-    for line in &rc.ignored {
-        tracing::debug!(path = %path.display(), line, "resolv.conf line ignored");
-    }
-    Some(rc)
-}
-
-/// True if forwarding to `server` would send queries back to ourselves.
-pub fn is_own_address(server: SocketAddr, listen: &[SocketAddr]) -> bool {
-    listen.iter().any(|l| {
-        *l == server
-            || (l.port() == server.port()
-                && l.ip().is_unspecified()
-                && (server.ip().is_loopback() || server.ip().is_unspecified()))
-    })
-}
-
-fn build_routes(
-    dns: &DnsConfig,
-    listen: &[SocketAddr],
-    pool: &UpstreamPool,
-    resolv: &ResolvConf,
-) -> RoutingTable {
-    let usable = |addr: SocketAddr| {
-        if is_own_address(addr, listen) {
-            tracing::error!(%addr, "refusing to forward to virtdns's own listen address (it would loop)");
-            false
-        } else {
-            true
-        }
-    };
-    let mut domains = Vec::new();
-    let mut defaults = Vec::new();
-    for f in &dns.forwarders {
-        let servers: Vec<_> = f
-            .addrs
-            .iter()
-            .map(|a| a.0)
-            .filter(|a| usable(*a))
-            .map(|a| pool.get(a))
-            .collect();
-        match &f.domain {
-            Some(d) if !f.addrs.is_empty() => domains.push(DomainRoute {
-                domain: d.0.as_str().into(),
-                servers: servers.into(),
-                source: RouteSource::Forwarder,
-            }),
-            Some(_) => {} // local only: handled by LocalNames
-            None => defaults.extend(servers),
-        }
-    }
-    let (default, source, options) = if uses_forwarders_only(dns) {
-        (defaults, DefaultSource::Forwarders, WalkOptions::default())
-    } else {
-        if resolv.uses_resolved_stub() {
-            tracing::info!(
-                "resolv.conf lists the systemd-resolved stub 127.0.0.53; forwarding to it"
-            );
-        }
-        let servers = resolv
-            .nameservers
-            .iter()
-            .copied()
-            .filter(|a| usable(*a))
-            .map(|a| pool.get(a))
-            .collect();
-        let options = WalkOptions {
-            attempts: resolv.attempts,
-            rotate: resolv.rotate,
-            timeout_cap: Duration::from_secs(resolv.timeout_secs.into()),
-            scoped: false,
-        };
-        (
-            servers,
-            DefaultSource::ResolvConf(dns.resolv_conf.as_path().into()),
-            options,
-        )
-    };
-    RoutingTable::new(domains, default, source, dns.forward_plain_names, options)
 }

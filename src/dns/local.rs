@@ -7,7 +7,7 @@
 //! address) is answered authoritatively: NXDOMAIN or NODATA, each with an SOA. A single-label
 //! name is looked up under the local domain too. PTR records are made for every A/AAAA.
 
-use crate::config::{RecordData, StaticRecord};
+use crate::config::{DnsConfig, RecordData, StaticRecord};
 use crate::dns::wire::{self, Query};
 use crate::hosts::HostsEntry;
 use hickory_proto::op::{Edns, Message, OpCode, Query as HQuery, ResponseCode};
@@ -64,6 +64,30 @@ impl std::fmt::Display for Why<'_> {
 }
 
 impl LocalNames {
+    /// Local names from the config: hosts files (unless `no_hosts`), static records, the
+    /// network's domain and local-only domains, and the guests DHCP knows.
+    pub fn from_config(dns: &DnsConfig, guests: &[HostsEntry]) -> LocalNames {
+        let mut entries = guests.to_vec();
+        if !dns.no_hosts {
+            for path in &dns.hosts {
+                match std::fs::read_to_string(path) {
+                    Ok(text) => entries.extend(crate::hosts::parse(&text)),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot read hosts file")
+                    }
+                }
+            }
+        }
+        let local_only: Vec<String> = dns.local_only_domains().collect();
+        LocalNames::build(
+            dns.domain.as_ref().map(|d| d.0.as_str()),
+            &local_only,
+            &dns.records,
+            &entries,
+            dns.local_ttl,
+        )
+    }
+
     pub fn build(
         domain: Option<&str>,
         local_only: &[String],

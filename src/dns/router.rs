@@ -6,9 +6,13 @@
 //! forwarders before discovered split domains at equal length), then the default servers
 //! (addr-only forwarders if any, else resolv.conf).
 
+use crate::config::DnsConfig;
 use crate::dns::local::{is_single_label, is_within};
 use crate::dns::upstream::Upstream;
+use crate::dns::upstream::UpstreamPool;
+use crate::resolv_conf::ResolvConf;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,6 +184,85 @@ impl RoutingTable {
             self.forward_plain_names,
             self.options,
         )
+    }
+}
+
+/// True if forwarding to `server` would send queries back to ourselves.
+pub fn is_own_address(server: SocketAddr, listen: &[SocketAddr]) -> bool {
+    listen.iter().any(|l| {
+        *l == server
+            || (l.port() == server.port()
+                && l.ip().is_unspecified()
+                && (server.ip().is_loopback() || server.ip().is_unspecified()))
+    })
+}
+
+impl RoutingTable {
+    /// The table the config and the host's resolv.conf give: forwarders' domains, and the
+    /// default servers (addr-only forwarders if any, else resolv.conf's, in its order). A
+    /// server that is one of virtdns's own listen addresses is refused (it would loop).
+    pub fn from_config(
+        dns: &DnsConfig,
+        listen: &[SocketAddr],
+        pool: &UpstreamPool,
+        resolv: &ResolvConf,
+    ) -> RoutingTable {
+        let usable = |addr: SocketAddr| {
+            if is_own_address(addr, listen) {
+                tracing::error!(%addr, "refusing to forward to virtdns's own listen address (it would loop)");
+                false
+            } else {
+                true
+            }
+        };
+        let mut domains = Vec::new();
+        let mut defaults = Vec::new();
+        for f in &dns.forwarders {
+            let servers: Vec<_> = f
+                .addrs
+                .iter()
+                .map(|a| a.0)
+                .filter(|a| usable(*a))
+                .map(|a| pool.get(a))
+                .collect();
+            match &f.domain {
+                Some(d) if !f.addrs.is_empty() => domains.push(DomainRoute {
+                    domain: d.0.as_str().into(),
+                    servers: servers.into(),
+                    source: RouteSource::Forwarder,
+                }),
+                Some(_) => {} // local only: handled by LocalNames
+                None => defaults.extend(servers),
+            }
+        }
+        let (default, source, options) = if dns.forwarders_replace_resolv_conf() {
+            (defaults, DefaultSource::Forwarders, WalkOptions::default())
+        } else {
+            if resolv.uses_resolved_stub() {
+                tracing::info!(
+                    "resolv.conf lists the systemd-resolved stub 127.0.0.53; forwarding to it"
+                );
+            }
+            let servers = resolv
+                .nameservers
+                .iter()
+                .copied()
+                .filter(|a| usable(*a))
+                .map(|a| pool.get(a))
+                .collect();
+            let options = WalkOptions {
+                attempts: resolv.attempts,
+                rotate: resolv.rotate,
+                timeout_cap: Duration::from_secs(resolv.timeout_secs.into()),
+                scoped: false,
+            };
+            (
+                servers,
+                DefaultSource::ResolvConf(dns.resolv_conf.as_path().into()),
+                options,
+            )
+        };
+        RoutingTable::new(domains, default, source, dns.forward_plain_names, options)
     }
 }
 
