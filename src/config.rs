@@ -29,7 +29,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -38,7 +38,7 @@ pub struct Config {
     pub dhcp: Option<DhcpConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     /// Addresses to serve on; a bare address means port 53.
@@ -144,7 +144,7 @@ impl<T> From<OneOrMany<T>> for Vec<T> {
 }
 
 /// A `[[dns.forwarder]]` entry, with libvirt's `<forwarder>` meaning.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawForwarder")]
 pub struct Forwarder {
     pub domain: Option<DomainName>,

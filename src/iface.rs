@@ -92,6 +92,24 @@ pub fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
     })
 }
 
+/// An interface as DHCP serves it: its index (new each time the interface is created) and
+/// its IPv4 address. When either changes, sockets bound to it must be bound again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub v4: InterfaceAddr,
+}
+
+/// The interface called `name`, if it exists and has an IPv4 address.
+pub fn link(name: &str) -> Option<Link> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string and returns 0 when there is no
+    // such interface.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    let v4 = ipv4_of(name)?;
+    (index != 0).then_some(Link { index, v4 })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -100,5 +118,7 @@ mod tests {
         assert_eq!(lo.addr, std::net::Ipv4Addr::LOCALHOST);
         assert_eq!(lo.subnet.prefix(), 8);
         assert!(super::ipv4_of("no-such-interface0").is_none());
+        assert!(super::link("lo").is_some_and(|l| l.index > 0 && l.v4 == lo));
+        assert!(super::link("no-such-interface0").is_none());
     }
 }

@@ -12,14 +12,16 @@
 //! durable in `dhcp::store`) and feeds guest names to the local names.
 //!
 //! Around both: `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
-//! `watch` (noticing they changed), `iface` (the machine's interface addresses), and `server`
-//! (one running instance that ties it together).
+//! `watch` (noticing they changed), `iface` (the machine's interface addresses), `types`
+//! (the value types everything shares), `server` (the DNS service and its state), and
+//! `instance`, the composition root that owns the lifecycle of one running virtdns.
 
 pub mod config;
 pub mod dhcp;
 pub mod dns;
 pub mod hosts;
 pub mod iface;
+pub mod instance;
 pub mod resolv_conf;
 pub mod server;
 pub mod types;

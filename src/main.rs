@@ -5,9 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use hickory_proto::op::Message;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use virtdns::config::{Config, DEFAULT_LISTEN, DnsConfig};
-use virtdns::dhcp::server::DhcpServer;
 use virtdns::dhcp::store;
 use virtdns::dns::wire;
 use virtdns::server::Server;
@@ -74,9 +72,17 @@ impl Common {
         })
     }
 
-    /// The config file with command-line flags applied over it.
+    /// The `[dns]` settings with command-line flags applied, and the listen addresses.
     fn settings(&self) -> Result<(DnsConfig, Vec<SocketAddr>)> {
-        let mut dns = self.config()?.dns;
+        let (config, listen) = self.load()?;
+        Ok((config.dns, listen))
+    }
+
+    /// The config file, read once, with command-line flags applied over it; and the
+    /// listen addresses.
+    fn load(&self) -> Result<(Config, Vec<SocketAddr>)> {
+        let mut config = self.config()?;
+        let dns = &mut config.dns;
         if !self.listen.is_empty() {
             dns.listen = self.listen.clone();
         }
@@ -91,7 +97,7 @@ impl Common {
         if listen.is_empty() {
             listen.push(DEFAULT_LISTEN.parse().expect("default listen address"));
         }
-        Ok((dns, listen))
+        Ok((config, listen))
     }
 }
 
@@ -110,7 +116,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Run(common) => runtime.block_on(run(common)),
+        Command::Run(common) => runtime.block_on(virtdns::instance::run(|| common.load())),
         Command::Check(common) => runtime.block_on(check(common)),
         Command::Explain {
             name,
@@ -118,36 +124,6 @@ fn main() -> Result<()> {
             common,
         } => runtime.block_on(explain(name, rtype, common)),
         Command::Leases { json, common } => leases(json, common),
-    }
-}
-
-async fn run(common: Common) -> Result<()> {
-    let (dns, listen) = common.settings()?;
-    let dhcp = match common.config()?.dhcp {
-        Some(cfg) => Some(Arc::new(DhcpServer::start(&cfg, &dns, &listen)?)),
-        None => None,
-    };
-    let (udp, tcp) = Server::bind(&listen).await?;
-    let server = Arc::new(Server::new(dns, listen.clone()));
-    if let Some(dhcp) = dhcp {
-        tokio::spawn(publish_guest_names(dhcp.clone(), server.clone()));
-        tokio::spawn(dhcp.run());
-    }
-    tracing::info!(listen = ?listen, "virtdns serving");
-    server.run(udp, tcp, shutdown_signal()).await;
-    tracing::info!("virtdns stopped");
-    Ok(())
-}
-
-/// Keeps DNS answering for the guests DHCP knows.
-async fn publish_guest_names(dhcp: Arc<DhcpServer>, server: Arc<Server>) {
-    let mut names = dhcp.names();
-    loop {
-        let current = names.borrow_and_update().clone();
-        server.set_guest_names(dhcp.domain(), &current);
-        if names.changed().await.is_err() {
-            return;
-        }
     }
 }
 
@@ -189,15 +165,6 @@ fn leases(json: bool, common: Common) -> Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 async fn check(common: Common) -> Result<()> {

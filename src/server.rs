@@ -14,13 +14,14 @@ use crate::dns::upstream::{KNOWLEDGE_TTL, UpstreamPool};
 use crate::hosts::HostsEntry;
 use crate::resolv_conf::ResolvConf;
 use crate::watch;
-use std::future::Future;
+use arc_swap::ArcSwap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// How long each SOA probe of split-domain discovery may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -39,7 +40,8 @@ pub enum StartError {
 }
 
 pub struct Server {
-    dns: DnsConfig,
+    /// The `[dns]` settings in force; replaced whole by `reload`.
+    dns: ArcSwap<DnsConfig>,
     listen: Vec<SocketAddr>,
     resolver: Arc<Resolver>,
     pool: UpstreamPool,
@@ -67,7 +69,7 @@ impl Server {
         let acl = Acl::new(&dns.allow, &listen, &crate::iface::addresses());
         let resolver = Arc::new(Resolver::new(acl, local, routes, forwarder));
         Server {
-            dns,
+            dns: ArcSwap::from_pointee(dns),
             listen,
             resolver,
             pool,
@@ -83,15 +85,67 @@ impl Server {
         &self.resolver
     }
 
+    /// The `[dns]` settings in force.
+    pub fn dns(&self) -> Arc<DnsConfig> {
+        self.dns.load_full()
+    }
+
+    /// Applies new `[dns]` settings (SIGHUP): clients answered, local names and routes are
+    /// rebuilt where their settings changed, and only then is the cache emptied. Listen
+    /// addresses and TCP limits take effect at the next start.
+    pub fn reload(&self, dns: DnsConfig) {
+        let old = self.dns();
+        if dns.listen != old.listen {
+            tracing::warn!("[dns] listen changed: the new addresses take effect at the next start");
+        }
+        let local_changed = dns.domain != old.domain
+            || dns.records != old.records
+            || dns.hosts != old.hosts
+            || dns.no_hosts != old.no_hosts
+            || dns.local_ttl != old.local_ttl
+            || dns.forwarders != old.forwarders;
+        let routes_changed = dns.forwarders != old.forwarders
+            || dns.resolv_conf != old.resolv_conf
+            || dns.forward_plain_names != old.forward_plain_names
+            || dns.discover_split_domains != old.discover_split_domains;
+        self.dns.store(Arc::new(dns));
+        self.refresh_acl();
+        if local_changed {
+            self.reload_local();
+        }
+        if routes_changed {
+            let dns = self.dns();
+            let resolv = ResolvConf::read(&dns.resolv_conf).unwrap_or_default();
+            let routes = RoutingTable::from_config(&dns, &self.listen, &self.pool, &resolv);
+            let mut state = self.state.lock().unwrap();
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            state.resolv = resolv;
+            state.probes.clear();
+            self.resolver.set_routes(routes);
+        }
+        tracing::info!(local_changed, routes_changed, "configuration reloaded");
+    }
+
+    /// Recomputes which clients are answered from the interfaces as they are now (an
+    /// interface that appeared or changed brings its subnet).
+    pub fn refresh_acl(&self) {
+        let dns = self.dns();
+        let acl = Acl::new(&dns.allow, &self.listen, &crate::iface::addresses());
+        if acl != *self.resolver.acl() {
+            tracing::info!(clients = %acl, "clients answered");
+            self.resolver.set_acl(acl);
+        }
+    }
+
     /// What `check` prints: local domains, routes, discovered split domains.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        let local_domains: Vec<String> = self
-            .dns
+        let dns = self.dns();
+        let local_domains: Vec<String> = dns
             .domain
             .iter()
             .map(|d| d.0.clone())
-            .chain(self.dns.local_only_domains())
+            .chain(dns.local_only_domains())
             .collect();
         out.push_str(&format!(
             "listen: {}\n",
@@ -109,7 +163,7 @@ impl Server {
                 local_domains.join(", ")
             }
         ));
-        out.push_str(&format!("static records: {}\n", self.dns.records.len()));
+        out.push_str(&format!("static records: {}\n", self.dns().records.len()));
         out.push_str(&format!("clients answered: {}\n", self.resolver.acl()));
         out.push_str(&self.resolver.routes().to_string());
         let state = self.state.lock().unwrap();
@@ -166,7 +220,7 @@ impl Server {
                 .collect();
             (search, routes.default.to_vec())
         };
-        if !self.dns.discover_split_domains
+        if !self.dns().discover_split_domains
             || domains.is_empty()
             || servers.len() < 2
             || self.resolver.routes().default_source == DefaultSource::Forwarders
@@ -191,12 +245,13 @@ impl Server {
     /// Rereads resolv.conf; keeps the last good list if it is gone or lists no usable server.
     /// Returns true when the routes changed.
     pub fn reload_resolv_conf(&self) -> bool {
-        let path = &self.dns.resolv_conf;
+        let dns = self.dns();
+        let path = &dns.resolv_conf;
         let Some(resolv) = ResolvConf::read(path) else {
             tracing::warn!(path = %path.display(), "resolv.conf unreadable or gone; keeping the last good server list");
             return false;
         };
-        let routes = RoutingTable::from_config(&self.dns, &self.listen, &self.pool, &resolv);
+        let routes = RoutingTable::from_config(&dns, &self.listen, &self.pool, &resolv);
         if routes.default.is_empty() && routes.default_source != DefaultSource::Forwarders {
             tracing::warn!(path = %path.display(), "resolv.conf lists no usable nameserver; keeping the last good server list");
             return false;
@@ -216,7 +271,7 @@ impl Server {
     pub fn reload_local(&self) {
         let guests = self.state.lock().unwrap().guests.clone();
         self.resolver
-            .set_local(LocalNames::from_config(&self.dns, &guests));
+            .set_local(LocalNames::from_config(&self.dns(), &guests));
         tracing::info!("local names rebuilt");
     }
 
@@ -253,23 +308,25 @@ impl Server {
             for _ in 1..workers {
                 udp.push(reuseport_udp(bound).map_err(err)?);
             }
-            tcp.push(TcpListener::bind(bound).await.map_err(err)?);
+            tcp.push(tcp_listener(bound).map_err(err)?);
         }
         Ok((udp, tcp))
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `cancel` fires. Returns an error if a listener died: nothing serves on
+    /// silently half-dead.
     pub async fn run(
         self: Arc<Self>,
         udp: Vec<std::net::UdpSocket>,
         tcp: Vec<TcpListener>,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let udp_workers = listener::UdpWorkers::start(udp, self.resolver.clone());
+        cancel: CancellationToken,
+    ) -> Result<(), String> {
+        let (udp_workers, mut udp_died) = listener::UdpWorkers::start(udp, self.resolver.clone());
         let mut tasks = tokio::task::JoinSet::new();
+        let dns = self.dns();
         let limits = TcpLimits {
-            max_connections: self.dns.tcp_max_connections,
-            idle_timeout: Duration::from_millis(self.dns.tcp_idle_timeout_ms),
+            max_connections: dns.tcp_max_connections,
+            idle_timeout: Duration::from_millis(dns.tcp_idle_timeout_ms),
         };
         for l in tcp {
             tasks.spawn(listener::serve_tcp(l, self.resolver.clone(), limits));
@@ -277,9 +334,17 @@ impl Server {
         self.spawn_watchers(&mut tasks);
         let this = self.clone();
         tasks.spawn(async move { this.keep_learning().await });
-        shutdown.await;
+        let result = tokio::select! {
+            _ = cancel.cancelled() => Ok(()),
+            why = udp_died.recv() => Err(why.unwrap_or_else(|| "UDP listeners ended".into())),
+            ended = tasks.join_next() => Err(match ended {
+                Some(Err(e)) if e.is_panic() => format!("a DNS task panicked: {e}"),
+                _ => "a DNS task ended".to_string(),
+            }),
+        };
         tasks.abort_all();
         udp_workers.stop();
+        result
     }
 
     /// Discovery and probes at start; the probes again every `KNOWLEDGE_TTL`; discovery again
@@ -313,41 +378,81 @@ impl Server {
         }
     }
 
+    /// Watches resolv.conf and the hosts files named by the settings in force (so a reload
+    /// that names other files is followed too).
     fn spawn_watchers(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
-        if !self.dns.forwarders_replace_resolv_conf() {
+        let this = self.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let paths = {
             let this = self.clone();
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-            tasks.spawn(watch::watch_files(
-                vec![self.dns.resolv_conf.clone()],
-                move || {
-                    let _ = tx.try_send(());
-                },
-            ));
-            tasks.spawn(async move {
-                while rx.recv().await.is_some() {
-                    if this.reload_resolv_conf() {
-                        this.learn().await;
-                    }
+            move || {
+                let dns = this.dns();
+                if dns.forwarders_replace_resolv_conf() {
+                    Vec::new()
+                } else {
+                    vec![dns.resolv_conf.clone()]
                 }
-            });
-        }
-        if !self.dns.no_hosts && !self.dns.hosts.is_empty() {
+            }
+        };
+        tasks.spawn(watch::watch_files(paths, move || {
+            let _ = tx.try_send(());
+        }));
+        tasks.spawn(async move {
+            while rx.recv().await.is_some() {
+                if this.reload_resolv_conf() {
+                    this.learn().await;
+                }
+            }
+        });
+        let this = self.clone();
+        let paths = {
             let this = self.clone();
-            tasks.spawn(watch::watch_files(self.dns.hosts.clone(), move || {
-                this.reload_local()
-            }));
-        }
+            move || {
+                let dns = this.dns();
+                if dns.no_hosts {
+                    Vec::new()
+                } else {
+                    dns.hosts.clone()
+                }
+            }
+        };
+        tasks.spawn(watch::watch_files(paths, move || this.reload_local()));
     }
 }
 
-fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// A socket for `addr` that may be bound before the address exists (IP_FREEBIND): a
+/// libvirt bridge and its address come and go with the network, and a socket bound to the
+/// address serves again as soon as it is back.
+fn listen_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let protocol = if kind == Type::DGRAM {
+        Protocol::UDP
+    } else {
+        Protocol::TCP
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
     }
+    Ok(socket)
+}
+
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = listen_socket(addr, socket2::Type::DGRAM)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = listen_socket(addr, socket2::Type::STREAM)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }

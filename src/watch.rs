@@ -36,14 +36,19 @@ pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
     })
 }
 
-/// Calls `on_change` every time any of `paths` changes, until the task is dropped.
-pub async fn watch_files(paths: Vec<PathBuf>, mut on_change: impl FnMut()) {
-    let mut last: Vec<_> = paths.iter().map(|p| fingerprint(p)).collect();
+/// Calls `on_change` every time any of the files `paths()` names changes, or the list
+/// itself changes (a reload named other files), until the task is dropped.
+pub async fn watch_files(paths: impl Fn() -> Vec<PathBuf>, mut on_change: impl FnMut()) {
+    let look = |paths: Vec<PathBuf>| {
+        let prints: Vec<_> = paths.iter().map(|p| fingerprint(p)).collect();
+        (paths, prints)
+    };
+    let mut last = look(paths());
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now: Vec<_> = paths.iter().map(|p| fingerprint(p)).collect();
+        let now = look(paths());
         if now != last {
             last = now;
             on_change();

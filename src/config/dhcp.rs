@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawDhcp")]
 pub struct DhcpConfig {
     pub interface: String,

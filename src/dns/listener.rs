@@ -22,14 +22,20 @@ pub struct UdpWorkers {
 }
 
 impl UdpWorkers {
-    pub fn start(sockets: Vec<std::net::UdpSocket>, resolver: Arc<Resolver>) -> UdpWorkers {
+    /// Starts a worker per socket. The receiver hears why, if a worker stops on its own.
+    pub fn start(
+        sockets: Vec<std::net::UdpSocket>,
+        resolver: Arc<Resolver>,
+    ) -> (UdpWorkers, mpsc::UnboundedReceiver<String>) {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (died, deaths) = mpsc::unbounded_channel();
         let threads = sockets
             .into_iter()
             .enumerate()
             .map(|(i, socket)| {
                 let resolver = resolver.clone();
                 let mut stopped = stopped.clone();
+                let died = died.clone();
                 std::thread::Builder::new()
                     .name(format!("udp-{i}"))
                     .spawn(move || {
@@ -40,10 +46,15 @@ impl UdpWorkers {
                         runtime.block_on(async move {
                             let socket = match UdpSocket::from_std(socket) {
                                 Ok(s) => Arc::new(s),
-                                Err(e) => return tracing::error!(error = %e, "udp socket unusable"),
+                                Err(e) => {
+                                    let _ = died.send(format!("UDP socket unusable: {e}"));
+                                    return;
+                                }
                             };
                             tokio::select! {
-                                _ = serve_udp(socket, resolver) => {}
+                                why = serve_udp(socket, resolver) => {
+                                    let _ = died.send(why);
+                                }
                                 _ = stopped.wait_for(|s| *s) => {}
                             }
                         });
@@ -51,7 +62,7 @@ impl UdpWorkers {
                     .expect("udp worker thread")
             })
             .collect();
-        UdpWorkers { stop, threads }
+        (UdpWorkers { stop, threads }, deaths)
     }
 
     pub fn stop(self) {
@@ -62,10 +73,11 @@ impl UdpWorkers {
     }
 }
 
-/// Serves queries arriving on `socket` until the task is dropped. Queries are taken a batch
-/// at a time (`udp_batch`); those answered at once (cache, local data, errors) go back in one
-/// batched send, the rest are forwarded in tasks of their own.
-pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
+/// Serves queries arriving on `socket` until the task is dropped, or returns why the socket
+/// failed. Queries are taken a batch at a time (`udp_batch`); those answered at once (cache,
+/// local data, errors) go back in one batched send, the rest are forwarded in tasks of their
+/// own.
+pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> String {
     let fd = socket.as_raw_fd();
     let mut batch = udp_batch::RecvBatch::default();
     // Reply buffers, reused from batch to batch.
@@ -73,8 +85,7 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
     let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
         if let Err(e) = socket.readable().await {
-            tracing::warn!(error = %e, "udp socket failed");
-            return;
+            return format!("UDP socket failed: {e}");
         }
         let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
             Ok(n) => n,

@@ -11,6 +11,7 @@ use crate::dns::router::{Route, RoutingTable};
 use crate::dns::trace::Trace;
 use crate::dns::transport::{Exchanger, Network};
 use crate::dns::wire::{self, Query, QueryProblem, Rcode};
+use arc_swap::ArcSwap;
 use std::sync::{Arc, RwLock};
 
 /// The transport a query came in on: it decides how large a reply may be.
@@ -34,7 +35,8 @@ pub enum Immediate {
 }
 
 pub struct Resolver<X: Exchanger = Network> {
-    acl: Acl,
+    /// Read on every packet, replaced when interfaces change: lock-free reads.
+    acl: ArcSwap<Acl>,
     local: RwLock<Arc<LocalNames>>,
     routes: RwLock<Arc<RoutingTable>>,
     forwarder: Arc<Forwarder<X>>,
@@ -48,7 +50,7 @@ impl<X: Exchanger> Resolver<X> {
         forwarder: Forwarder<X>,
     ) -> Resolver<X> {
         Resolver {
-            acl,
+            acl: ArcSwap::from_pointee(acl),
             local: RwLock::new(Arc::new(local)),
             routes: RwLock::new(Arc::new(routes)),
             forwarder: Arc::new(forwarder),
@@ -81,11 +83,15 @@ impl<X: Exchanger> Resolver<X> {
 
     /// Whether a client at `ip` is answered at all.
     pub fn admits(&self, ip: std::net::IpAddr) -> bool {
-        self.acl.admits(ip)
+        self.acl.load().admits(ip)
     }
 
-    pub fn acl(&self) -> &Acl {
-        &self.acl
+    pub fn acl(&self) -> Arc<Acl> {
+        self.acl.load_full()
+    }
+
+    pub fn set_acl(&self, acl: Acl) {
+        self.acl.store(Arc::new(acl));
     }
 
     /// The answer for a client that is not admitted: REFUSED, if the query can be read.

@@ -1,0 +1,137 @@
+//! One running virtdns, the composition root: it owns the lifecycle of everything else.
+//!
+//! It binds the DNS sockets (before the addresses exist, if need be), starts DNS
+//! (`server::Server`), DHCP following its interface (`dhcp::service`) and the watch on the
+//! machine's interfaces that keeps the clients answered current, all under one cancellation
+//! token. A task that ends on its own is an error: it is logged and the process exits
+//! non-zero (a supervisor restarts it) rather than serve on half-dead. SIGHUP reloads the
+//! configuration: a bad new one is logged and the running one stays. SIGTERM and SIGINT stop
+//! everything, with a short grace period.
+
+use crate::config::Config;
+use crate::dhcp::service::{self, LINK_POLL, Settings};
+use crate::server::Server;
+use anyhow::{Result, anyhow};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long running tasks get to finish after a stop.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// The configuration as the command line gives it: the file with flags applied, and the
+/// listen addresses. Called at start and on every SIGHUP.
+pub trait Load: Fn() -> Result<(Config, Vec<SocketAddr>)> {}
+impl<F: Fn() -> Result<(Config, Vec<SocketAddr>)>> Load for F {}
+
+/// Runs until SIGTERM or SIGINT, or until a part fails.
+pub async fn run(load: impl Load) -> Result<()> {
+    let (config, listen) = load()?;
+    let (udp, tcp) = Server::bind(&listen).await?;
+    let server = Arc::new(Server::new(config.dns.clone(), listen.clone()));
+    let cancel = CancellationToken::new();
+    let (dhcp_settings, dhcp_watch) = watch::channel(settings(&config, &listen));
+    let mut tasks = JoinSet::new();
+    supervise(
+        &mut tasks,
+        "DNS",
+        server.clone().run(udp, tcp, cancel.clone()),
+    );
+    supervise(
+        &mut tasks,
+        "DHCP",
+        service::follow_interface(dhcp_watch, server.clone(), cancel.clone()),
+    );
+    supervise(
+        &mut tasks,
+        "interface watch",
+        follow_interfaces(server.clone(), cancel.clone()),
+    );
+    tracing::info!(listen = ?listen, "virtdns serving");
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let outcome = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
+            _ = hangup.recv() => reload(&load, &server, &dhcp_settings),
+            Some(ended) = tasks.join_next() => {
+                break Err(match ended {
+                    Ok((part, Ok(()))) => anyhow!("{part} stopped on its own"),
+                    Ok((part, Err(why))) => anyhow!("{part} failed: {why}"),
+                    Err(e) => anyhow!("a task failed: {e}"),
+                });
+            }
+        }
+    };
+    cancel.cancel();
+    let drained =
+        tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("tasks still running after {GRACE:?}; stopping anyway");
+    }
+    match &outcome {
+        Ok(()) => tracing::info!("virtdns stopped"),
+        Err(e) => tracing::error!("virtdns stops: {e:#}"),
+    }
+    outcome
+}
+
+/// What the DHCP service runs with under `config`.
+fn settings(config: &Config, listen: &[SocketAddr]) -> Option<Settings> {
+    config.dhcp.clone().map(|dhcp| Settings {
+        dhcp,
+        dns: config.dns.clone(),
+        listen: listen.to_vec(),
+    })
+}
+
+/// Re-reads the configuration and applies it; keeps the running one if it is bad.
+fn reload(load: &impl Load, server: &Arc<Server>, dhcp: &watch::Sender<Option<Settings>>) {
+    let (config, listen) = match load() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!("reload refused, the running configuration stays: {e:#}");
+            return;
+        }
+    };
+    tracing::info!("SIGHUP: configuration reloaded");
+    server.reload(config.dns.clone());
+    let next = settings(&config, &listen);
+    dhcp.send_if_modified(|current| {
+        let changed = *current != next;
+        *current = next;
+        changed
+    });
+    let server = server.clone();
+    tokio::spawn(async move {
+        server.learn().await;
+    });
+}
+
+/// Keeps the clients answered in step with the machine's interfaces (a bridge that appears
+/// brings its subnet).
+async fn follow_interfaces(server: Arc<Server>, cancel: CancellationToken) -> Result<(), String> {
+    let mut tick = tokio::time::interval(LINK_POLL);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => server.refresh_acl(),
+        }
+    }
+}
+
+/// Runs `part` in `tasks`, labelled with its name for the log.
+fn supervise(
+    tasks: &mut JoinSet<(&'static str, Result<(), String>)>,
+    name: &'static str,
+    part: impl Future<Output = Result<(), String>> + Send + 'static,
+) {
+    tasks.spawn(async move { (name, part.await) });
+}
