@@ -11,7 +11,9 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// Where virtdns listens when neither the config nor the command line says.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+/// Where DNS listens without configuration: loopback, on a port that needs no privilege and
+/// that no common service takes (5353 is mDNS, which avahi-daemon holds on most desktops).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5300";
 
 /// A configuration problem, located in its file.
 #[derive(Debug, Error)]

@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve DNS (defaults: 127.0.0.1:5353, forwarding per /etc/resolv.conf, /etc/hosts names).
+    /// Serve DNS (defaults: 127.0.0.1:5300, forwarding per /etc/resolv.conf, /etc/hosts names).
     Run(Common),
     /// Validate the configuration and print the effective routing.
     Check(Common),
@@ -109,6 +109,8 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into the journal or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // UDP is served by one thread per core of its own (see dns::listener::UdpWorkers); the
     // rest (TCP, DHCP, watchers) needs no more than one.
@@ -168,13 +170,30 @@ fn leases(json: bool, common: Common) -> Result<()> {
 }
 
 async fn check(common: Common) -> Result<()> {
-    let (dns, listen) = common.settings()?;
+    let (config, listen) = common.load()?;
+    if let Some(dhcp) = &config.dhcp {
+        // What `run` checks when DHCP starts on the interface.
+        match virtdns::iface::link(&dhcp.interface) {
+            Some(link) => {
+                dhcp.check_against(link.v4.subnet, link.v4.addr)
+                    .map_err(|e| anyhow::anyhow!("[dhcp] {e}"))?;
+                println!(
+                    "dhcp: interface {} ({}, {}) fits the ranges and hosts",
+                    dhcp.interface, link.v4.addr, link.v4.subnet
+                );
+            }
+            None => println!(
+                "dhcp: interface {} does not exist yet (or has no IPv4 address): DHCP will wait for it",
+                dhcp.interface
+            ),
+        }
+    }
     if let Some(path) = &common.config {
         println!("config {}: ok", path.display());
     } else {
         println!("no config file: built-in defaults");
     }
-    let server = Server::new(dns, listen);
+    let server = Server::new(config.dns, listen);
     server.learn().await;
     print!("{}", server.describe());
     Ok(())

@@ -47,8 +47,8 @@ struct RawDhcp {
     hosts: Vec<StaticHost>,
     #[serde(default = "default_max_leases")]
     max_leases: usize,
-    #[serde(default = "default_lease_db")]
-    lease_db: PathBuf,
+    /// Default: one database per interface, so two networks never share one.
+    lease_db: Option<PathBuf>,
     #[serde(default = "default_server_port")]
     server_port: u16,
     #[serde(default = "default_client_port")]
@@ -61,8 +61,9 @@ fn default_lease_time() -> u32 {
 fn default_max_leases() -> usize {
     4096
 }
-fn default_lease_db() -> PathBuf {
-    PathBuf::from("/var/lib/virtdns/leases.sqlite")
+/// Where the leases of the network on `interface` live unless `lease_db` says otherwise.
+pub fn default_lease_db(interface: &str) -> PathBuf {
+    PathBuf::from(format!("/var/lib/virtdns/{interface}.leases.sqlite"))
 }
 fn default_server_port() -> u16 {
     67
@@ -179,6 +180,9 @@ impl TryFrom<RawDhcp> for DhcpConfig {
                 }
             }
         }
+        let lease_db = raw
+            .lease_db
+            .unwrap_or_else(|| default_lease_db(&raw.interface));
         Ok(DhcpConfig {
             interface: raw.interface,
             ranges: raw.ranges,
@@ -189,7 +193,7 @@ impl TryFrom<RawDhcp> for DhcpConfig {
             search: raw.search,
             hosts: raw.hosts,
             max_leases: raw.max_leases,
-            lease_db: raw.lease_db,
+            lease_db,
             server_port: raw.server_port,
             client_port: raw.client_port,
         })

@@ -161,3 +161,16 @@ fn dhcp_ranges_are_checked_against_the_interface() {
         "range 192.168.122.2-192.168.123.9 is outside the subnet 192.168.122.0/24 of interface virbr0"
     );
 }
+
+#[test]
+fn each_network_gets_its_own_lease_database_by_default() {
+    let text = |iface: &str| {
+        format!(
+            "[dhcp]\ninterface = \"{iface}\"\n[[dhcp.range]]\nstart = \"10.0.0.2\"\nend = \"10.0.0.9\"\n"
+        )
+    };
+    let a = parse(&text("virbr0")).unwrap().dhcp.unwrap().lease_db;
+    let b = parse(&text("virbr1")).unwrap().dhcp.unwrap().lease_db;
+    assert_eq!(a, PathBuf::from("/var/lib/virtdns/virbr0.leases.sqlite"));
+    assert_ne!(a, b);
+}

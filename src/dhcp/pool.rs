@@ -89,11 +89,21 @@ impl Pool {
     }
 
     /// Restores leases read from the store.
-    pub fn restore(&mut self, leases: Vec<Lease>) {
+    /// Takes back stored leases whose address this pool hands out (a range or a static
+    /// host's); returns how many were left out (another network's, or a range since removed).
+    pub fn restore(&mut self, leases: Vec<Lease>) -> usize {
+        let mut left_out = 0;
         for l in leases {
+            let ours = self.ranges.iter().any(|(r, _)| r.contains(l.addr))
+                || self.statics.values().any(|h| h.address == Some(l.addr));
+            if !ours {
+                left_out += 1;
+                continue;
+            }
             self.by_client.insert(l.client.clone(), l.addr);
             self.slots.insert(l.addr, Slot::Bound(l));
         }
+        left_out
     }
 
     pub fn static_host(&self, mac: Mac) -> Option<&StaticHost> {

@@ -27,8 +27,50 @@ pub struct Decision {
     pub changes: Vec<Change>,
     /// True when published names changed (DNS must be updated).
     pub names_changed: bool,
-    /// One line for the log.
+    /// One line for the debug log.
     pub note: String,
+    /// What changed for a lease, for the one info line a person greps for.
+    pub event: Option<LeaseEvent>,
+}
+
+/// A decision that changes, or refuses, a lease: logged at info level in dnsmasq's words
+/// (`DHCPACK(virbr0) 192.168.122.45 52:54:00:11:22:33 guest1`), which users grep for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEvent {
+    Ack {
+        addr: Ipv4Addr,
+        mac: Mac,
+        name: Option<String>,
+    },
+    Nak {
+        mac: Mac,
+        why: String,
+    },
+    Release {
+        addr: Ipv4Addr,
+        mac: Mac,
+    },
+    Decline {
+        addr: Ipv4Addr,
+        mac: Mac,
+    },
+}
+
+impl LeaseEvent {
+    /// The log line for an event on `interface`.
+    pub fn line(&self, interface: &str) -> String {
+        match self {
+            LeaseEvent::Ack { addr, mac, name } => format!(
+                "DHCPACK({interface}) {addr} {mac}{}",
+                name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+            ),
+            LeaseEvent::Nak { mac, why } => format!("DHCPNAK({interface}) {mac} {why}"),
+            LeaseEvent::Release { addr, mac } => format!("DHCPRELEASE({interface}) {addr} {mac}"),
+            LeaseEvent::Decline { addr, mac } => {
+                format!("DHCPDECLINE({interface}) {addr} {mac} (address in use: quarantined)")
+            }
+        }
+    }
 }
 
 /// Why a message was not looked at.
@@ -218,6 +260,11 @@ fn request(pool: &mut Pool, offer: &Offerings, m: &ClientMessage, now: u64) -> D
         reply: Some(reply(msg, MessageType::Ack, addr, offer, subnet, true)),
         changes,
         names_changed,
+        event: Some(LeaseEvent::Ack {
+            addr,
+            mac: m.mac,
+            name: name.clone(),
+        }),
         note: format!(
             "REQUEST from {}: ACK {addr}{}",
             m.mac,
@@ -248,6 +295,7 @@ fn release(pool: &mut Pool, m: &ClientMessage) -> Decision {
         Some(l) => Decision {
             changes: vec![Change::Remove(addr)],
             names_changed: l.name.is_some(),
+            event: Some(LeaseEvent::Release { addr, mac: m.mac }),
             note: format!("RELEASE from {}: {addr} freed", m.mac),
             ..Default::default()
         },
@@ -269,6 +317,7 @@ fn decline(pool: &mut Pool, m: &ClientMessage, now: u64) -> Decision {
     Decision {
         changes: ended.iter().map(|l| Change::Remove(l.addr)).collect(),
         names_changed: ended.is_some_and(|l| l.name.is_some()),
+        event: Some(LeaseEvent::Decline { addr, mac: m.mac }),
         note: format!("DECLINE from {}: {addr} quarantined", m.mac),
         ..Default::default()
     }
@@ -308,8 +357,14 @@ fn ignore(note: String) -> Decision {
 fn nak(msg: &Message, offer: &Offerings, note: String) -> Decision {
     let mut r = base_reply(msg, MessageType::Nak, Ipv4Addr::UNSPECIFIED, offer.server);
     r.set_flags(msg.flags().set_broadcast());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&msg.chaddr()[..6]);
     Decision {
         reply: Some(r),
+        event: Some(LeaseEvent::Nak {
+            mac: Mac(mac),
+            why: note.clone(),
+        }),
         note,
         ..Default::default()
     }

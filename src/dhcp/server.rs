@@ -78,8 +78,9 @@ impl DhcpServer {
             .into_iter()
             .filter(|l| l.expires > t)
             .collect();
-        tracing::info!(count = leases.len(), db = %cfg.lease_db.display(), "leases restored");
-        pool.restore(leases);
+        let stored = leases.len();
+        let left_out = pool.restore(leases);
+        tracing::info!(count = stored - left_out, left_out, db = %cfg.lease_db.display(), "leases restored");
         let domain = cfg
             .domain
             .as_ref()
@@ -172,9 +173,10 @@ impl DhcpServer {
             rfc2131::decide(&mut pool, &self.offerings, &client, now())
         };
         tracing::debug!(%source, "{}", decision.note);
+        let event = decision.event;
         let Some(reply) = decision.reply else {
             if !decision.changes.is_empty() {
-                self.persist_then(decision.changes, decision.names_changed, None)
+                self.persist_then(decision.changes, decision.names_changed, None, event)
                     .await;
             }
             return;
@@ -187,28 +189,38 @@ impl DhcpServer {
         let send = Some((bytes, dest));
         if decision.changes.is_empty() {
             self.send(send).await;
+            self.log(event);
         } else {
             let this = self.clone();
             tokio::spawn(async move {
-                this.persist_then(decision.changes, decision.names_changed, send)
+                this.persist_then(decision.changes, decision.names_changed, send, event)
                     .await;
             });
         }
     }
 
+    /// Commits, then replies and logs: an ACK is logged only once it is durable and sent.
     async fn persist_then(
         &self,
         changes: Vec<Change>,
         names_changed: bool,
         send: Option<(Vec<u8>, socket::Destination)>,
+        event: Option<rfc2131::LeaseEvent>,
     ) {
         if let Err(e) = self.store.commit(changes).await {
             tracing::error!(error = %e, "lease not durable; withholding the reply");
             return;
         }
         self.send(send).await;
+        self.log(event);
         if names_changed {
             self.publish_names();
+        }
+    }
+
+    fn log(&self, event: Option<rfc2131::LeaseEvent>) {
+        if let Some(event) = event {
+            tracing::info!("{}", event.line(&self.interface));
         }
     }
 
@@ -242,7 +254,18 @@ impl DhcpServer {
             if expired.is_empty() {
                 continue;
             }
-            tracing::info!(count = expired.len(), "leases expired");
+            for l in &expired {
+                tracing::info!(
+                    "DHCP lease expired({}) {} {}{}",
+                    self.interface,
+                    l.addr,
+                    l.mac,
+                    l.name
+                        .as_deref()
+                        .map(|n| format!(" {n}"))
+                        .unwrap_or_default()
+                );
+            }
             let named = expired.iter().any(|l| l.name.is_some());
             let changes = expired
                 .into_iter()

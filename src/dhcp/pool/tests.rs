@@ -186,3 +186,29 @@ fn only_the_holder_can_decline() {
     assert_eq!(p.decline(&client(2).0, ip(10), NOW), None);
     assert_eq!(p.held_by(&client(1).0, NOW), Some(ip(10)));
 }
+
+#[test]
+fn restore_takes_back_only_this_networks_addresses() {
+    let fixed = StaticHost {
+        mac: Mac([2, 0, 0, 0, 0, 9]),
+        address: Some(ip(50)),
+        name: None,
+    };
+    let mut p = pool(&[fixed], 16);
+    let lease = |addr, n| Lease {
+        addr,
+        client: client(n).0,
+        mac: client(n).1,
+        name: None,
+        expires: NOW + 60,
+    };
+    let other_network = Lease {
+        addr: Ipv4Addr::new(192, 168, 122, 10),
+        ..lease(ip(10), 3)
+    };
+    let left_out = p.restore(vec![lease(ip(10), 1), lease(ip(50), 9), other_network]);
+    assert_eq!(left_out, 1);
+    assert_eq!(p.held_by(&client(1).0, NOW), Some(ip(10)));
+    assert_eq!(p.held_by(&client(9).0, NOW), Some(ip(50)));
+    assert_eq!(p.held_by(&client(3).0, NOW), None);
+}

@@ -257,3 +257,23 @@ fn a_decline_for_someone_elses_address_changes_nothing() {
         Some(addr)
     );
 }
+
+#[test]
+fn lease_events_read_like_dnsmasq_lines() {
+    let mac = Mac([0x52, 0x54, 0, 0x11, 0x22, 0x33]);
+    let addr = Ipv4Addr::new(192, 168, 122, 45);
+    let ack = LeaseEvent::Ack {
+        addr,
+        mac,
+        name: Some("guest1".into()),
+    };
+    assert_eq!(
+        ack.line("virbr0"),
+        "DHCPACK(virbr0) 192.168.122.45 52:54:00:11:22:33 guest1"
+    );
+    let release = LeaseEvent::Release { addr, mac };
+    assert_eq!(
+        release.line("virbr0"),
+        "DHCPRELEASE(virbr0) 192.168.122.45 52:54:00:11:22:33"
+    );
+}
