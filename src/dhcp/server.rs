@@ -25,6 +25,15 @@ pub enum DhcpError {
     NoInterface(String),
     #[error("[dhcp] {0}")]
     Invalid(String),
+    #[error(
+        "[dhcp] another DHCP server already serves {interface} (port {port}): {holder}; \
+         refusing to share the network with it (for libvirt: remove <dhcp> from the network)"
+    )]
+    Taken {
+        interface: String,
+        port: u16,
+        holder: String,
+    },
     #[error("[dhcp] cannot listen on {interface} port {port}: {source}")]
     Bind {
         interface: String,
@@ -102,12 +111,28 @@ impl DhcpServer {
         } else {
             cfg.dns_servers.clone()
         };
-        let socket =
-            socket::bind(&cfg.interface, cfg.server_port).map_err(|source| DhcpError::Bind {
-                interface: cfg.interface.clone(),
-                port: cfg.server_port,
-                source,
-            })?;
+        let socket = socket::bind(&cfg.interface, cfg.server_port).map_err(|source| {
+            let (interface, port) = (cfg.interface.clone(), cfg.server_port);
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                let holders = socket::holder(port);
+                let holder = if holders.is_empty() {
+                    "a process not visible from here".to_string()
+                } else {
+                    holders.join(", ")
+                };
+                DhcpError::Taken {
+                    interface,
+                    port,
+                    holder,
+                }
+            } else {
+                DhcpError::Bind {
+                    interface,
+                    port,
+                    source,
+                }
+            }
+        })?;
         let names = pool.names(t);
         Ok(DhcpServer {
             pool: Mutex::new(pool),

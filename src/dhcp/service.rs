@@ -62,7 +62,7 @@ pub async fn follow_interface(
         let names = publish_guest_names(server.clone(), dns.clone());
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = server.run() => return Err("the DHCP receive loop ended".into()),
+            _ = server.clone().run() => return Err("the DHCP receive loop ended".into()),
             _ = names => return Err("guest name publishing ended".into()),
             _ = settings.changed() => tracing::info!("[dhcp] reloaded: DHCP starts again with it"),
             now = link_changes(&interface, link) => match now {
@@ -70,7 +70,22 @@ pub async fn follow_interface(
                 None => tracing::warn!(%interface, "interface gone: DHCP waits for it to come back"),
             },
         }
+        released(server).await;
     }
+}
+
+/// Drops the service and waits until its last task lets go of it, so its socket is closed
+/// before the next one binds the same port.
+async fn released(server: Arc<DhcpServer>) {
+    let weak = Arc::downgrade(&server);
+    drop(server);
+    for _ in 0..200 {
+        if weak.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!("the previous DHCP service is still finishing a commit; binding anyway");
 }
 
 /// Returns when the interface is no longer `was`: what it is now, or None if it is gone.

@@ -58,10 +58,12 @@ pub fn destination(
     }
 }
 
-/// A UDP socket on `port` that sees only packets arriving on `interface`.
+/// A UDP socket on `port` that sees only packets arriving on `interface`. Bound without
+/// SO_REUSEADDR, so it fails with `AddrInUse` when another DHCP server would see the same
+/// packets (a socket on the port bound to this interface, or to none): two servers answering
+/// one network must never happen silently. `holder` says who that is.
 pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
     socket.set_broadcast(true)?;
     // Room for bursts (a relay's retries, or many guests booting at once) while a batch of
     // leases is being committed; the kernel caps it at net.core.rmem_max.
@@ -70,6 +72,47 @@ pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
     socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
+}
+
+/// Who holds UDP `port` on this machine, as `name (pid N)` entries, read from /proc: the
+/// socket's inode in /proc/net/udp, and the process whose descriptors include it.
+pub fn holder(port: u16) -> Vec<String> {
+    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
+        return Vec::new();
+    };
+    let wanted = format!(":{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1)?.ends_with(&wanted)).then(|| cols.get(9).map(|s| s.to_string()))?
+        })
+        .collect();
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                let t = target.to_string_lossy();
+                inodes.iter().any(|i| t == format!("socket:[{i}]"))
+            })
+        });
+        if holds {
+            let name = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            found.push(format!("{} (pid {pid})", name.trim()));
+        }
+    }
+    found
 }
 
 /// Sends `bytes` to `dest` through `socket`, bound to `interface`.
