@@ -3,7 +3,7 @@
 //! Written by hand (through libc) because none of our dependencies lists interface addresses,
 //! and a netlink crate would be a large dependency for a read at start.
 
-use crate::types::Subnet;
+use crate::types::{Net, Subnet};
 use std::ffi::CStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -90,6 +90,24 @@ pub fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
         }),
         _ => None,
     })
+}
+
+/// The networks virtdns serves: those of the interfaces carrying a listen address (every
+/// interface's when listening on 0.0.0.0 or ::). Loopback counts only when listened on.
+pub fn served_networks(listen: &[std::net::SocketAddr], interfaces: &[Address]) -> Vec<Net> {
+    let mut nets: Vec<Net> = Vec::new();
+    for l in listen {
+        let mine = interfaces
+            .iter()
+            .filter(|a| l.ip().is_unspecified() || a.addr == l.ip())
+            .map(|a| Net::new(a.addr, a.prefix));
+        for n in mine {
+            if !nets.contains(&n) {
+                nets.push(n);
+            }
+        }
+    }
+    nets
 }
 
 /// An interface as DHCP serves it: its index (new each time the interface is created) and

@@ -115,14 +115,14 @@ fn reload(load: &impl Load, server: &Arc<Server>, dhcp: &watch::Sender<Option<Se
     });
 }
 
-/// Keeps the clients answered in step with the machine's interfaces (a bridge that appears
-/// brings its subnet).
+/// Keeps the clients answered and the networks served in step with the machine's
+/// interfaces (a bridge that appears brings its subnet and its reverse zone).
 async fn follow_interfaces(server: Arc<Server>, cancel: CancellationToken) -> Result<(), String> {
     let mut tick = tokio::time::interval(LINK_POLL);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tick.tick() => server.refresh_acl(),
+            _ = tick.tick() => server.refresh_interfaces(),
         }
     }
 }

@@ -56,6 +56,8 @@ struct State {
     guests: Vec<HostsEntry>,
     resolv: ResolvConf,
     probes: Vec<Probe>,
+    /// The networks served (their reverse zones are local), as the interfaces last showed.
+    served: Vec<crate::types::Net>,
 }
 
 impl Server {
@@ -63,7 +65,8 @@ impl Server {
     pub fn new(dns: DnsConfig, listen: Vec<SocketAddr>) -> Server {
         let pool = UpstreamPool::new(dns.timeout_bounds());
         let forwarder = Forwarder::new(pool.clone(), dns.cache_size, dns.max_inflight);
-        let local = LocalNames::from_config(&dns, &[]);
+        let served = crate::iface::served_networks(&listen, &crate::iface::addresses());
+        let local = LocalNames::from_config(&dns, &[], &served);
         let resolv = ResolvConf::read(&dns.resolv_conf).unwrap_or_default();
         let routes = RoutingTable::from_config(&dns, &listen, &pool, &resolv);
         let acl = Acl::new(&dns.allow, &listen, &crate::iface::addresses());
@@ -75,6 +78,7 @@ impl Server {
             pool,
             state: Mutex::new(State {
                 resolv,
+                served,
                 ..Default::default()
             }),
             generation: AtomicU64::new(0),
@@ -109,7 +113,7 @@ impl Server {
             || dns.forward_plain_names != old.forward_plain_names
             || dns.discover_split_domains != old.discover_split_domains;
         self.dns.store(Arc::new(dns));
-        self.refresh_acl();
+        self.refresh_interfaces();
         if local_changed {
             self.reload_local();
         }
@@ -126,14 +130,26 @@ impl Server {
         tracing::info!(local_changed, routes_changed, "configuration reloaded");
     }
 
-    /// Recomputes which clients are answered from the interfaces as they are now (an
-    /// interface that appeared or changed brings its subnet).
-    pub fn refresh_acl(&self) {
+    /// Follows the interfaces as they are now: which clients are answered, and which
+    /// networks are served (whose reverse zones are local). An interface that appeared or
+    /// changed brings its subnet.
+    pub fn refresh_interfaces(&self) {
         let dns = self.dns();
-        let acl = Acl::new(&dns.allow, &self.listen, &crate::iface::addresses());
+        let interfaces = crate::iface::addresses();
+        let acl = Acl::new(&dns.allow, &self.listen, &interfaces);
         if acl != *self.resolver.acl() {
             tracing::info!(clients = %acl, "clients answered");
             self.resolver.set_acl(acl);
+        }
+        let served = crate::iface::served_networks(&self.listen, &interfaces);
+        let changed = {
+            let mut state = self.state.lock().unwrap();
+            let changed = state.served != served;
+            state.served = served;
+            changed
+        };
+        if changed {
+            self.reload_local();
         }
     }
 
@@ -269,9 +285,12 @@ impl Server {
     }
 
     pub fn reload_local(&self) {
-        let guests = self.state.lock().unwrap().guests.clone();
+        let (guests, served) = {
+            let state = self.state.lock().unwrap();
+            (state.guests.clone(), state.served.clone())
+        };
         self.resolver
-            .set_local(LocalNames::from_config(&self.dns(), &guests));
+            .set_local(LocalNames::from_config(&self.dns(), &guests, &served));
         tracing::info!("local names rebuilt");
     }
 

@@ -35,6 +35,15 @@ impl Net {
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.contains(&ip)
     }
+
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> IpAddr {
+        self.0.network()
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.0.prefix_len()
+    }
 }
 
 impl FromStr for Net {

@@ -26,13 +26,7 @@ impl Acl {
         if !configured.is_empty() {
             nets.extend_from_slice(configured);
         } else {
-            for l in listen {
-                let mine = interfaces
-                    .iter()
-                    .filter(|a| l.ip().is_unspecified() || a.addr == l.ip())
-                    .map(|a| Net::new(a.addr, a.prefix));
-                nets.extend(mine);
-            }
+            nets.extend(iface::served_networks(listen, interfaces));
         }
         nets.dedup();
         Acl { nets }

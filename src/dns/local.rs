@@ -8,8 +8,10 @@
 //! name is looked up under the local domain too. PTR records are made for every A/AAAA.
 
 use crate::config::{DnsConfig, RecordData, StaticRecord};
+use crate::dns::reverse::{self, reverse_name};
 use crate::dns::wire::{self, Query};
 use crate::hosts::HostsEntry;
+use crate::types::Net;
 use hickory_proto::op::{Edns, Message, OpCode, Query as HQuery, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -65,8 +67,9 @@ impl std::fmt::Display for Why<'_> {
 
 impl LocalNames {
     /// Local names from the config: hosts files (unless `no_hosts`), static records, the
-    /// network's domain and local-only domains, and the guests DHCP knows.
-    pub fn from_config(dns: &DnsConfig, guests: &[HostsEntry]) -> LocalNames {
+    /// network's domain and local-only domains, and the guests DHCP knows. The reverse zones of the `served` networks and RFC 6303's fixed ones are local too
+    /// (`dns::reverse`).
+    pub fn from_config(dns: &DnsConfig, guests: &[HostsEntry], served: &[Net]) -> LocalNames {
         let mut entries = guests.to_vec();
         if !dns.no_hosts {
             for path in &dns.hosts {
@@ -78,7 +81,9 @@ impl LocalNames {
                 }
             }
         }
-        let local_only: Vec<String> = dns.local_only_domains().collect();
+        let mut local_only: Vec<String> = dns.local_only_domains().collect();
+        local_only.extend(served.iter().flat_map(|n| reverse::zones_of(*n)));
+        local_only.extend(reverse::RFC6303_ALWAYS_LOCAL.iter().map(|z| z.to_string()));
         LocalNames::build(
             dns.domain.as_ref().map(|d| d.0.as_str()),
             &local_only,
@@ -372,24 +377,6 @@ pub fn is_single_label(name: &str) -> bool {
             .bytes()
             .enumerate()
             .any(|(i, b)| b == b'.' && !escaped(name, i))
-}
-
-/// The in-addr.arpa / ip6.arpa name of an address, dotted without the trailing dot.
-pub fn reverse_name(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
-        }
-        IpAddr::V6(v6) => {
-            let mut s = String::with_capacity(72);
-            for byte in v6.octets().iter().rev() {
-                s.push_str(&format!("{:x}.{:x}.", byte & 0xf, byte >> 4));
-            }
-            s.push_str("ip6.arpa");
-            s
-        }
-    }
 }
 
 #[cfg(test)]

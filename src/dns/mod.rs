@@ -16,6 +16,7 @@ pub mod port_pool;
 pub mod probe;
 pub mod rcode;
 pub mod resolver;
+pub mod reverse;
 pub mod router;
 pub mod trace;
 pub mod transport;
