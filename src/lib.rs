@@ -22,6 +22,7 @@ pub mod dns;
 pub mod hosts;
 pub mod iface;
 pub mod instance;
+pub mod libvirt;
 pub mod resolv_conf;
 pub mod server;
 pub mod types;
