@@ -7,6 +7,7 @@ mod clients;
 mod dhcp_noise;
 mod guests;
 mod lab;
+mod libvirtd;
 mod noise;
 mod peers;
 mod scenarios;

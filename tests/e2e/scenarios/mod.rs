@@ -8,6 +8,7 @@ mod dnsmasq_reference;
 mod failover;
 mod follow_host;
 mod forwarders;
+mod libvirt;
 mod local_names;
 mod parity;
 mod split_dns;
@@ -101,6 +102,12 @@ pub const ALL: &[(&str, Scenario)] = &[
         parity::link_local_ipv6_scope,
     ),
     ("parity_readme_table", parity::readme_table),
+    // libvirt's own stack, the reference virtdns plugs into.
+    (
+        "libvirt_stock_network_leases_and_nss",
+        libvirt::stock_network_leases_and_nss,
+    ),
+    ("libvirt_hook_is_called", libvirt::hook_is_called),
 ];
 
 /// The seed's upstreams: an internal BIND (REFUSED outside corp.example) at .2, NSD with the
