@@ -38,6 +38,11 @@ pub struct Config {
     pub dns: DnsConfig,
     /// DHCPv4 service; absent means no DHCP.
     pub dhcp: Option<DhcpConfig>,
+    /// The libvirt network this instance serves, whose definition fills `[dns]`.
+    pub libvirt: Option<LibvirtConfig>,
+    /// What `[libvirt]` settled when the config was loaded (not a key of the file).
+    #[serde(skip)]
+    pub network: Option<LibvirtNetwork>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -126,7 +131,9 @@ impl DnsConfig {
 }
 
 mod dhcp;
+mod libvirt;
 pub use dhcp::{DhcpConfig, Range, StaticHost};
+pub use libvirt::{LibvirtConfig, LibvirtNetwork};
 
 /// One or several values: `addr = "x"` or `addr = ["x", "y"]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -291,12 +298,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads and checks the file at `path`, then applies the libvirt network it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        libvirt::apply(&mut config, &text, path)?;
+        Ok(config)
     }
 
     fn check_cross_fields(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
@@ -305,6 +315,14 @@ impl Config {
             line: line_of_key(text, key),
             message,
         };
+        if self.dhcp.as_ref().is_some_and(|d| d.interface.is_empty()) && self.libvirt.is_none()
+        {
+            return Err(invalid(
+                "[dhcp]",
+                "[dhcp] needs an interface (or a [libvirt] network, whose bridge it then is)"
+                    .into(),
+            ));
+        }
         let dns = &self.dns;
         if dns.min_timeout_ms == 0 || dns.min_timeout_ms > dns.max_timeout_ms {
             return Err(invalid(

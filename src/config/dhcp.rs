@@ -32,6 +32,8 @@ pub struct DhcpConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDhcp {
+    /// Required unless `[libvirt]` names a network (then: its bridge).
+    #[serde(default)]
     interface: String,
     #[serde(default, rename = "range")]
     ranges: Vec<Range>,

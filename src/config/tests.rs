@@ -174,3 +174,88 @@ fn each_network_gets_its_own_lease_database_by_default() {
     assert_eq!(a, PathBuf::from("/var/lib/virtdns/virbr0.leases.sqlite"));
     assert_ne!(a, b);
 }
+
+/// A scratch folder for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("virtdns-config-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const NETWORK_XML: &str = "<network>\n  <name>lab</name>\n  <bridge name='virbr7'/>\n  \
+    <domain name='vm.test'/>\n  <dns enable='no'>\n    <host ip='192.168.77.5'><hostname>nas</hostname></host>\n  \
+    </dns>\n  <ip address='192.168.77.1' netmask='255.255.255.0'/>\n</network>\n";
+
+fn with_network(tag: &str, xml: &str, toml: &str) -> (Scratch, Result<Config, String>) {
+    let s = Scratch::new(tag);
+    std::fs::write(s.0.join("etc/lab.xml"), xml).unwrap();
+    let text = format!(
+        "[libvirt]\nnetwork = \"lab\"\nrun_dir = \"{d}/run\"\netc_dir = \"{d}/etc\"\nstatus_dir = \"{d}/status\"\n{toml}",
+        d = s.0.display()
+    );
+    let path = s.0.join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = Config::load(&path).map_err(|e| e.to_string());
+    (s, loaded)
+}
+
+#[test]
+fn a_libvirt_network_fills_dns_and_the_toml_overrides_and_adds() {
+    let (s, c) = with_network(
+        "fills",
+        NETWORK_XML,
+        "[dns]\nlocal_ttl = 5\n[[dns.record]]\nname = \"extra.vm.test\"\ntype = \"A\"\nvalue = \"192.168.77.6\"\n\
+         [dhcp]\n[[dhcp.range]]\nstart = \"192.168.77.10\"\nend = \"192.168.77.20\"\n",
+    );
+    let c = c.unwrap();
+    assert_eq!(c.dns.listen[0].to_string(), "192.168.77.1:53");
+    assert_eq!(c.dns.domain.as_ref().unwrap().0, "vm.test");
+    assert_eq!(c.dns.local_ttl, 5, "the TOML overrides");
+    let names: Vec<_> = c.dns.records.iter().map(|r| r.name.0.clone()).collect();
+    assert!(names.contains(&"nas.vm.test".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"extra.vm.test".to_string()),
+        "the TOML adds: {names:?}"
+    );
+    let dhcp = c.dhcp.unwrap();
+    assert_eq!(dhcp.interface, "virbr7", "the bridge");
+    assert_eq!(
+        dhcp.lease_db,
+        PathBuf::from("/var/lib/virtdns/virbr7.leases.sqlite")
+    );
+    let net = c.network.unwrap();
+    assert_eq!(net.write_status, Some(s.0.join("status/virbr7.status")));
+    assert_eq!(net.read_status, None);
+}
+
+#[test]
+fn when_libvirt_serves_dhcp_guest_names_come_from_its_status_file() {
+    let xml = NETWORK_XML.replace(
+        "<ip address='192.168.77.1' netmask='255.255.255.0'/>",
+        "<ip address='192.168.77.1' netmask='255.255.255.0'><dhcp><range start='192.168.77.2' end='192.168.77.9'/></dhcp></ip>",
+    );
+    let (s, c) = with_network("reads", &xml, "");
+    let net = c.unwrap().network.unwrap();
+    assert_eq!(net.read_status, Some(s.0.join("status/virbr7.status")));
+    assert_eq!(net.write_status, None);
+}
+
+#[test]
+fn a_missing_network_or_interface_is_an_error_naming_the_file() {
+    let (_s, c) = with_network("missing", "<network><name>other</name></network>", "");
+    assert!(c.unwrap_err().contains("lab.toml:2:"));
+    let no_iface = "[dhcp]\n[[dhcp.range]]\nstart = \"10.0.0.2\"\nend = \"10.0.0.9\"\n";
+    let err = parse(no_iface).unwrap_err();
+    assert!(err.contains("[dhcp] needs an interface"), "{err}");
+}
