@@ -315,8 +315,7 @@ impl Config {
             line: line_of_key(text, key),
             message,
         };
-        if self.dhcp.as_ref().is_some_and(|d| d.interface.is_empty()) && self.libvirt.is_none()
-        {
+        if self.dhcp.as_ref().is_some_and(|d| d.interface.is_empty()) && self.libvirt.is_none() {
             return Err(invalid(
                 "[dhcp]",
                 "[dhcp] needs an interface (or a [libvirt] network, whose bridge it then is)"

@@ -14,6 +14,7 @@ use crate::server::Server;
 use anyhow::{Result, anyhow};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -36,6 +37,7 @@ pub async fn run(load: impl Load) -> Result<()> {
     let server = Arc::new(Server::new(config.dns.clone(), listen.clone()));
     let cancel = CancellationToken::new();
     let (dhcp_settings, dhcp_watch) = watch::channel(settings(&config, &listen));
+    let (status_path, status_watch) = watch::channel(libvirt_leases(&config));
     let mut tasks = JoinSet::new();
     supervise(
         &mut tasks,
@@ -52,6 +54,11 @@ pub async fn run(load: impl Load) -> Result<()> {
         "interface watch",
         follow_interfaces(server.clone(), cancel.clone()),
     );
+    supervise(
+        &mut tasks,
+        "libvirt lease file",
+        follow_libvirt_leases(status_watch, server.clone(), cancel.clone()),
+    );
     tracing::info!(listen = ?listen, "virtdns serving");
 
     let mut hangup = signal(SignalKind::hangup())?;
@@ -60,7 +67,7 @@ pub async fn run(load: impl Load) -> Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
-            _ = hangup.recv() => reload(&load, &server, &dhcp_settings),
+            _ = hangup.recv() => reload(&load, &server, &dhcp_settings, &status_path),
             Some(ended) = tasks.join_next() => {
                 break Err(match ended {
                     Ok((part, Ok(()))) => anyhow!("{part} stopped on its own"),
@@ -89,11 +96,22 @@ fn settings(config: &Config, listen: &[SocketAddr]) -> Option<Settings> {
         dhcp,
         dns: config.dns.clone(),
         listen: listen.to_vec(),
+        status_file: config.network.as_ref().and_then(|n| n.write_status.clone()),
     })
 }
 
+/// Where guests' names come from when libvirt's dnsmasq serves DHCP: its lease status file.
+fn libvirt_leases(config: &Config) -> Option<PathBuf> {
+    config.network.as_ref().and_then(|n| n.read_status.clone())
+}
+
 /// Re-reads the configuration and applies it; keeps the running one if it is bad.
-fn reload(load: &impl Load, server: &Arc<Server>, dhcp: &watch::Sender<Option<Settings>>) {
+fn reload(
+    load: &impl Load,
+    server: &Arc<Server>,
+    dhcp: &watch::Sender<Option<Settings>>,
+    leases: &watch::Sender<Option<PathBuf>>,
+) {
     let (config, listen) = match load() {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -103,12 +121,8 @@ fn reload(load: &impl Load, server: &Arc<Server>, dhcp: &watch::Sender<Option<Se
     };
     tracing::info!("SIGHUP: configuration reloaded");
     server.reload(config.dns.clone());
-    let next = settings(&config, &listen);
-    dhcp.send_if_modified(|current| {
-        let changed = *current != next;
-        *current = next;
-        changed
-    });
+    replace(dhcp, settings(&config, &listen));
+    replace(leases, libvirt_leases(&config));
     let server = server.clone();
     tokio::spawn(async move {
         server.learn().await;
@@ -123,6 +137,69 @@ async fn follow_interfaces(server: Arc<Server>, cancel: CancellationToken) -> Re
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tick.tick() => server.refresh_interfaces(),
+        }
+    }
+}
+
+/// Sends `next` if it differs from what `sender` holds.
+fn replace<T: PartialEq>(sender: &watch::Sender<T>, next: T) {
+    sender.send_if_modified(|current| {
+        let changed = *current != next;
+        *current = next;
+        changed
+    });
+}
+
+/// Serves the names of the guests libvirt's dnsmasq leased, from the lease status file it
+/// keeps (recipe: libvirt keeps DHCP, virtdns serves DNS), following the file as it changes.
+async fn follow_libvirt_leases(
+    mut path: watch::Receiver<Option<PathBuf>>,
+    server: Arc<Server>,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    loop {
+        let current = path.borrow_and_update().clone();
+        let follow = async {
+            let Some(file) = current else {
+                return std::future::pending().await;
+            };
+            let publish = || {
+                if let Some(names) = guest_names(&file) {
+                    let domain = server.dns().domain.as_ref().map(|d| d.0.clone());
+                    server.set_guest_names(domain.as_deref(), &names);
+                }
+            };
+            publish();
+            crate::watch::watch_files(|| vec![file.clone()], publish).await;
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = path.changed() => {}
+            _ = follow => {}
+        }
+    }
+}
+
+/// The live leases with a usable host name in libvirt's status file at `file` (none while
+/// the file does not exist yet); None if it cannot be read, so the names stay as they were.
+fn guest_names(file: &std::path::Path) -> Option<Vec<(String, std::net::Ipv4Addr)>> {
+    let now = crate::dhcp::server::now() as i64;
+    match crate::libvirt::read_status(file) {
+        Ok(leases) => Some(
+            leases
+                .into_iter()
+                .filter(|l| !l.is_expired(now))
+                .filter_map(|l| Some((crate::types::host_label(l.hostname.as_deref()?)?, l.ip)))
+                .collect(),
+        ),
+        Err(crate::libvirt::StatusError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Some(Vec::new())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read libvirt's lease status file; guests' names unchanged");
+            None
         }
     }
 }

@@ -35,6 +35,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Work with libvirt's networks.
+    Libvirt {
+        #[command(subcommand)]
+        command: LibvirtCommand,
+    },
     /// Resolve NAME once and print every decision taken on the way.
     Explain {
         name: String,
@@ -42,6 +47,22 @@ enum Command {
         rtype: String,
         #[command(flatten)]
         common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum LibvirtCommand {
+    /// Print the virtdns configuration equivalent to a libvirt network's definition, for
+    /// review (read from libvirt's files; libvirt is not called).
+    Import {
+        /// The network's name, as `virsh net-list` shows it.
+        network: String,
+        /// Live definitions (default /run/libvirt/network).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Persistent definitions (default /etc/libvirt/qemu/networks).
+        #[arg(long)]
+        etc_dir: Option<PathBuf>,
     },
 }
 
@@ -126,6 +147,24 @@ fn main() -> Result<()> {
             common,
         } => runtime.block_on(explain(name, rtype, common)),
         Command::Leases { json, common } => leases(json, common),
+        Command::Libvirt {
+            command:
+                LibvirtCommand::Import {
+                    network,
+                    run_dir,
+                    etc_dir,
+                },
+        } => {
+            let mut paths = virtdns::libvirt::LibvirtPaths::default();
+            paths.run_dir = run_dir.unwrap_or(paths.run_dir);
+            paths.etc_dir = etc_dir.unwrap_or(paths.etc_dir);
+            let loaded = virtdns::libvirt::load(&paths, &network)?;
+            print!(
+                "{}",
+                virtdns::libvirt::config_toml(&loaded.def, Some(&loaded.path))
+            );
+            Ok(())
+        }
     }
 }
 

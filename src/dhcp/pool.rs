@@ -355,6 +355,20 @@ impl Pool {
     }
 
     /// (name, address) of every live named lease and every named static host.
+    /// Every bound lease not expired at `now`, in address order.
+    pub fn leases(&self, now: u64) -> Vec<Lease> {
+        let mut leases: Vec<Lease> = self
+            .slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Bound(l) if l.expires > now => Some(l.clone()),
+                _ => None,
+            })
+            .collect();
+        leases.sort_by_key(|l| l.addr);
+        leases
+    }
+
     pub fn names(&self, now: u64) -> Vec<(String, Ipv4Addr)> {
         let mut out: Vec<_> = self
             .slots

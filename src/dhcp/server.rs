@@ -8,16 +8,20 @@ use crate::dhcp::rfc2131::{self, Offerings};
 use crate::dhcp::socket;
 use crate::dhcp::store::{self, Change, Store, StoreError};
 use crate::iface;
+use crate::libvirt::{StatusLease, write_status};
 use crate::types::Subnet;
 use dhcproto::{Decodable, Decoder, Encodable};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
+/// Lease changes closer together than this share one status file write.
+const STATUS_COALESCE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Error)]
 pub enum DhcpError {
@@ -56,6 +60,9 @@ pub struct DhcpServer {
     socket: UdpSocket,
     names: watch::Sender<Names>,
     bad_input: Mutex<RateLimit>,
+    /// libvirt's lease status file, rewritten after lease changes (`status_changed`).
+    status_file: Option<PathBuf>,
+    status_changed: Notify,
 }
 
 pub fn now() -> u64 {
@@ -70,6 +77,7 @@ impl DhcpServer {
         cfg: &DhcpConfig,
         dns: &DnsConfig,
         listen: &[SocketAddr],
+        status_file: Option<PathBuf>,
     ) -> Result<DhcpServer, DhcpError> {
         let here = iface::ipv4_of(&cfg.interface)
             .ok_or_else(|| DhcpError::NoInterface(cfg.interface.clone()))?;
@@ -150,6 +158,8 @@ impl DhcpServer {
             socket,
             names: watch::channel(names).0,
             bad_input: Mutex::new(RateLimit::default()),
+            status_file,
+            status_changed: Notify::new(),
         })
     }
 
@@ -165,6 +175,7 @@ impl DhcpServer {
     /// Serves until the task is dropped.
     pub async fn run(self: Arc<Self>) {
         let _expiry = AbortOnDrop(tokio::spawn(self.clone().expire_loop()));
+        let _status = AbortOnDrop(tokio::spawn(self.clone().status_loop()));
         let mut buf = vec![0u8; 1500];
         loop {
             let (n, source) = match self.socket.recv_from(&mut buf).await {
@@ -238,8 +249,39 @@ impl DhcpServer {
         }
         self.send(send).await;
         self.log(event);
+        self.status_changed.notify_one();
         if names_changed {
             self.publish_names();
+        }
+    }
+
+    /// Rewrites libvirt's lease status file after lease changes, at most every
+    /// `STATUS_COALESCE` (a burst of ACKs is one write), so `virsh net-dhcp-leases` and the
+    /// libvirt NSS module see each lease well within a second.
+    async fn status_loop(self: Arc<Self>) {
+        let Some(path) = self.status_file.clone() else {
+            return;
+        };
+        loop {
+            let leases = self.pool.lock().unwrap().leases(now());
+            let entries: Vec<StatusLease> = leases
+                .iter()
+                .map(|l| StatusLease {
+                    ip: l.addr,
+                    mac: l.mac.0,
+                    hostname: l.name.clone(),
+                    client_id: Some(l.client.clone()),
+                    expiry_time: l.expires as i64,
+                })
+                .collect();
+            let target = path.clone();
+            let written =
+                tokio::task::spawn_blocking(move || write_status(&target, &entries)).await;
+            if let Ok(Err(e)) = written {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write libvirt's lease status file");
+            }
+            self.status_changed.notified().await;
+            tokio::time::sleep(STATUS_COALESCE).await;
         }
     }
 
@@ -299,6 +341,7 @@ impl DhcpServer {
             if let Err(e) = self.store.commit(changes).await {
                 tracing::error!(error = %e, "cannot remove expired leases");
             }
+            self.status_changed.notify_one();
             if named {
                 self.publish_names();
             }

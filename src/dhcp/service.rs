@@ -9,6 +9,7 @@ use crate::dhcp::server::DhcpServer;
 use crate::iface::{self, Link};
 use crate::server::Server;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,6 +24,8 @@ pub struct Settings {
     pub dhcp: DhcpConfig,
     pub dns: DnsConfig,
     pub listen: Vec<SocketAddr>,
+    /// libvirt's lease status file for this network, to keep current.
+    pub status_file: Option<PathBuf>,
 }
 
 /// Serves DHCP per the latest `settings` until `cancel` fires. An error ends the service:
@@ -55,8 +58,13 @@ pub async fn follow_interface(
             continue;
         };
         waiting_for = None;
-        let server = DhcpServer::start(&current.dhcp, &current.dns, &current.listen)
-            .map_err(|e| e.to_string())?;
+        let server = DhcpServer::start(
+            &current.dhcp,
+            &current.dns,
+            &current.listen,
+            current.status_file.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         let server = Arc::new(server);
         tracing::info!(%interface, index = link.index, addr = %link.v4.addr, "DHCP serving");
         let names = publish_guest_names(server.clone(), dns.clone());
