@@ -125,7 +125,7 @@ impl Server {
             self.generation.fetch_add(1, Ordering::SeqCst);
             state.resolv = resolv;
             state.probes.clear();
-            self.resolver.set_routes(routes);
+            self.apply_routes(routes);
         }
         tracing::info!(local_changed, routes_changed, "configuration reloaded");
     }
@@ -252,7 +252,7 @@ impl Server {
             }
             let found: Vec<DomainRoute> = probes.iter().filter_map(|p| p.route.clone()).collect();
             let routes = self.resolver.routes().with_discovered(found);
-            self.resolver.set_routes(routes);
+            self.apply_routes(routes);
             self.state.lock().unwrap().probes = probes.clone();
         }
         probes
@@ -280,8 +280,16 @@ impl Server {
         self.generation.fetch_add(1, Ordering::SeqCst);
         state.resolv = resolv;
         state.probes.clear();
-        self.resolver.set_routes(routes);
+        self.apply_routes(routes);
         true
+    }
+
+    /// Puts `routes` in force; servers no longer routed to leave the pool (and their probes
+    /// stop).
+    fn apply_routes(&self, routes: RoutingTable) {
+        let servers = routes.servers();
+        self.resolver.set_routes(routes);
+        self.pool.retain(&servers);
     }
 
     pub fn reload_local(&self) {

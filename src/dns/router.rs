@@ -167,6 +167,17 @@ impl RoutingTable {
         }
     }
 
+    /// Every server the table routes to.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        let mut all: Vec<SocketAddr> = self.default.iter().map(|s| s.addr).collect();
+        for r in &self.domains {
+            all.extend(r.servers.iter().map(|s| s.addr));
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// Discovered routes replaced by `found`, configured ones kept. The default order is the
     /// host's and stays as it is.
     pub fn with_discovered(&self, found: Vec<DomainRoute>) -> RoutingTable {

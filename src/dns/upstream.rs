@@ -331,6 +331,16 @@ impl UpstreamPool {
             .clone()
     }
 
+    /// Forgets every server not in `keep`: once no routing table holds it either, its
+    /// background probe ends (it holds only a weak reference).
+    pub fn retain(&self, keep: &[SocketAddr]) {
+        self.inner
+            .servers
+            .lock()
+            .unwrap()
+            .retain(|addr, _| keep.contains(addr));
+    }
+
     /// Every server the pool knows, in address order.
     pub fn all(&self) -> Vec<Arc<Upstream>> {
         let mut all: Vec<_> = self

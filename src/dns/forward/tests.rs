@@ -483,3 +483,27 @@ async fn answers_cached_before_a_lesson_are_dropped() {
         (Rcode::NOERROR, 80)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_ends_when_its_server_leaves_the_routing_table() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    lab.script().set(lab.addr(0), "", Step::Timeout);
+    lab.script().set(lab.addr(0), "*", Step::Timeout);
+    lab.script().set(lab.addr(1), "*", answer(2));
+    lab.walk("a.example").await;
+    assert!(lab.servers[0].is_down());
+    tokio::time::sleep(crate::dns::upstream::PROBE_INTERVAL * 3).await;
+    let probes = || lab.script().asked(lab.addr(0), "");
+    let before = probes();
+    assert!(before >= 3, "probed while down: {before}");
+    // resolv.conf no longer lists it: the pool forgets it, and nothing else holds it.
+    let Lab { fwd, mut servers } = lab;
+    fwd.pool().retain(&[servers[1].addr]);
+    let gone = servers.remove(0);
+    let addr = gone.addr;
+    drop(gone);
+    tokio::time::sleep(crate::dns::upstream::PROBE_INTERVAL * 2).await;
+    let after = fwd.exchanger().asked(addr, "");
+    tokio::time::sleep(crate::dns::upstream::PROBE_INTERVAL * 4).await;
+    assert_eq!(fwd.exchanger().asked(addr, ""), after, "no more probes");
+}
