@@ -39,15 +39,18 @@ pub async fn run(load: impl Load) -> Result<()> {
     let (dhcp_settings, dhcp_watch) = watch::channel(settings(&config, &listen));
     let (status_path, status_watch) = watch::channel(libvirt_leases(&config));
     let mut tasks = JoinSet::new();
+    let (dhcp_ready, dhcp_started) = tokio::sync::oneshot::channel();
+    supervise(
+        &mut tasks,
+        "DHCP",
+        service::follow_interface(dhcp_watch, server.clone(), cancel.clone(), dhcp_ready),
+    );
+    // DNS answers once DHCP's names (static hosts included) are published, or DHCP waits.
+    let _ = dhcp_started.await;
     supervise(
         &mut tasks,
         "DNS",
         server.clone().run(udp, tcp, cancel.clone()),
-    );
-    supervise(
-        &mut tasks,
-        "DHCP",
-        service::follow_interface(dhcp_watch, server.clone(), cancel.clone()),
     );
     supervise(
         &mut tasks,

@@ -63,6 +63,13 @@ pub struct Pool {
     cursors: Vec<u32>,
     slots: HashMap<Ipv4Addr, Slot>,
     by_client: HashMap<ClientId, Ipv4Addr>,
+    /// The address each client last held, after its lease ended (RFC 2131 4.3.1: offered
+    /// again while free). Bounded by `max_leases`; not kept across restarts.
+    previous: HashMap<ClientId, Ipv4Addr>,
+    /// Decisions are numbered; each client's latest number says whether a reply still
+    /// stands once its change is durable.
+    decisions: u64,
+    latest: HashMap<ClientId, u64>,
     statics: HashMap<Mac, StaticHost>,
     reserved: HashSet<Ipv4Addr>,
     server: Ipv4Addr,
@@ -81,6 +88,9 @@ impl Pool {
             ranges,
             slots: HashMap::new(),
             by_client: HashMap::new(),
+            previous: HashMap::new(),
+            decisions: 0,
+            latest: HashMap::new(),
             reserved: statics.iter().filter_map(|h| h.address).collect(),
             statics: statics.iter().map(|h| (h.mac, h.clone())).collect(),
             server,
@@ -193,9 +203,11 @@ impl Pool {
     ) -> Option<Ipv4Addr> {
         let fixed = self.statics.get(&mac).and_then(|h| h.address);
         let current = self.held_by(client, now).filter(|a| subnet.contains(*a));
+        let free = |a: &Ipv4Addr| self.available(*a, client, mac, subnet, now);
         let addr = fixed
             .or(current)
-            .or(requested.filter(|a| self.available(*a, client, mac, subnet, now)))
+            .or(self.previous.get(client).copied().filter(free))
+            .or(requested.filter(free))
             .or_else(|| self.next_free(client, mac, subnet, now))?;
         if current != Some(addr) {
             if !self.has_room(now) {
@@ -292,10 +304,50 @@ impl Pool {
             _ => return None,
         }
         self.by_client.remove(client);
+        self.remember(client, addr);
         match self.slots.remove(&addr) {
             Some(Slot::Bound(l)) => Some(l),
             _ => None,
         }
+    }
+
+    /// Numbers a decision just taken for `client`.
+    pub fn note_decision(&mut self, client: &ClientId) -> u64 {
+        self.decisions += 1;
+        if self.latest.len() >= 4 * self.max_leases && !self.latest.contains_key(client) {
+            let holders = &self.by_client;
+            self.latest.retain(|c, _| holders.contains_key(c));
+        }
+        self.latest.insert(client.clone(), self.decisions);
+        self.decisions
+    }
+
+    /// Whether decision `seq` is still the latest taken for `client`: a reply to an earlier
+    /// message must not contradict a later decision (an ACK after the client's RELEASE).
+    pub fn is_latest(&self, client: &ClientId, seq: u64) -> bool {
+        self.latest.get(client).is_none_or(|&latest| latest == seq)
+    }
+
+    /// Notes that `client` held `addr`, to offer it again while it is free.
+    fn remember(&mut self, client: &ClientId, addr: Ipv4Addr) {
+        if self.previous.len() >= self.max_leases
+            && !self.previous.contains_key(client)
+            && let Some(any) = self.previous.keys().next().cloned()
+        {
+            self.previous.remove(&any);
+        }
+        self.previous.insert(client.clone(), addr);
+    }
+
+    /// When the next bound lease expires (Unix seconds), if any is bound.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Bound(l) => Some(l.expires),
+                _ => None,
+            })
+            .min()
     }
 
     /// Quarantines `addr` (DECLINE: the client found it in use). None when `addr` is not the
@@ -339,6 +391,7 @@ impl Pool {
                     self.by_client.remove(c);
                 }
                 if let Slot::Bound(l) = slot {
+                    self.remember(&l.client, l.addr);
                     expired.push(l);
                 }
             }

@@ -3,7 +3,7 @@
 //! `socket` delivers, `store` persists.
 
 use crate::dhcp::pool::{ClientId, Lease, Pool, client_id_from_mac};
-use crate::dhcp::store::Change;
+use crate::dhcp::store::{Change, LeaseLog};
 use crate::types::{Mac, Subnet, host_label};
 use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
 use std::net::Ipv4Addr;
@@ -31,6 +31,8 @@ pub struct Decision {
     pub note: String,
     /// What changed for a lease, for the one info line a person greps for.
     pub event: Option<LeaseEvent>,
+    /// When the lease this decision binds ends, if it binds one.
+    pub earliest_expiry: Option<u64>,
 }
 
 /// A decision that changes, or refuses, a lease: logged at info level in dnsmasq's words
@@ -165,6 +167,37 @@ pub fn requested_name(msg: &Message, domain: Option<&str>) -> Option<String> {
     host_label(raw.split('.').next().unwrap_or(""))
 }
 
+/// A decision whose changes are already queued, in decision order.
+pub struct Logged<P> {
+    pub decision: Decision,
+    /// The queued changes' durability, if the decision changed anything.
+    pub pending: Option<P>,
+    /// This decision's number, for `Pool::is_latest`.
+    pub seq: u64,
+}
+
+/// Decides `m` and queues its changes to `log` in the same step. The caller holds the pool
+/// while this runs, so no other message is decided in between: the log receives every
+/// change in the order the decisions were taken, and only waiting for durability is left to
+/// do asynchronously.
+pub fn decide_logged<L: LeaseLog>(
+    pool: &mut Pool,
+    offer: &Offerings,
+    m: &ClientMessage,
+    now: u64,
+    log: &L,
+) -> Logged<L::Pending> {
+    let mut decision = decide(pool, offer, m, now);
+    let seq = pool.note_decision(&m.client);
+    let pending =
+        (!decision.changes.is_empty()).then(|| log.enqueue(std::mem::take(&mut decision.changes)));
+    Logged {
+        decision,
+        pending,
+        seq,
+    }
+}
+
 /// Decides the answer to `m` at time `now` (unix seconds).
 pub fn decide(pool: &mut Pool, offer: &Offerings, m: &ClientMessage, now: u64) -> Decision {
     match m.kind {
@@ -265,6 +298,7 @@ fn request(pool: &mut Pool, offer: &Offerings, m: &ClientMessage, now: u64) -> D
             mac: m.mac,
             name: name.clone(),
         }),
+        earliest_expiry: Some(now + offer.lease_time as u64),
         note: format!(
             "REQUEST from {}: ACK {addr}{}",
             m.mac,

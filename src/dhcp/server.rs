@@ -3,16 +3,19 @@
 //! and publishes guest names to DNS through a watch channel.
 
 use crate::config::{DhcpConfig, DnsConfig};
+use crate::dhcp::pool::ClientId;
 use crate::dhcp::pool::Pool;
+use crate::dhcp::rfc2131::Logged;
 use crate::dhcp::rfc2131::{self, Offerings};
 use crate::dhcp::socket;
-use crate::dhcp::store::{self, Change, Store, StoreError};
+use crate::dhcp::store::{self, Change, LeaseLog, Pending, Store, StoreError};
 use crate::iface;
 use crate::libvirt::{StatusLease, write_status};
 use crate::types::Subnet;
 use dhcproto::{Decodable, Decoder, Encodable};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -63,6 +66,9 @@ pub struct DhcpServer {
     /// libvirt's lease status file, rewritten after lease changes (`status_changed`).
     status_file: Option<PathBuf>,
     status_changed: Notify,
+    /// When the expiry loop wakes next (Unix seconds), and how to wake it sooner.
+    expiry_wake: AtomicU64,
+    expiry_changed: Notify,
 }
 
 pub fn now() -> u64 {
@@ -160,6 +166,8 @@ impl DhcpServer {
             bad_input: Mutex::new(RateLimit::default()),
             status_file,
             status_changed: Notify::new(),
+            expiry_wake: AtomicU64::new(0),
+            expiry_changed: Notify::new(),
         })
     }
 
@@ -204,53 +212,60 @@ impl DhcpServer {
             Ok(c) => c,
             Err(why) => return self.bad(source, &format!("rejected packet: {why:?}")),
         };
-        let decision = {
+        let logged = {
             let mut pool = self.pool.lock().unwrap();
-            rfc2131::decide(&mut pool, &self.offerings, &client, now())
+            rfc2131::decide_logged(&mut pool, &self.offerings, &client, now(), &self.store)
         };
+        let Logged {
+            decision,
+            pending,
+            seq,
+        } = logged;
         tracing::debug!(%source, "{}", decision.note);
-        let event = decision.event;
-        let Some(reply) = decision.reply else {
-            if !decision.changes.is_empty() {
-                self.persist_then(decision.changes, decision.names_changed, None, event)
-                    .await;
+        self.wake_expiry_for(decision.earliest_expiry);
+        let send = match decision.reply {
+            None => None,
+            Some(reply) => {
+                let dest = socket::destination(&msg, &reply, source, self.client_port, client.mac);
+                match reply.to_vec() {
+                    Ok(bytes) => Some((bytes, dest)),
+                    Err(e) => return tracing::error!(error = %e, "cannot encode DHCP reply"),
+                }
             }
+        };
+        let Some(pending) = pending else {
+            self.send(send).await;
+            self.log(decision.event);
             return;
         };
-        let dest = socket::destination(&msg, &reply, source, self.client_port, client.mac);
-        let bytes = match reply.to_vec() {
-            Ok(b) => b,
-            Err(e) => return tracing::error!(error = %e, "cannot encode DHCP reply"),
+        let done = Durable {
+            pending,
+            names_changed: decision.names_changed,
+            send,
+            event: decision.event,
+            client: client.client.clone(),
+            seq,
         };
-        let send = Some((bytes, dest));
-        if decision.changes.is_empty() {
-            self.send(send).await;
-            self.log(event);
-        } else {
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.persist_then(decision.changes, decision.names_changed, send, event)
-                    .await;
-            });
-        }
+        let this = self.clone();
+        tokio::spawn(async move { this.when_durable(done).await });
     }
 
-    /// Commits, then replies and logs: an ACK is logged only once it is durable and sent.
-    async fn persist_then(
-        &self,
-        changes: Vec<Change>,
-        names_changed: bool,
-        send: Option<(Vec<u8>, socket::Destination)>,
-        event: Option<rfc2131::LeaseEvent>,
-    ) {
-        if let Err(e) = self.store.commit(changes).await {
+    /// Once a decision's changes are on disk: the reply goes out (unless a later decision
+    /// for the same client overtook it), the event is logged, names and the status file
+    /// follow. A change that cannot be made durable withholds the reply.
+    async fn when_durable(&self, done: Durable) {
+        if let Err(e) = done.pending.durable().await {
             tracing::error!(error = %e, "lease not durable; withholding the reply");
             return;
         }
-        self.send(send).await;
-        self.log(event);
+        if self.pool.lock().unwrap().is_latest(&done.client, done.seq) {
+            self.send(done.send).await;
+            self.log(done.event);
+        } else {
+            tracing::debug!("reply not sent: a later decision for the same client overtook it");
+        }
         self.status_changed.notify_one();
-        if names_changed {
+        if done.names_changed {
             self.publish_names();
         }
     }
@@ -314,10 +329,28 @@ impl DhcpServer {
         }
     }
 
+    /// Expires leases when they end (not at a sweep): the name goes from DNS and the row
+    /// from the store then. Sleeps until the next lease's end, at most `EXPIRY_INTERVAL`,
+    /// woken early when a lease that ends sooner is bound.
     async fn expire_loop(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(EXPIRY_INTERVAL).await;
-            let expired = self.pool.lock().unwrap().expire(now());
+            let next = self.pool.lock().unwrap().next_expiry();
+            let t = now();
+            let wait = next.map_or(EXPIRY_INTERVAL, |e| {
+                Duration::from_secs(e.saturating_sub(t)).min(EXPIRY_INTERVAL)
+            });
+            self.expiry_wake
+                .store(t + wait.as_secs(), Ordering::Relaxed);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.expiry_changed.notified() => continue,
+            }
+            let (expired, pending) = {
+                let mut pool = self.pool.lock().unwrap();
+                let expired = pool.expire(now());
+                let removes = expired.iter().map(|l| Change::Remove(l.addr)).collect();
+                (expired, self.store.enqueue(removes))
+            };
             if expired.is_empty() {
                 continue;
             }
@@ -333,20 +366,32 @@ impl DhcpServer {
                         .unwrap_or_default()
                 );
             }
-            let named = expired.iter().any(|l| l.name.is_some());
-            let changes = expired
-                .into_iter()
-                .map(|l| Change::Remove(l.addr))
-                .collect();
-            if let Err(e) = self.store.commit(changes).await {
+            if let Err(e) = pending.durable().await {
                 tracing::error!(error = %e, "cannot remove expired leases");
             }
             self.status_changed.notify_one();
-            if named {
+            if expired.iter().any(|l| l.name.is_some()) {
                 self.publish_names();
             }
         }
     }
+
+    /// Wakes the expiry loop if a lease bound now ends before it would wake.
+    fn wake_expiry_for(&self, expires: Option<u64>) {
+        if expires.is_some_and(|e| e < self.expiry_wake.load(Ordering::Relaxed)) {
+            self.expiry_changed.notify_one();
+        }
+    }
+}
+
+/// A decision waiting for its changes to be durable.
+struct Durable {
+    pending: Pending,
+    names_changed: bool,
+    send: Option<(Vec<u8>, socket::Destination)>,
+    event: Option<rfc2131::LeaseEvent>,
+    client: ClientId,
+    seq: u64,
 }
 
 /// Stops a background task when its owner goes away.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How often the interface is looked at.
@@ -30,15 +30,20 @@ pub struct Settings {
 
 /// Serves DHCP per the latest `settings` until `cancel` fires. An error ends the service:
 /// a config that does not fit the interface it names, or a socket that cannot be bound.
+/// `ready` fires once the first attempt is made: the service serves and its guests' names
+/// (static hosts among them) are published, or it waits for its interface, or there is none.
 pub async fn follow_interface(
     mut settings: watch::Receiver<Option<Settings>>,
     dns: Arc<Server>,
     cancel: CancellationToken,
+    ready: oneshot::Sender<()>,
 ) -> Result<(), String> {
     let mut waiting_for: Option<String> = None;
+    let mut ready = Some(ready);
     loop {
         let current = settings.borrow_and_update().clone();
         let Some(current) = current else {
+            ready.take().map(|r| r.send(()));
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = settings.changed() => continue,
@@ -50,6 +55,7 @@ pub async fn follow_interface(
                 tracing::warn!(%interface, "DHCP waits for the interface to exist and have an IPv4 address");
                 waiting_for = Some(interface);
             }
+            ready.take().map(|r| r.send(()));
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = settings.changed() => {}
@@ -67,6 +73,8 @@ pub async fn follow_interface(
         .map_err(|e| e.to_string())?;
         let server = Arc::new(server);
         tracing::info!(%interface, index = link.index, addr = %link.v4.addr, "DHCP serving");
+        dns.set_guest_names(server.domain(), &server.names().borrow());
+        ready.take().map(|r| r.send(()));
         let names = publish_guest_names(server.clone(), dns.clone());
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),

@@ -126,18 +126,45 @@ impl Store {
 
     /// Makes `changes` durable; returns once they are committed to disk.
     pub async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let (done, wait) = oneshot::channel();
-        self.jobs
-            .send((changes, done))
-            .map_err(|_| StoreError::Stopped)?;
+        self.enqueue(changes).durable().await
+    }
+}
+
+/// Where decisions' lease changes go, in the order they are queued: the seam between the
+/// DHCP decisions and the database (a scripted log in tests).
+pub trait LeaseLog {
+    type Pending;
+    /// Queues `changes` behind everything queued before; returns at once.
+    fn enqueue(&self, changes: Vec<Change>) -> Self::Pending;
+}
+
+/// Changes queued to the writer, not yet known to be on disk.
+pub struct Pending(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl Pending {
+    /// Waits until the changes are committed to disk.
+    pub async fn durable(self) -> Result<(), StoreError> {
+        let Some(wait) = self.0 else {
+            return Err(StoreError::Stopped);
+        };
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Sql(rusqlite::Error::InvalidParameterName(e))),
             Err(_) => Err(StoreError::Stopped),
         }
+    }
+}
+
+impl LeaseLog for Store {
+    type Pending = Pending;
+
+    fn enqueue(&self, changes: Vec<Change>) -> Pending {
+        let (done, wait) = oneshot::channel();
+        if changes.is_empty() {
+            let _ = done.send(Ok(()));
+            return Pending(Some(wait));
+        }
+        Pending(self.jobs.send((changes, done)).ok().map(|()| wait))
     }
 }
 
