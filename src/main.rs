@@ -175,7 +175,8 @@ fn leases(json: bool, common: Common) -> Result<()> {
     let conn = store::open_read_only(&cfg.lease_db)?;
     let now = virtdns::dhcp::server::now();
     let mut rows = Vec::new();
-    for l in store::load(&conn)? {
+    // A row past its end is a lease that expired while nothing removed it yet: not a lease.
+    for l in store::load(&conn)?.into_iter().filter(|l| l.expires > now) {
         let client: String = l.client.iter().map(|b| format!("{b:02x}")).collect();
         let name = l.name.clone().unwrap_or_default();
         let left = l.expires.saturating_sub(now);

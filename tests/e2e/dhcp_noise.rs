@@ -1,11 +1,12 @@
-//! Bad DHCP input, sent from inside a guest namespace by this same test binary
-//! (`e2e --guest-helper MODE SERVER [COUNT]`): malformed packets of every kind, and a flood of
-//! DISCOVERs from random MACs. Bounded in count; it only sends to the given lab address.
+//! DHCP traffic no real client sends on demand, sent from inside a guest namespace by this
+//! same test binary (`e2e --guest-helper MODE SERVER [COUNT] [RELAY]`): malformed packets of
+//! every kind, a flood of DISCOVERs from random MACs, and back-to-back renew/release pairs
+//! as a relay. Bounded in count; it only sends to the given lab address.
 
 use crate::noise::Noise;
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
-use dhcproto::{Encodable, Encoder};
-use std::net::{SocketAddr, UdpSocket};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 /// Runs the helper if the arguments ask for it; returns false otherwise.
@@ -21,24 +22,92 @@ pub fn run_if_asked() -> bool {
         "garbage" => garbage(&socket, server),
         "flood" => flood(&socket, server, args[4].parse().expect("count")),
         "expect-silence" => expect_silence(&socket, server),
+        "renew-release" => renew_release(
+            &socket,
+            server,
+            args[4].parse().expect("count"),
+            args[5].parse().expect("relay address"),
+        ),
         other => panic!("unknown helper mode {other}"),
     }
     true
 }
 
 fn discover(mac: [u8; 6]) -> Vec<u8> {
+    encode(&message(MessageType::Discover, mac, None, None))
+}
+
+fn message(
+    kind: MessageType,
+    mac: [u8; 6],
+    ciaddr: Option<Ipv4Addr>,
+    giaddr: Option<Ipv4Addr>,
+) -> Message {
+    let unspecified = Ipv4Addr::UNSPECIFIED;
     let mut m = Message::new(
-        [0; 4].into(),
-        [0; 4].into(),
-        [0; 4].into(),
-        [0; 4].into(),
+        ciaddr.unwrap_or(unspecified),
+        unspecified,
+        unspecified,
+        giaddr.unwrap_or(unspecified),
         &mac,
     );
-    m.opts_mut()
-        .insert(DhcpOption::MessageType(MessageType::Discover));
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    m
+}
+
+fn encode(m: &Message) -> Vec<u8> {
     let mut buf = Vec::new();
     m.encode(&mut Encoder::new(&mut buf)).unwrap();
     buf
+}
+
+/// The reply to `xid` (the relay's socket gets the server's replies), within a second.
+fn reply_to(socket: &UdpSocket, xid: u32) -> Message {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, _) = socket.recv_from(&mut buf).expect("a DHCP reply within 1 s");
+        if let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n]))
+            && m.xid() == xid
+        {
+            return m;
+        }
+    }
+}
+
+/// For each of `count` clients, as a relay at `relay`: a lease (DISCOVER, REQUEST, ACK),
+/// then a renewal and a RELEASE sent back to back, without waiting for the renewal's ACK.
+/// Afterwards none of these leases may be stored.
+fn renew_release(socket: &UdpSocket, server: SocketAddr, count: u16, relay: Ipv4Addr) {
+    for i in 0..count {
+        let mac = [0x02, 0xee, 0, 0, (i >> 8) as u8, i as u8];
+        let mut d = message(MessageType::Discover, mac, None, Some(relay));
+        d.set_xid(u32::from(i) << 8);
+        socket.send_to(&encode(&d), server).unwrap();
+        let addr = reply_to(socket, d.xid()).yiaddr();
+        let mut r = message(MessageType::Request, mac, None, Some(relay));
+        r.set_xid(d.xid() + 1);
+        r.opts_mut().insert(DhcpOption::RequestedIpAddress(addr));
+        let server_id = match server.ip() {
+            std::net::IpAddr::V4(v4) => v4,
+            _ => unreachable!("DHCPv4"),
+        };
+        r.opts_mut().insert(DhcpOption::ServerIdentifier(server_id));
+        socket.send_to(&encode(&r), server).unwrap();
+        reply_to(socket, r.xid());
+        let mut renew = message(MessageType::Request, mac, Some(addr), Some(relay));
+        renew.set_xid(d.xid() + 2);
+        let mut release = message(MessageType::Release, mac, Some(addr), Some(relay));
+        release.set_xid(d.xid() + 3);
+        release
+            .opts_mut()
+            .insert(DhcpOption::ServerIdentifier(server_id));
+        socket.send_to(&encode(&renew), server).unwrap();
+        socket.send_to(&encode(&release), server).unwrap();
+    }
+    println!("{count} leases renewed and released back to back");
 }
 
 fn garbage(socket: &UdpSocket, server: SocketAddr) {

@@ -390,6 +390,11 @@ impl Lab {
     }
 }
 
+/// The virtdns binary under test: this build's, or `VIRTDNS_E2E_BIN` (to run a scenario
+/// against another build, e.g. to show it fails there).
 pub fn virtdns_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_virtdns")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("VIRTDNS_E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_virtdns").into())
+    })
 }

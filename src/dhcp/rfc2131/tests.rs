@@ -277,3 +277,104 @@ fn lease_events_read_like_dnsmasq_lines() {
         "DHCPRELEASE(virbr0) 192.168.122.45 52:54:00:11:22:33"
     );
 }
+
+/// A lease log that applies changes in the order it receives them, as the writer thread
+/// does, to a map standing for the database.
+#[derive(Default)]
+struct ScriptedLog {
+    order: std::cell::RefCell<Vec<Change>>,
+}
+
+impl ScriptedLog {
+    /// What the database holds after applying every queued change in order.
+    fn stored(&self) -> std::collections::BTreeMap<Ipv4Addr, Lease> {
+        let mut db = std::collections::BTreeMap::new();
+        for c in self.order.borrow().iter() {
+            match c {
+                Change::Put(l) => {
+                    db.insert(l.addr, l.clone());
+                }
+                Change::Remove(a) => {
+                    db.remove(a);
+                }
+            }
+        }
+        db
+    }
+}
+
+impl LeaseLog for ScriptedLog {
+    type Pending = usize;
+    fn enqueue(&self, changes: Vec<Change>) -> usize {
+        let mut order = self.order.borrow_mut();
+        order.extend(changes);
+        order.len()
+    }
+}
+
+fn logged(
+    pool: &mut Pool,
+    o: &Offerings,
+    m: &(Message, Vec<u8>),
+    now: u64,
+    log: &ScriptedLog,
+) -> Logged<usize> {
+    let cm = validate(&m.0, &m.1).unwrap();
+    decide_logged(pool, o, &cm, now, log)
+}
+
+#[test]
+fn back_to_back_renew_and_release_leave_nothing_stored() {
+    let (mut pool, o) = setup();
+    let log = ScriptedLog::default();
+    let mut renewals = Vec::new();
+    for client in 1..=200u8 {
+        let offer = logged(&mut pool, &o, &message(MessageType::Discover, client, vec![]), NOW, &log);
+        let addr = offer.decision.reply.unwrap().yiaddr();
+        if addr.is_unspecified() {
+            break; // the range is full: enough clients
+        }
+        let request = message(
+            MessageType::Request,
+            client,
+            vec![DhcpOption::RequestedIpAddress(addr)],
+        );
+        assert!(logged(&mut pool, &o, &request, NOW, &log).pending.is_some());
+        // Renew (ciaddr set) and release back to back: both decided before either is durable.
+        let mut renew = message(MessageType::Request, client, vec![]);
+        renew.0.set_ciaddr(addr);
+        renew.1 = dhcproto::Encodable::to_vec(&renew.0).unwrap();
+        let renewed = logged(&mut pool, &o, &renew, NOW + 10, &log);
+        let mut release = message(MessageType::Release, client, vec![]);
+        release.0.set_ciaddr(addr);
+        release.1 = dhcproto::Encodable::to_vec(&release.0).unwrap();
+        let released = logged(&mut pool, &o, &release, NOW + 10, &log);
+        assert!(released.pending.is_some(), "client {client}: release is a change");
+        // The renewal's ACK is overtaken by the release: it must not be sent.
+        let id = crate::dhcp::pool::client_id_from_mac(Mac([2, 0, 0, 0, 0, client]));
+        assert!(!pool.is_latest(&id, renewed.seq), "client {client}");
+        assert!(pool.is_latest(&id, released.seq));
+        renewals.push(addr);
+    }
+    assert!(renewals.len() >= 10, "{} clients", renewals.len());
+    // Applied in queue order, as the writer applies them: nothing released is stored.
+    assert_eq!(log.stored().len(), 0, "{:?}", log.stored());
+}
+
+#[test]
+fn a_returning_client_gets_its_previous_address_when_it_is_free() {
+    let (mut pool, o) = setup();
+    let log = ScriptedLog::default();
+    // Another client first, so a fresh allocation would not land on the same address.
+    let first = logged(&mut pool, &o, &message(MessageType::Discover, 1, vec![]), NOW, &log);
+    let addr = first.decision.reply.unwrap().yiaddr();
+    let request = message(MessageType::Request, 1, vec![DhcpOption::RequestedIpAddress(addr)]);
+    logged(&mut pool, &o, &request, NOW, &log);
+    let later = NOW + 601;
+    let expired = pool.expire(later);
+    assert_eq!(expired.len(), 1);
+    let other = logged(&mut pool, &o, &message(MessageType::Discover, 2, vec![]), later, &log);
+    assert_ne!(other.decision.reply.unwrap().yiaddr(), addr, "the next free address");
+    let back = logged(&mut pool, &o, &message(MessageType::Discover, 1, vec![]), later, &log);
+    assert_eq!(back.decision.reply.unwrap().yiaddr(), addr);
+}

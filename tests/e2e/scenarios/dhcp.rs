@@ -383,3 +383,41 @@ pub fn only_allowed_networks_are_answered(lab: &mut Lab) {
         "loopback always is"
     );
 }
+
+/// Issue 9: a renewal and a RELEASE sent back to back, hundreds of times: the database holds
+/// exactly what was decided last (no released lease), also after a restart.
+pub fn renew_release_back_to_back(lab: &mut Lab) {
+    let net = lab.network();
+    start(lab, &net, "");
+    let n = net.host.octets()[2];
+    let relay = format!("198.18.{n}.250");
+    let helper = lab.guest(&net, 2, "relay");
+    run(&mut helper.cmd(&["ip", "addr", "add", &format!("{relay}/24"), "dev", "eth0"]));
+    let me = std::env::current_exe().unwrap();
+    let server = format!("{}:67", net.host);
+    let pairs = 300;
+    println!(
+        "    {}",
+        run(&mut helper.cmd(&[
+            me.to_str().unwrap(),
+            "--guest-helper",
+            "renew-release",
+            &server,
+            &pairs.to_string(),
+            &relay,
+        ]))
+        .trim()
+    );
+    // The last RELEASE is durable within a moment; nothing of these clients may stay.
+    let stored = |lab: &Lab| leases_json(lab).matches("\"mac\":\"02:ee:").count();
+    wait_until(
+        Duration::from_secs(5),
+        "released leases gone from the store",
+        || stored(lab) == 0,
+    );
+    let log = lab.proc("virtdns-1").log_text();
+    let releases = log.matches("DHCPRELEASE(").count();
+    assert_eq!(releases, pairs, "every RELEASE logged once");
+    restart(lab, &net, "");
+    assert_eq!(stored(lab), 0, "after a restart too");
+}

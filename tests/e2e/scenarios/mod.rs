@@ -9,6 +9,7 @@ mod failover;
 mod follow_host;
 mod forwarders;
 mod libvirt;
+mod libvirt_virtdns;
 mod local_names;
 mod parity;
 mod split_dns;
@@ -76,6 +77,10 @@ pub const ALL: &[(&str, Scenario)] = &[
     ),
     ("dhcp_bad_input_and_flood", dhcp::bad_input_and_flood),
     (
+        "dhcp_renew_release_back_to_back",
+        dhcp::renew_release_back_to_back,
+    ),
+    (
         "dns_answers_only_allowed_networks",
         dhcp::only_allowed_networks_are_answered,
     ),
@@ -108,6 +113,40 @@ pub const ALL: &[(&str, Scenario)] = &[
         libvirt::stock_network_leases_and_nss,
     ),
     ("libvirt_hook_is_called", libvirt::hook_is_called),
+    // virtdns with libvirt: README's recipes, the network's life, the hook.
+    (
+        "libvirt_hook_environment",
+        libvirt_virtdns::hook_environment,
+    ),
+    ("libvirt_hook_script", libvirt_virtdns::hook_script),
+    (
+        "libvirt_hook_cannot_start",
+        libvirt_virtdns::hook_cannot_start,
+    ),
+    (
+        "libvirt_recipe_virtdns_dns_and_dhcp",
+        libvirt_virtdns::recipe_virtdns_dns_and_dhcp,
+    ),
+    (
+        "libvirt_recipe_libvirt_keeps_dhcp",
+        libvirt_virtdns::recipe_libvirt_keeps_dhcp,
+    ),
+    (
+        "libvirt_recipe_dnsmasq_forwards_to_virtdns",
+        libvirt_virtdns::recipe_dnsmasq_forwards_to_virtdns,
+    ),
+    (
+        "libvirt_virtdns_before_bridge",
+        libvirt_virtdns::virtdns_before_bridge,
+    ),
+    (
+        "libvirt_refuses_second_dhcp_server",
+        libvirt_virtdns::refuses_second_dhcp_server,
+    ),
+    (
+        "libvirt_sighup_bad_config_keeps_running",
+        libvirt_virtdns::sighup_bad_config_keeps_running,
+    ),
 ];
 
 /// The seed's upstreams: an internal BIND (REFUSED outside corp.example) at .2, NSD with the
