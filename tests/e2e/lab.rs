@@ -5,7 +5,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,16 @@ impl Proc {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+    /// Waits up to `limit` for the process to exit on its own: its exit status, or None when
+    /// it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        poll_until(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -171,6 +181,9 @@ pub struct Lab {
     net: u8,
     dir: PathBuf,
     procs: Vec<Proc>,
+    /// Logs of processes the lab did not start itself (a daemon a hook started), shown with
+    /// the others on failure: (label, file or folder of files).
+    attached: Vec<(String, PathBuf)>,
 }
 
 impl Lab {
@@ -184,6 +197,7 @@ impl Lab {
             net: 10 + index as u8,
             dir,
             procs: Vec::new(),
+            attached: Vec::new(),
         };
         // Servers such as BIND listen only on addresses an interface carries.
         let batch: String = (1..=HOSTS)
@@ -243,13 +257,34 @@ impl Lab {
             .unwrap_or_else(|| panic!("no process {name}"))
     }
 
+    /// Shows `path` (a log file, or a folder of them) with the lab's own logs on failure.
+    pub fn attach_log(&mut self, label: &str, path: PathBuf) {
+        self.attached.push((label.to_string(), path));
+    }
+
     /// Logs of every process, for a failure report.
     pub fn logs(&self) -> String {
-        self.procs
+        let mut logs: Vec<String> = self
+            .procs
             .iter()
             .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.log_text(), 40)))
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect();
+        for (label, path) in &self.attached {
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
+                Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                Err(_) => vec![path.clone()],
+            };
+            files.sort();
+            for file in files {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                logs.push(format!(
+                    "--- {label}: {} ---\n{}",
+                    file.display(),
+                    tail(&text, 40)
+                ));
+            }
+        }
+        logs.join("\n")
     }
 }
 

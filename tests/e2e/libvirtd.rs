@@ -156,6 +156,10 @@ pub struct Libvirtd {
     drivers: PathBuf,
     networks: Vec<LibvirtNet>,
     syslog_stop: Arc<AtomicBool>,
+    /// Added to libvirtd's environment.
+    env: Vec<(String, String)>,
+    /// virtdns's network hook, when installed (`Lab::libvirtd_with_virtdns_hook`).
+    hook: Option<VirtdnsHook>,
     /// How long libvirtd took to answer virsh.
     pub startup: Duration,
 }
@@ -169,6 +173,14 @@ impl Lab {
     /// libvirtd with executable network hooks in /etc/libvirt/hooks/network.d/, as (file
     /// name, script text). libvirt looks for hooks only when it starts.
     pub fn libvirtd_with_hooks(&mut self, hooks: &[(&str, &str)]) -> Libvirtd {
+        self.libvirtd_with(hooks, &[])
+    }
+
+    /// libvirtd with network hooks (as `libvirtd_with_hooks`) and `env` added to libvirtd's
+    /// environment. libvirt runs hooks with an environment of its own making (LC_ALL=C, and
+    /// PATH, HOME, USER, LOGNAME, TMPDIR, LD_PRELOAD, LD_LIBRARY_PATH passed on): a hook does
+    /// not see the rest of `env` (`libvirt_hook_environment` pins this).
+    pub fn libvirtd_with(&mut self, hooks: &[(&str, &str)], env: &[(&str, &str)]) -> Libvirtd {
         if crate::lab::in_user_namespace() {
             crate::lab::skip(
                 "net-start fails in a user namespace: libvirt's dnsmasq exits 5 with \
@@ -221,9 +233,31 @@ impl Lab {
             drivers,
             networks: Vec::new(),
             syslog_stop,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            hook: None,
             startup: Duration::ZERO,
         };
         libvirtd.spawn(self);
+        libvirtd
+    }
+
+    /// libvirtd with virtdns's network hook (dist/libvirt/network-hook) installed as
+    /// /etc/libvirt/hooks/network.d/virtdns, as a user installs it. libvirt gives a hook no
+    /// variable of libvirtd's environment but PATH, HOME and a few others, so the file libvirt
+    /// runs is a wrapper that sets VIRTDNS_BIN, VIRTDNS_CONF_DIR, VIRTDNS_RUN_DIR and
+    /// VIRTDNS_LOG_DIR to this lab's (see `VirtdnsHook`) and execs the hook itself. The hook
+    /// takes its direct path (setsid, pid file): libvirtd's private /run has no
+    /// /run/systemd/system. A virtdns it started that outlives the lab's networks is stopped
+    /// on drop.
+    pub fn libvirtd_with_virtdns_hook(&mut self) -> Libvirtd {
+        let hook = VirtdnsHook::in_lab(self);
+        let wrapper = hook.wrapper();
+        let mut libvirtd = self.libvirtd_with_hooks(&[("virtdns", &wrapper)]);
+        self.attach_log("virtdns started by the hook", hook.log_dir.clone());
+        libvirtd.hook = Some(hook);
         libvirtd
     }
 
@@ -283,7 +317,8 @@ impl Libvirtd {
                     .arg(&self.scratch)
                     .arg(&self.drivers)
                     .env("HOME", self.scratch.join("home"))
-                    .env("LIBVIRT_LOG_OUTPUTS", "3:stderr"),
+                    .env("LIBVIRT_LOG_OUTPUTS", "3:stderr")
+                    .envs(self.env.iter().map(|(k, v)| (k, v))),
             )
             .pid();
         let ready = poll_until(Duration::from_secs(15), || {
@@ -349,17 +384,56 @@ impl Libvirtd {
 
     /// Defines `net` from `xml` (`net-define`) and starts it; undefined and destroyed on drop.
     pub fn define_and_start(&mut self, net: &LibvirtNet, xml: &str) {
+        self.define(net, xml);
+        self.virsh(&["net-start", &net.name]);
+    }
+
+    /// Defines `net` from `xml` (`net-define`) without starting it; undefined on drop.
+    pub fn define(&mut self, net: &LibvirtNet, xml: &str) {
+        self.virsh(&["net-define", &self.xml_file(net, xml)]);
+        self.networks.push(net.clone());
+    }
+
+    /// `xml` in a file libvirt can read (its mount namespace sees the lab's folder), for
+    /// virsh commands that take one.
+    pub fn xml_file(&self, net: &LibvirtNet, xml: &str) -> String {
         let file = self.scratch.join(format!("{}.define.xml", net.name));
         std::fs::write(&file, xml).unwrap();
-        self.virsh(&["net-define", &file.display().to_string()]);
-        self.networks.push(net.clone());
-        self.virsh(&["net-start", &net.name]);
+        file.display().to_string()
     }
 
     /// `net-destroy` then `net-start`: the bridge is deleted and made again.
     pub fn restart_network(&self, net: &LibvirtNet) {
         self.virsh(&["net-destroy", &net.name]);
         self.virsh(&["net-start", &net.name]);
+    }
+
+    /// virtdns's network hook as installed by `Lab::libvirtd_with_virtdns_hook`.
+    pub fn virtdns_hook(&self) -> &VirtdnsHook {
+        self.hook
+            .as_ref()
+            .expect("libvirtd started with Lab::libvirtd_with_virtdns_hook")
+    }
+
+    /// The `[libvirt]` keys that point virtdns at this libvirtd's files as the lab sees them
+    /// (virtdns runs outside libvirtd's mount namespace, and paths under the lab's folder
+    /// are the same inside it): run_dir, etc_dir and status_dir, one per line.
+    pub fn libvirt_dirs_toml(&self) -> String {
+        format!(
+            "run_dir = \"{}\"\netc_dir = \"{}\"\nstatus_dir = \"{}\"\n",
+            self.path("run/libvirt/network").display(),
+            self.path("etc/qemu/networks").display(),
+            self.path("lib/dnsmasq").display()
+        )
+    }
+
+    /// The pid of the dnsmasq libvirt runs for `net`, from its pid file.
+    pub fn dnsmasq_pid(&self, net: &LibvirtNet) -> Option<u32> {
+        std::fs::read_to_string(self.path(&format!("run/libvirt/network/{}.pid", net.name)))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The lease status file libvirt's tools read, as the lab sees it.
@@ -453,6 +527,13 @@ impl Drop for Libvirtd {
                 signal(self.pid, "-KILL");
             }
         }
+        // A virtdns the hook started and did not stop (a network the scenario left defined
+        // but the hook never saw stop): by its pid file, only if it is that virtdns.
+        if let Some(hook) = &self.hook {
+            for pid in hook.running() {
+                signal(pid, "-KILL");
+            }
+        }
         for net in &self.networks {
             if ifindex(&net.bridge).is_some() {
                 let _ = Command::new("ip")
@@ -477,4 +558,127 @@ pub fn wait_dhcp_lease(libvirtd: &Libvirtd, net: &LibvirtNet, ip: Ipv4Addr) -> S
         net.name
     );
     last
+}
+
+/// virtdns's network hook, dist/libvirt/network-hook.
+pub const NETWORK_HOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/libvirt/network-hook");
+
+/// The folders virtdns's network hook uses in a lab: `conf/NET.toml` (the lab's
+/// /etc/virtdns), `run/NET.pid` (its /run/virtdns) and `log/NET.log` (its /var/log/virtdns).
+#[derive(Debug, Clone)]
+pub struct VirtdnsHook {
+    pub conf_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub log_dir: PathBuf,
+}
+
+impl VirtdnsHook {
+    /// The hook's folders under the lab's, created empty.
+    pub fn in_lab(lab: &Lab) -> VirtdnsHook {
+        let hook = VirtdnsHook {
+            conf_dir: lab.path("virtdns-hook/conf"),
+            run_dir: lab.path("virtdns-hook/run"),
+            log_dir: lab.path("virtdns-hook/log"),
+        };
+        for d in [&hook.conf_dir, &hook.run_dir, &hook.log_dir] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        hook
+    }
+
+    /// The hook's variables for this lab: (name, value).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("VIRTDNS_BIN", crate::peers::virtdns_bin().to_string()),
+            ("VIRTDNS_CONF_DIR", self.conf_dir.display().to_string()),
+            ("VIRTDNS_RUN_DIR", self.run_dir.display().to_string()),
+            ("VIRTDNS_LOG_DIR", self.log_dir.display().to_string()),
+        ]
+    }
+
+    /// A hook that sets the variables and execs the real one with its arguments and stdin.
+    pub fn wrapper(&self) -> String {
+        let mut text = String::from("#!/bin/sh\n");
+        for (k, v) in self.env() {
+            text.push_str(&format!("{k}='{v}'\nexport {k}\n"));
+        }
+        text.push_str(&format!("exec '{NETWORK_HOOK}' \"$@\"\n"));
+        text
+    }
+
+    /// Where the hook looks for network `net`'s config.
+    pub fn config_path(&self, net: &LibvirtNet) -> PathBuf {
+        self.conf_dir.join(format!("{}.toml", net.name))
+    }
+
+    /// Writes network `net`'s config (the lab's /etc/virtdns/NET.toml).
+    pub fn write_config(&self, net: &LibvirtNet, text: &str) -> PathBuf {
+        let path = self.config_path(net);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// What the hook and the virtdns it started wrote to NET.log.
+    pub fn log(&self, net: &LibvirtNet) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{}.log", net.name))).unwrap_or_default()
+    }
+
+    /// Waits until NET.log has a line containing `needle` after its first `after` bytes;
+    /// returns that line.
+    pub fn wait_log(
+        &self,
+        net: &LibvirtNet,
+        after: usize,
+        needle: &str,
+        limit: Duration,
+    ) -> String {
+        let mut found = None;
+        let seen = poll_until(limit, || {
+            let log = self.log(net);
+            found = log
+                .get(after.min(log.len())..)
+                .unwrap_or("")
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_owned);
+            found.is_some()
+        });
+        assert!(
+            seen.is_some(),
+            "no line with {needle:?} in {}.log within {limit:?}:\n{}",
+            net.name,
+            self.log(net)
+        );
+        found.unwrap()
+    }
+
+    /// The pid of the virtdns the hook runs for `net` (from its pid file), while it runs.
+    pub fn pid(&self, net: &LibvirtNet) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.run_dir.join(format!("{}.pid", net.name)))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        self.is_ours(pid).then_some(pid)
+    }
+
+    /// Every virtdns still running from a pid file of this lab's.
+    fn running(&self) -> Vec<u32> {
+        std::fs::read_dir(&self.run_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| t.trim().parse().ok())
+            .filter(|&pid| self.is_ours(pid))
+            .collect()
+    }
+
+    /// True when `pid` is a live virtdns run with a config from this lab's conf_dir.
+    fn is_ours(&self, pid: u32) -> bool {
+        alive(pid)
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c).contains(&self.conf_dir.display().to_string())
+            })
+    }
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Waits for a `bound` event after the first `after` events; returns its address.
-fn wait_bound_after(guest: &Guest, after: usize) -> Ipv4Addr {
+pub fn wait_bound_after(guest: &Guest, after: usize) -> Ipv4Addr {
     wait_until(
         Duration::from_secs(20),
         &format!("{} leases again", guest.name),
@@ -35,7 +35,7 @@ fn assert_in_range(net: &LibvirtNet, ip: Ipv4Addr) {
 
 /// The lease as `virsh net-dhcp-leases` shows it: (MAC, address/prefix, hostname) of the row
 /// for `ip`.
-fn lease_row(listing: &str, ip: Ipv4Addr) -> (String, String, String) {
+pub fn lease_row(listing: &str, ip: Ipv4Addr) -> (String, String, String) {
     let row = listing
         .lines()
         .find(|l| l.contains(&format!(" {ip}/")))
