@@ -132,7 +132,7 @@ impl DnsConfig {
 
 mod dhcp;
 mod libvirt;
-pub use dhcp::{DhcpConfig, Range, StaticHost};
+pub use dhcp::{DhcpConfig, Range, StaticHost, default_lease_db};
 pub use libvirt::{LibvirtConfig, LibvirtNetwork};
 
 /// One or several values: `addr = "x"` or `addr = ["x", "y"]`.

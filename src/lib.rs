@@ -23,6 +23,7 @@ pub mod hosts;
 pub mod iface;
 pub mod instance;
 pub mod libvirt;
+pub mod ports;
 pub mod resolv_conf;
 pub mod server;
 pub mod types;

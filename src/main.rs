@@ -228,6 +228,15 @@ async fn check(common: Common) -> Result<()> {
             ),
         }
     }
+    // What `run` does first: bind the listen addresses (then let them go).
+    match Server::bind(&listen).await {
+        Ok(_) => println!("listen: {} free", fmt_list(&listen)),
+        Err(virtdns::server::StartError::Taken { addr, holder }) if holder.contains("virtdns") => {
+            println!("listen: {addr} is held by a running virtdns ({holder})")
+        }
+        Err(e @ virtdns::server::StartError::Taken { .. }) => return Err(e.into()),
+        Err(e) => println!("note: {e} (run may need privileges this check lacks)"),
+    }
     if let Some(path) = &common.config {
         println!("config {}: ok", path.display());
     } else {
@@ -270,4 +279,12 @@ async fn explain(name: String, rtype: String, common: Common) -> Result<()> {
         None => println!("no answer"),
     }
     Ok(())
+}
+
+fn fmt_list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

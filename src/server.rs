@@ -37,6 +37,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on {addr}: another DNS server holds the port: {holder} (for libvirt: \
+         <dnsmasq:option value='port=0'/> in the network, or <dns enable='no'/>)"
+    )]
+    Taken { addr: SocketAddr, holder: String },
 }
 
 pub struct Server {
@@ -326,7 +331,16 @@ impl Server {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for &addr in listen {
-            let err = |source| StartError::Bind { addr, source };
+            let err = |source: std::io::Error| {
+                if source.kind() == std::io::ErrorKind::AddrInUse {
+                    StartError::Taken {
+                        addr,
+                        holder: crate::ports::holder_text(addr.port()),
+                    }
+                } else {
+                    StartError::Bind { addr, source }
+                }
+            };
             // One UDP socket per core (SO_REUSEPORT): the kernel spreads clients over them
             // and each is served by its own task.
             let first = reuseport_udp(addr).map_err(err)?;

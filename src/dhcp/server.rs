@@ -128,12 +128,7 @@ impl DhcpServer {
         let socket = socket::bind(&cfg.interface, cfg.server_port).map_err(|source| {
             let (interface, port) = (cfg.interface.clone(), cfg.server_port);
             if source.kind() == std::io::ErrorKind::AddrInUse {
-                let holders = socket::holder(port);
-                let holder = if holders.is_empty() {
-                    "a process not visible from here".to_string()
-                } else {
-                    holders.join(", ")
-                };
+                let holder = crate::ports::holder_text(port);
                 DhcpError::Taken {
                     interface,
                     port,

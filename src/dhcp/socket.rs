@@ -74,47 +74,6 @@ pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Who holds UDP `port` on this machine, as `name (pid N)` entries, read from /proc: the
-/// socket's inode in /proc/net/udp, and the process whose descriptors include it.
-pub fn holder(port: u16) -> Vec<String> {
-    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
-        return Vec::new();
-    };
-    let wanted = format!(":{port:04X}");
-    let inodes: Vec<String> = table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.get(1)?.ends_with(&wanted)).then(|| cols.get(9).map(|s| s.to_string()))?
-        })
-        .collect();
-    let mut found = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for p in procs.flatten() {
-        let pid = p.file_name().to_string_lossy().to_string();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|target| {
-                let t = target.to_string_lossy();
-                inodes.iter().any(|i| t == format!("socket:[{i}]"))
-            })
-        });
-        if holds {
-            let name = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-            found.push(format!("{} (pid {pid})", name.trim()));
-        }
-    }
-    found
-}
-
 /// Sends `bytes` to `dest` through `socket`, bound to `interface`.
 pub async fn deliver(
     socket: &UdpSocket,

@@ -64,8 +64,11 @@ fn dns_section(out: &mut Out, def: &NetworkDef) {
         }
     } else {
         out.note(&format!(
-            "libvirt's dnsmasq answers DNS on these addresses: give the network <dns enable='no'/> \
-             (virsh net-edit {}) so that virtdns can",
+            "libvirt's dnsmasq answers DNS on these addresses: give the network \
+             <dnsmasq:options xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\
+             <dnsmasq:option value='port=0'/></dnsmasq:options> (virsh net-edit {}) so that \
+             virtdns can; <dns enable='no'/> does too, but libvirt then refuses <host>, <txt> \
+             and <srv> records",
             def.name
         ));
     }
@@ -284,7 +287,11 @@ fn dhcp_section(out: &mut Out, def: &NetworkDef) {
     out.key("interface", string(bridge));
     out.key(
         "lease_db",
-        string(&format!("/var/lib/virtdns/{}.leases.sqlite", def.name)),
+        string(
+            &crate::config::default_lease_db(bridge)
+                .display()
+                .to_string(),
+        ),
     );
     let lease_secs = lease_time(out, dhcp);
     out.key("lease_time_secs", toml::Value::Integer(lease_secs.into()));

@@ -329,7 +329,13 @@ fn back_to_back_renew_and_release_leave_nothing_stored() {
     let log = ScriptedLog::default();
     let mut renewals = Vec::new();
     for client in 1..=200u8 {
-        let offer = logged(&mut pool, &o, &message(MessageType::Discover, client, vec![]), NOW, &log);
+        let offer = logged(
+            &mut pool,
+            &o,
+            &message(MessageType::Discover, client, vec![]),
+            NOW,
+            &log,
+        );
         let addr = offer.decision.reply.unwrap().yiaddr();
         if addr.is_unspecified() {
             break; // the range is full: enough clients
@@ -349,7 +355,10 @@ fn back_to_back_renew_and_release_leave_nothing_stored() {
         release.0.set_ciaddr(addr);
         release.1 = dhcproto::Encodable::to_vec(&release.0).unwrap();
         let released = logged(&mut pool, &o, &release, NOW + 10, &log);
-        assert!(released.pending.is_some(), "client {client}: release is a change");
+        assert!(
+            released.pending.is_some(),
+            "client {client}: release is a change"
+        );
         // The renewal's ACK is overtaken by the release: it must not be sent.
         let id = crate::dhcp::pool::client_id_from_mac(Mac([2, 0, 0, 0, 0, client]));
         assert!(!pool.is_latest(&id, renewed.seq), "client {client}");
@@ -366,15 +375,41 @@ fn a_returning_client_gets_its_previous_address_when_it_is_free() {
     let (mut pool, o) = setup();
     let log = ScriptedLog::default();
     // Another client first, so a fresh allocation would not land on the same address.
-    let first = logged(&mut pool, &o, &message(MessageType::Discover, 1, vec![]), NOW, &log);
+    let first = logged(
+        &mut pool,
+        &o,
+        &message(MessageType::Discover, 1, vec![]),
+        NOW,
+        &log,
+    );
     let addr = first.decision.reply.unwrap().yiaddr();
-    let request = message(MessageType::Request, 1, vec![DhcpOption::RequestedIpAddress(addr)]);
+    let request = message(
+        MessageType::Request,
+        1,
+        vec![DhcpOption::RequestedIpAddress(addr)],
+    );
     logged(&mut pool, &o, &request, NOW, &log);
     let later = NOW + 601;
     let expired = pool.expire(later);
     assert_eq!(expired.len(), 1);
-    let other = logged(&mut pool, &o, &message(MessageType::Discover, 2, vec![]), later, &log);
-    assert_ne!(other.decision.reply.unwrap().yiaddr(), addr, "the next free address");
-    let back = logged(&mut pool, &o, &message(MessageType::Discover, 1, vec![]), later, &log);
+    let other = logged(
+        &mut pool,
+        &o,
+        &message(MessageType::Discover, 2, vec![]),
+        later,
+        &log,
+    );
+    assert_ne!(
+        other.decision.reply.unwrap().yiaddr(),
+        addr,
+        "the next free address"
+    );
+    let back = logged(
+        &mut pool,
+        &o,
+        &message(MessageType::Discover, 1, vec![]),
+        later,
+        &log,
+    );
     assert_eq!(back.decision.reply.unwrap().yiaddr(), addr);
 }

@@ -48,14 +48,14 @@ fn default_network_text() {
 # Review it before use: each NOTE says where virtdns differs from libvirt's dnsmasq.
 
 [dns]
-# NOTE: libvirt's dnsmasq answers DNS on these addresses: give the network <dns enable='no'/> (virsh net-edit default) so that virtdns can
+# NOTE: libvirt's dnsmasq answers DNS on these addresses: give the network <dnsmasq:options xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'><dnsmasq:option value='port=0'/></dnsmasq:options> (virsh net-edit default) so that virtdns can; <dns enable='no'/> does too, but libvirt then refuses <host>, <txt> and <srv> records
 listen = ["192.168.122.1"]
 forward_plain_names = true
 
 # NOTE: libvirt's dnsmasq serves DHCP on virbr0 while 192.168.122.1 has a <dhcp>: remove it (virsh net-edit default) before virtdns serves this section
 [dhcp]
 interface = "virbr0"
-lease_db = "/var/lib/virtdns/default.leases.sqlite"
+lease_db = "/var/lib/virtdns/virbr0.leases.sqlite"
 lease_time_secs = 3600
 
 [[dhcp.range]]
@@ -193,7 +193,7 @@ fn generated_config_round_trips() {
     assert_eq!(dhcp.lease_time_secs, 7200);
     assert_eq!(
         dhcp.lease_db,
-        std::path::PathBuf::from("/var/lib/virtdns/lab.leases.sqlite")
+        std::path::PathBuf::from("/var/lib/virtdns/virbr7.leases.sqlite")
     );
     let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = dhcp.ranges.iter().map(|r| (r.start, r.end)).collect();
     assert_eq!(
