@@ -318,7 +318,12 @@ impl Pool {
             let holders = &self.by_client;
             self.latest.retain(|c, _| holders.contains_key(c));
         }
-        self.latest.insert(client.clone(), self.decisions);
+        match self.latest.get_mut(client) {
+            Some(latest) => *latest = self.decisions,
+            None => {
+                self.latest.insert(client.clone(), self.decisions);
+            }
+        }
         self.decisions
     }
 

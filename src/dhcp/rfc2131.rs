@@ -172,7 +172,7 @@ pub struct Logged<P> {
     pub decision: Decision,
     /// The queued changes' durability, if the decision changed anything.
     pub pending: Option<P>,
-    /// This decision's number, for `Pool::is_latest`.
+    /// This decision's number, for `Pool::is_latest` (0 when it changed nothing).
     pub seq: u64,
 }
 
@@ -188,9 +188,14 @@ pub fn decide_logged<L: LeaseLog>(
     log: &L,
 ) -> Logged<L::Pending> {
     let mut decision = decide(pool, offer, m, now);
-    let seq = pool.note_decision(&m.client);
-    let pending =
-        (!decision.changes.is_empty()).then(|| log.enqueue(std::mem::take(&mut decision.changes)));
+    // Only a decision that changes a lease can overtake an earlier reply; offers need no
+    // number (and a DISCOVER flood does not grow the table).
+    let changes = std::mem::take(&mut decision.changes);
+    let (seq, pending) = if changes.is_empty() {
+        (0, None)
+    } else {
+        (pool.note_decision(&m.client), Some(log.enqueue(changes)))
+    };
     Logged {
         decision,
         pending,
