@@ -212,6 +212,27 @@ impl<X: Exchanger> Forwarder<X> {
     }
 }
 
+impl<X: Exchanger> Forwarder<X> {
+    /// Remembers that `server`'s TCP failed and probes it over TCP until it answers.
+    fn mark_tcp_down(&self, server: &Arc<Upstream>) {
+        if server.set_tcp_down() {
+            tracing::warn!(server = %server.addr, "upstream's TCP failed; truncated answers from it are not retried over TCP until a probe answers");
+        }
+        if !server.start_tcp_probing() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            server.stop_tcp_probing();
+            return;
+        };
+        runtime.spawn(probe::probe_tcp_until_up(
+            self.exchanger.clone(),
+            Arc::downgrade(server),
+            self.pool.bounds().1,
+        ));
+    }
+}
+
 /// Completes an in-flight entry with SERVFAIL unless the leader completed it.
 struct FinishOnDrop<X: Exchanger> {
     forwarder: Arc<Forwarder<X>>,

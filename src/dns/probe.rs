@@ -111,6 +111,33 @@ pub async fn probe_until_up<X: Exchanger>(
     }
 }
 
+/// Asks a server whose TCP failed `. NS` over TCP every `PROBE_INTERVAL` until it answers;
+/// until then truncated answers from it are not retried over TCP with it.
+pub async fn probe_tcp_until_up<X: Exchanger>(
+    exchanger: Arc<X>,
+    server: Weak<Upstream>,
+    max_wait: Duration,
+) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(up) = server.upgrade() else { return };
+        let Some((bytes, q)) = probe_query("", wire::TYPE_NS) else {
+            return;
+        };
+        let answered = exchanger
+            .exchange(up.addr, &bytes, &q, Protocol::Tcp, true, max_wait)
+            .await
+            .is_ok();
+        if answered {
+            up.set_tcp_up();
+            up.stop_tcp_probing();
+            tracing::info!(server = %up.addr, "upstream answers over TCP again");
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,6 +102,10 @@ pub struct Upstream {
     down: AtomicBool,
     down_since: Mutex<Option<(Instant, String)>>,
     probing: AtomicBool,
+    /// Its TCP failed (no reply, refused, reset): truncated answers are not retried over
+    /// TCP with it until a background TCP probe succeeds.
+    tcp_down: AtomicBool,
+    tcp_probing: AtomicBool,
     capability: AtomicU8,
     evidence: Mutex<Option<Evidence>>,
     learning: AtomicBool,
@@ -118,6 +122,8 @@ impl Upstream {
             down: AtomicBool::new(false),
             down_since: Mutex::new(None),
             probing: AtomicBool::new(false),
+            tcp_down: AtomicBool::new(false),
+            tcp_probing: AtomicBool::new(false),
             capability: AtomicU8::new(Capability::Unknown.as_u8()),
             evidence: Mutex::new(None),
             learning: AtomicBool::new(false),
@@ -174,6 +180,30 @@ impl Upstream {
             *self.down_since.lock().unwrap() = Some((Instant::now(), why.to_string()));
         }
         newly
+    }
+
+    /// Whether its TCP is known to fail.
+    pub fn is_tcp_down(&self) -> bool {
+        self.tcp_down.load(Ordering::Relaxed)
+    }
+
+    /// Marks its TCP failing. Returns true if it was working until now; the caller starts a
+    /// TCP probe when `start_tcp_probing` lets it.
+    pub fn set_tcp_down(&self) -> bool {
+        !self.tcp_down.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn set_tcp_up(&self) {
+        self.tcp_down.store(false, Ordering::Relaxed);
+    }
+
+    /// Claims the background TCP probe; false if one already runs.
+    pub fn start_tcp_probing(&self) -> bool {
+        !self.tcp_probing.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn stop_tcp_probing(&self) {
+        self.tcp_probing.store(false, Ordering::Relaxed);
     }
 
     /// Claims the background probe; false if one already runs.

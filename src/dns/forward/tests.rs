@@ -507,3 +507,41 @@ async fn a_probe_ends_when_its_server_leaves_the_routing_table() {
     tokio::time::sleep(crate::dns::upstream::PROBE_INTERVAL * 4).await;
     assert_eq!(fwd.exchanger().asked(addr, ""), after, "no more probes");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_whose_tcp_fails_costs_one_slow_query_then_is_not_retried_over_tcp() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    let (first, second) = (lab.addr(0), lab.addr(1));
+    let truncating = with(answer(1), |r| {
+        r.truncated_udp = true;
+        r.tcp_silent = true
+    });
+    lab.script().set(first, "*", truncating);
+    lab.script()
+        .set(first, "", with(FULL, |r| r.tcp_silent = true));
+    lab.script().set(second, "*", answer(2));
+    let tcp_asks = |name: &str| {
+        let log = lab.script().log.lock().unwrap();
+        log.iter()
+            .filter(|(s, n, p)| *s == first && n == name && *p == Protocol::Tcp)
+            .count()
+    };
+    assert_eq!(got(&lab.walk("a.example").await.0), (Rcode::NOERROR, 2));
+    assert_eq!(
+        tcp_asks("a.example"),
+        1,
+        "the first truncated answer tries TCP"
+    );
+    assert!(lab.servers[0].is_tcp_down() && !lab.servers[0].is_down());
+    let (outcome, trace) = lab.walk("b.example").await;
+    assert_eq!(got(&outcome), (Rcode::NOERROR, 2));
+    assert_eq!(tcp_asks("b.example"), 0, "not again: {trace}");
+    assert!(trace.contains("its TCP failed before"), "{trace}");
+    // Its TCP comes back: a probe sees it, and TCP is used again.
+    lab.script().set(first, "", FULL);
+    lab.script()
+        .set(first, "*", with(answer(1), |r| r.truncated_udp = true));
+    tokio::time::sleep(crate::dns::upstream::PROBE_INTERVAL * 2).await;
+    assert!(!lab.servers[0].is_tcp_down());
+    assert_eq!(got(&lab.walk("c.example").await.0), (Rcode::NOERROR, 1));
+}

@@ -270,9 +270,11 @@ impl<X: Exchanger> Forwarder<X> {
                         server.addr
                     )
                 });
-                // A server that answers over UDP is alive even if its TCP fails: not "down".
-                if !matches!(e, ExchangeError::Tcp(_)) {
-                    self.mark_down(server, &e.to_string());
+                // A server that answers over UDP is alive even if its TCP fails: not "down",
+                // but its TCP is remembered as failing (and probed) until it works again.
+                match &e {
+                    ExchangeError::Tcp(_) => self.mark_tcp_down(server),
+                    _ => self.mark_down(server, &e.to_string()),
                 }
                 walk.failover = walk.failover.max(Failover::AfterDown);
                 return None;
@@ -381,6 +383,13 @@ impl<X: Exchanger> Forwarder<X> {
                 .await?;
         }
         if wire::tc(&ex.reply) {
+            if server.is_tcp_down() {
+                // Its TCP failed before: glibc would move on after a TCP timeout; so do we,
+                // without the wait.
+                return Err(ExchangeError::Tcp(Box::new(ExchangeError::Io(
+                    std::io::Error::other("its TCP failed before; probed in the background"),
+                ))));
+            }
             let tcp_timeout = timeout.max(self.pool.bounds().1);
             return x
                 .exchange(server.addr, client, q, Protocol::Tcp, true, tcp_timeout)

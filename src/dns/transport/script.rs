@@ -29,6 +29,8 @@ pub(crate) struct Reply {
     pub(crate) soa_at_root: Option<bool>,
     /// Truncated over UDP; the whole answer over TCP.
     pub(crate) truncated_udp: bool,
+    /// Silent over TCP.
+    pub(crate) tcp_silent: bool,
     pub(crate) delay: Duration,
 }
 
@@ -41,6 +43,7 @@ pub(crate) fn answer(n: u8) -> Step {
         ra: true,
         soa_at_root: None,
         truncated_udp: false,
+        tcp_silent: false,
         delay: Duration::ZERO,
     })
 }
@@ -54,6 +57,7 @@ pub(crate) fn bare(code: Rcode, aa: bool, ra: bool) -> Step {
         ra,
         soa_at_root: None,
         truncated_udp: false,
+        tcp_silent: false,
         delay: Duration::ZERO,
     })
 }
@@ -67,6 +71,7 @@ pub(crate) fn nxdomain(soa_at_root: bool) -> Step {
         ra: false,
         soa_at_root: Some(soa_at_root),
         truncated_udp: false,
+        tcp_silent: false,
         delay: Duration::ZERO,
     })
 }
@@ -87,6 +92,7 @@ pub(crate) const FULL: Step = Step::Reply(Reply {
     ra: true,
     soa_at_root: None,
     truncated_udp: false,
+    tcp_silent: false,
     delay: Duration::ZERO,
 });
 pub(crate) const REFUSES: Step = Step::Reply(Reply {
@@ -96,6 +102,7 @@ pub(crate) const REFUSES: Step = Step::Reply(Reply {
     ra: false,
     soa_at_root: None,
     truncated_udp: false,
+    tcp_silent: false,
     delay: Duration::ZERO,
 });
 pub(crate) const OWN_ROOT: Step = Step::Reply(Reply {
@@ -105,6 +112,7 @@ pub(crate) const OWN_ROOT: Step = Step::Reply(Reply {
     ra: false,
     soa_at_root: None,
     truncated_udp: false,
+    tcp_silent: false,
     delay: Duration::ZERO,
 });
 
@@ -161,6 +169,9 @@ impl Exchanger for Script {
             Step::Io => Err(ExchangeError::Io(std::io::Error::from(
                 std::io::ErrorKind::ConnectionRefused,
             ))),
+            Step::Reply(r) if r.tcp_silent && protocol == Protocol::Tcp => {
+                Err(ExchangeError::Timeout(timeout))
+            }
             Step::Reply(r) => {
                 tokio::time::sleep(r.delay).await;
                 let reply = build_reply(client, q, &r, protocol);
