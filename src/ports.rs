@@ -1,7 +1,9 @@
-//! Who holds a UDP port on this machine, read from /proc (the socket's inode in
-//! /proc/net/udp and /proc/net/udp6, and the process whose descriptors include it): what an
-//! "address in use" error names, so a person knows which other server to stop. Written by
-//! hand: it is two /proc reads, and no crate offers it for UDP without netlink.
+//! Ports and their sockets as the machine sees them: who holds a UDP port, read from /proc
+//! (the socket's inode in /proc/net/udp and /proc/net/udp6, and the process whose
+//! descriptors include it) — what an "address in use" error names, so a person knows which
+//! other server to stop; and a receive buffer large enough for bursts, beyond
+//! net.core.rmem_max when privileged. Written by hand: two /proc reads and one setsockopt,
+//! which no crate we use offers.
 
 /// Who holds UDP `port` on this machine, as `name (pid N)` entries, read from /proc: the
 /// socket's inode in /proc/net/udp, and the process whose descriptors include it.
@@ -53,4 +55,25 @@ pub fn holder_text(port: u16) -> String {
     } else {
         holders.join(", ")
     }
+}
+
+/// Asks for a `bytes` receive buffer on `socket`: SO_RCVBUFFORCE when privileged (not capped
+/// by net.core.rmem_max), else SO_RCVBUF (capped). Returns what the kernel granted.
+pub fn set_receive_buffer(socket: &socket2::Socket, bytes: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int on a socket we own.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.recv_buffer_size()
 }

@@ -67,7 +67,7 @@ pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
     socket.set_broadcast(true)?;
     // Room for bursts (a relay's retries, or many guests booting at once) while a batch of
     // leases is being committed; the kernel caps it at net.core.rmem_max.
-    socket.set_recv_buffer_size(RECV_BUFFER)?;
+    crate::ports::set_receive_buffer(&socket, RECV_BUFFER)?;
     socket.bind_device(Some(interface.as_bytes()))?;
     socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
     socket.set_nonblocking(true)?;
