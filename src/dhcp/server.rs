@@ -194,14 +194,9 @@ impl DhcpServer {
 
     /// Decides at once; waits for durability (in its own task) before replying.
     async fn handle(self: &Arc<Self>, raw: &[u8], source: SocketAddr) {
-        // dhcproto 0.15 debug_asserts option lengths from the wire: a malformed option
-        // panics in debug builds. A packet must never take the service down.
-        let decoded =
-            std::panic::catch_unwind(|| dhcproto::v4::Message::decode(&mut Decoder::new(raw)));
-        let msg = match decoded {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return self.bad(source, &format!("undecodable packet: {e}")),
-            Err(_) => return self.bad(source, "undecodable packet: malformed option"),
+        let msg = match decode(raw) {
+            Ok(m) => m,
+            Err(why) => return self.bad(source, &format!("undecodable packet: {why}")),
         };
         let client = match rfc2131::validate(&msg, raw) {
             Ok(c) => c,
@@ -379,6 +374,68 @@ impl DhcpServer {
     }
 }
 
+/// Decodes a datagram into a DHCP message; a packet must never take the service down.
+///
+/// dhcproto 0.15 asserts (`debug_assert!`) instead of checking the lengths of options 80, 81,
+/// 94 and 152-155, so with debug assertions on, one of another length panics in its decoder
+/// (in release the assertion is compiled out and the option is read whatever its length).
+/// A packet with such an option (at a length its RFC does not allow) is refused before
+/// decoding, the same way in every build; `catch_unwind` stays as the backstop for any other
+/// panic in the decoder (the profiles unwind: nothing sets `panic = "abort"`).
+pub fn decode(raw: &[u8]) -> Result<dhcproto::v4::Message, String> {
+    if let Some(code) = misasserted_option(raw) {
+        return Err(format!("option {code} has a malformed length"));
+    }
+    match std::panic::catch_unwind(|| dhcproto::v4::Message::decode(&mut Decoder::new(raw))) {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("malformed option".into()),
+    }
+}
+
+/// Whether dhcproto 0.15's assertion on an option's length holds (true for options it does
+/// not assert on).
+fn asserted_length_holds(code: u8, len: usize) -> bool {
+    match code {
+        80 => len == 0,        // Rapid Commit (RFC 4039)
+        81 => len >= 3,        // Client FQDN (RFC 4702)
+        94 => len == 3,        // Client Network Interface (RFC 4578)
+        152..=155 => len == 4, // Bulk Leasequery times (RFC 6926)
+        _ => true,
+    }
+}
+
+/// The first option whose length dhcproto would assert on, walking the options as it does:
+/// from offset 240 to End; consecutive instances of one code are one option (RFC 3396); the
+/// walk stops at an option that runs past the packet, which dhcproto does not decode.
+fn misasserted_option(raw: &[u8]) -> Option<u8> {
+    let mut off = 240;
+    let mut run: Option<(u8, usize)> = None;
+    loop {
+        let code = raw.get(off).copied();
+        if let Some((c, len)) = run
+            && code != Some(c)
+        {
+            if !asserted_length_holds(c, len) {
+                return Some(c);
+            }
+            run = None;
+        }
+        match code {
+            None | Some(255) => return None,
+            Some(0) => off += 1,
+            Some(c) => {
+                let len = *raw.get(off + 1)? as usize;
+                if off + 2 + len > raw.len() {
+                    return None;
+                }
+                run = Some((c, run.map_or(0, |(_, l)| l) + len));
+                off += 2 + len;
+            }
+        }
+    }
+}
+
 /// A decision waiting for its changes to be durable.
 struct Durable {
     pending: Pending,
@@ -427,5 +484,74 @@ impl RateLimit {
             self.suppressed += 1;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+
+    /// A DISCOVER with `extra` (option bytes) just before End.
+    fn discover_with(extra: &[u8]) -> Vec<u8> {
+        let mut m = Message::new(
+            [0; 4].into(),
+            [0; 4].into(),
+            [0; 4].into(),
+            [0; 4].into(),
+            &[2, 0, 0, 0, 0, 1],
+        );
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
+        let mut raw = m.to_vec().unwrap();
+        assert_eq!(raw.pop(), Some(255));
+        raw.extend_from_slice(extra);
+        raw.push(255);
+        raw
+    }
+
+    /// Seen from fuzzing: dhcproto 0.15 panics (debug assertions on) on these options at
+    /// another length; they are refused before decoding, naming the option.
+    #[test]
+    fn options_dhcproto_asserts_on_are_refused_at_a_wrong_length() {
+        let bad: &[&[u8]] = &[
+            &[80, 1, 0],
+            &[81, 2, 0, 0],
+            &[81, 1, 0, 81, 1, 0], // split (RFC 3396): 2 bytes in all
+            &[94, 2, 1, 2],
+            &[152, 3, 0, 0, 0],
+            &[153, 5, 0, 0, 0, 0, 0],
+            &[154, 0],
+            &[155, 8, 0, 0, 0, 0, 0, 0, 0, 0],
+        ];
+        for opt in bad {
+            assert_eq!(
+                decode(&discover_with(opt)).unwrap_err(),
+                format!("option {} has a malformed length", opt[0]),
+                "{opt:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_options_at_their_lengths_decode() {
+        let good: &[(&[u8], OptionCode)] = &[
+            (&[80, 0], OptionCode::RapidCommit),
+            (&[81, 6, 0, 0, 0, 1, b'a', 0], OptionCode::ClientFQDN),
+            (&[94, 2, 1, 2, 94, 1, 0], OptionCode::ClientNetworkInterface),
+            (&[152, 4, 0, 0, 0, 1], OptionCode::BulkLeaseQueryBaseTime),
+        ];
+        for (opt, code) in good {
+            let m = decode(&discover_with(opt)).expect("decodes");
+            assert!(m.opts().get(*code).is_some(), "{opt:?}");
+        }
+        // After End, and when it runs past the packet, an option is not decoded at all.
+        let mut after_end = discover_with(&[]);
+        after_end.extend_from_slice(&[94, 1, 0]);
+        assert!(decode(&after_end).is_ok());
+        let mut cut = discover_with(&[]);
+        cut.pop();
+        cut.extend_from_slice(&[94, 9, 0]);
+        assert!(decode(&cut).is_ok());
     }
 }

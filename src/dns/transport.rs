@@ -1,7 +1,10 @@
-//! One question to one upstream server over UDP or TCP, with RFC 5452's defences: a random ID
-//! on a randomly chosen socket of a changing pool of random ports (`port_pool`), connected so
-//! the kernel drops datagrams from any other address or port, and a reply accepted only if its
-//! ID and question match. Anything else is ignored while the wait continues.
+//! One question to one upstream server over UDP or TCP, with RFC 5452's defences: a random ID,
+//! over UDP from a source port of its own drawn at random (`port_pool`), on a socket connected
+//! so the kernel drops datagrams from any other address or port, and a reply accepted only if
+//! its ID and question match; anything else is ignored while the wait continues. An error on
+//! that port (an ICMP port unreachable, real or forged) is this exchange's error and no other
+//! query's. TCP goes over a fresh connection, and its reply is read into a buffer that grows
+//! with the bytes received, not with the length the server announces.
 //!
 //! `Exchanger` is the seam between the walk over servers (`dns::forward`, `dns::probe`) and
 //! the network: production uses `Network`; unit tests script replies, timeouts and errors as
@@ -14,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +53,8 @@ pub trait Exchanger: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send;
 }
 
-/// The real network: UDP through `port_pool`, TCP on a fresh connection.
+/// The real network: UDP through `port_pool` (a fresh random port per query), TCP on a fresh
+/// connection.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Network;
 
@@ -89,10 +93,8 @@ pub async fn exchange(
     let attempt = async {
         match protocol {
             Protocol::Udp => {
-                let registration = port_pool::register(server, q)?;
-                let query = wire::upstream_query(client, q, registration.id, with_edns);
-                registration.send(&query).await?;
-                Ok(registration.wait().await?)
+                let query = wire::upstream_query(client, q, rand::random(), with_edns);
+                Ok(port_pool::send(server, q, &query)?.reply().await?)
             }
             Protocol::Tcp => {
                 let id: u16 = rand::random();
@@ -123,12 +125,54 @@ async fn tcp(
     framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
     framed.extend_from_slice(query);
     stream.write_all(&framed).await?;
-    let len = stream.read_u16().await? as usize;
-    let mut buf = vec![0u8; len];
-    stream.read_exact(&mut buf).await?;
+    let mut buf = Vec::new();
+    read_message(&mut stream, &mut buf).await?;
     let info = wire::read_reply(&buf, q, id)?;
     Ok((buf, info))
 }
 
+/// Reads one length-prefixed DNS message into `buf`, which grows only as bytes arrive: a
+/// server that announces 64 KiB and then stalls holds a few bytes of ours, not 64 KiB.
+async fn read_message(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> io::Result<()> {
+    let len = stream.read_u16().await?;
+    stream.take(u64::from(len)).read_to_end(buf).await?;
+    if buf.len() < usize::from(len) {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub mod script;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_tcp_reply_is_read_into_a_buffer_as_large_as_what_arrived() {
+        let (mut ours, mut server) = tokio::io::duplex(1 << 17);
+        // The server announces the largest message, sends 100 bytes and stalls.
+        server.write_all(&u16::MAX.to_be_bytes()).await.unwrap();
+        server.write_all(&[7; 100]).await.unwrap();
+        let mut buf = Vec::new();
+        let stalled =
+            tokio::time::timeout(Duration::from_millis(50), read_message(&mut ours, &mut buf))
+                .await;
+        assert!(stalled.is_err(), "still waiting for the rest");
+        assert_eq!(buf.len(), 100);
+        assert!(buf.capacity() < 4096, "{} bytes reserved", buf.capacity());
+
+        // A whole message is read whole; a connection closed early is an error.
+        let (mut ours, mut server) = tokio::io::duplex(1 << 17);
+        server.write_all(&[0, 3, 1, 2, 3, 0, 9]).await.unwrap();
+        drop(server);
+        let mut buf = Vec::new();
+        read_message(&mut ours, &mut buf).await.unwrap();
+        assert_eq!(buf, [1, 2, 3]);
+        let mut buf = Vec::new();
+        let cut = read_message(&mut ours, &mut buf).await.unwrap_err();
+        assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

@@ -569,6 +569,8 @@ pub struct ReplyInfo {
 }
 
 /// Checks that `reply` answers `q` (ID and question) and reads what the forwarder needs.
+/// Bytes after the last record are accepted, as BIND, dnsmasq and glibc accept them (glibc
+/// reads the sections by their counts), and left out of what is stored (`strip_opt`).
 pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo, ReplyMismatch> {
     if reply.len() < HEADER_LEN || !is_response(reply) || id(reply) != expected_id {
         return Err(ReplyMismatch::Header);
@@ -656,19 +658,54 @@ fn clamp_ttl(ttl: u32) -> u32 {
     if ttl & 0x8000_0000 != 0 { 0 } else { ttl }
 }
 
-/// Removes the OPT record from a reply (it is hop-by-hop) and shifts TTL offsets past it.
-pub fn strip_opt(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
-    if let Some(opt) = info.opt.take() {
-        let cut = opt.end - opt.start;
-        reply.drain(opt.start..opt.end);
-        // note_opt guarantees the OPT was counted in ARCOUNT.
-        let ar = arcount(reply).saturating_sub(1);
-        set_count(reply, 3, ar);
-        for off in &mut info.ttl_offsets {
-            if *off as usize > opt.start {
-                *off -= cut as u16;
-            }
+/// Offset just past the last record of a message whose question ends at `question_end`:
+/// what follows belongs to no record.
+pub fn records_end(p: &[u8], question_end: usize) -> Result<usize, WireError> {
+    walk_records(p, question_end, |_| Ok(()))
+}
+
+/// Where the records of a reply read by `read_reply` end, from what the walk noted: past its
+/// OPT or past its last other record, whichever comes later (records are walked in order),
+/// else past the question. None for a reply without its question (nothing was walked).
+fn end_of_records(reply: &[u8], info: &ReplyInfo) -> Option<usize> {
+    if qdcount(reply) != 1 {
+        return None;
+    }
+    let question_end = skip_name(reply, HEADER_LEN).ok()? + 4;
+    let last = match info.ttl_offsets.last() {
+        // TTL, then RDLENGTH, then RDATA.
+        Some(&ttl_at) => {
+            let ttl_at = ttl_at as usize;
+            Some(ttl_at + 6 + u16_at(reply, ttl_at + 4).ok()? as usize)
         }
+        None => None,
+    };
+    let end = [Some(question_end), last, info.opt.map(|o| o.end)]
+        .into_iter()
+        .flatten()
+        .max()?;
+    debug_assert_eq!(records_end(reply, question_end), Ok(end));
+    Some(end)
+}
+
+/// Makes an accepted reply fit to be stored and reissued: bytes after its last record are cut
+/// (BIND ignores them, dnsmasq cuts them; kept, they would sit between the records and the
+/// OPT a client gets, which then cannot read the reply), and so is the OPT record (it is
+/// hop-by-hop), with any record after it: those are additional records, which may be left
+/// out (RFC 2181 9), and they may be compressed against each other, which removing the OPT
+/// alone from between them would break.
+pub fn strip_opt(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
+    if let Some(end) = end_of_records(reply, info) {
+        reply.truncate(end);
+    }
+    if let Some(opt) = info.opt.take() {
+        reply.truncate(opt.start);
+        let before = info.ttl_offsets.len();
+        info.ttl_offsets.retain(|&off| (off as usize) < opt.start);
+        // note_opt guarantees the OPT, and so every record after it, was counted in ARCOUNT.
+        let cut = 1 + (before - info.ttl_offsets.len()) as u16;
+        let ar = arcount(reply).saturating_sub(cut);
+        set_count(reply, 3, ar);
     }
 }
 

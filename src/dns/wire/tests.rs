@@ -282,3 +282,89 @@ fn ttls_are_capped_in_place() {
     cap_ttls(&mut p, &[0, 4], 60);
     assert_eq!(p, [0, 0, 0, 60, 0, 0, 0, 5]);
 }
+
+/// Bytes after the last record (seen from fuzzing): accepted, as BIND, dnsmasq and glibc accept
+/// them, and cut before the reply is stored, so an EDNS client gets our OPT right after the
+/// records instead of after the bytes (where dig says "Got bad packet: FORMERR").
+#[test]
+fn bytes_after_the_last_record_are_accepted_and_cut() {
+    use crate::dns::cache::Answer;
+    let garbage = [0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1, 0x2a];
+    let q = query_bytes("a.example.", RecordType::A, Some((1232, false)));
+    let pq = parse_query(&q).unwrap();
+    let positive = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
+    let negative = reply_bytes(&q, &[], Some((900, 120)), Rcode::NXDOMAIN);
+    let mut without_opt = positive[..positive.len() - OPT_LEN].to_vec();
+    set_count(&mut without_opt, 3, 0);
+    let mut no_records = q[..pq.question_end].to_vec();
+    no_records[2] |= 0x80;
+    no_records[3] = Rcode::NXDOMAIN.bits();
+    set_count(&mut no_records, 3, 0);
+    for (what, clean) in [
+        ("an answer and OPT", positive),
+        ("SOA and OPT", negative),
+        ("an answer, no OPT", without_opt),
+        ("no records", no_records),
+    ] {
+        let mut dirty = clean.clone();
+        dirty.extend_from_slice(&garbage);
+        let mut info = read_reply(&dirty, &pq, 0x1234).expect(what);
+        let mut clean_info = read_reply(&clean, &pq, 0x1234).unwrap();
+        assert_eq!(info, clean_info, "{what}: the same reply");
+        strip_opt(&mut dirty, &mut info);
+        let mut stripped = clean.clone();
+        strip_opt(&mut stripped, &mut clean_info);
+        assert_eq!(dirty, stripped, "{what}: stored without the bytes");
+        assert_eq!(records_end(&dirty, pq.question_end), Ok(dirty.len()));
+
+        let answer = Answer::new(dirty, info.ttl_offsets, 60);
+        let client = query_bytes("A.Example.", RecordType::A, Some((1232, true)));
+        let cq = parse_query(&client).unwrap();
+        let out = answer.render(&client, &cq, cq.udp_limit());
+        let m = Message::from_vec(&out).expect(what);
+        let e = m.edns.expect("our OPT");
+        assert!(e.flags().dnssec_ok, "{what}");
+        assert_eq!(m.answers.len(), ancount(&clean) as usize, "{what}");
+        assert_eq!(
+            &out[out.len() - OPT_LEN..out.len() - 6],
+            &[0, 0, 41, 4, 208]
+        );
+    }
+}
+
+/// An OPT may stand anywhere in the additional section (RFC 6891 6.1.1), and the records
+/// after it may be compressed against each other (seen from fuzzing): cutting the OPT alone
+/// from between them would leave their pointers aimed at the wrong bytes. The OPT goes with
+/// every record after it.
+#[test]
+fn records_after_the_opt_go_with_it() {
+    use crate::dns::cache::Answer;
+    let q = query_bytes("a.example.", RecordType::A, Some((1232, false)));
+    let pq = parse_query(&q).unwrap();
+    let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
+    r.truncate(r.len() - OPT_LEN); // hickory put its OPT last; ours goes first
+    push_opt(&mut r, false, 0);
+    let glue = r.len();
+    r.extend_from_slice(b"\x03ns1\x07example\x00");
+    r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 53]);
+    r.extend_from_slice(&[0xc0, glue as u8]); // the same owner, compressed
+    r.extend_from_slice(&[0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+    r.extend_from_slice(&[
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53,
+    ]);
+    set_count(&mut r, 3, 3);
+    let upstream = Message::from_vec(&r).unwrap();
+    assert_eq!(upstream.additionals.len(), 2);
+
+    let mut info = read_reply(&r, &pq, 0x1234).unwrap();
+    assert_eq!(info.ttl_offsets.len(), 3);
+    strip_opt(&mut r, &mut info);
+    assert_eq!((arcount(&r), info.ttl_offsets.len()), (0, 1));
+    assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
+
+    let answer = Answer::new(r, info.ttl_offsets, 60);
+    let out = answer.render(&q, &pq, pq.udp_limit());
+    let m = Message::from_vec(&out).unwrap();
+    assert_eq!((m.answers.len(), m.additionals.len()), (1, 0));
+    assert!(m.edns.is_some());
+}

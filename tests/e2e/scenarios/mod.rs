@@ -13,6 +13,8 @@ mod libvirt_virtdns;
 mod local_names;
 mod parity;
 mod split_dns;
+mod spoofing;
+mod tcp_clients;
 
 use crate::lab::Lab;
 use std::net::SocketAddr;
@@ -47,6 +49,11 @@ pub const ALL: &[(&str, Scenario)] = &[
         "split_discovery_internal_nxdomain",
         failover::internal_server_answers_nxdomain,
     ),
+    ("spoofing_port_per_query", spoofing::port_per_query),
+    (
+        "spoofing_icmp_error_fails_one_attempt",
+        spoofing::icmp_error_fails_one_attempt,
+    ),
     ("config_forwarders", forwarders::config_forwarders),
     (
         "follow_resolv_conf_replacement",
@@ -62,6 +69,14 @@ pub const ALL: &[(&str, Scenario)] = &[
     ),
     ("bad_input_udp_and_tcp", bad_input::survives_bad_input),
     ("tcp_pipelining", bad_input::tcp_pipelining),
+    (
+        "tcp_slow_clients_cut_at_idle_timeout",
+        tcp_clients::slow_clients_cut_at_idle_timeout,
+    ),
+    (
+        "tcp_clients_cannot_lock_each_other_out",
+        tcp_clients::cannot_lock_each_other_out,
+    ),
     ("cli_check_and_explain", cli::check_and_explain),
     (
         "dhcp_three_clients_find_each_other",
