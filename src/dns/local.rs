@@ -284,8 +284,9 @@ impl LocalNames {
         m.metadata.recursion_desired = q.rd;
         m.metadata.recursion_available = true;
         m.metadata.checking_disabled = q.cd;
-        let name =
-            Name::from_ascii(format!("{}.", q.name.to_dotted())).unwrap_or_else(|_| Name::root());
+        // From the wire labels, not the dotted text: a label holding a `.`, `\` or a byte
+        // shown as `\DDD` must come back as the same bytes (found by fuzzing).
+        let name = Name::from_labels(q.name.labels()).unwrap_or_else(|_| Name::root());
         let mut question = HQuery::query(name, RecordType::from(q.qtype));
         question.set_query_class(DNSClass::from(q.qclass));
         m.add_query(question);

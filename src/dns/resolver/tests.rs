@@ -227,3 +227,18 @@ async fn malformed_queries_are_dropped_or_answered_formerr() {
     let reply = r.answer(&two_questions, Transport::Udp).await.unwrap();
     assert_eq!(wire::rcode(&reply), Rcode::FORMERR);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_local_answer_keeps_every_byte_of_an_unusual_question() {
+    // `\248.lab.test` A: a label byte that hickory's text form reads as octal (fuzzing).
+    let hex = "42420100000100000000000001f8036c616204746573740000010001";
+    let q: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let r = resolver().await;
+    let reply = r.answer(&q, Transport::Udp).await.expect("a reply");
+    assert_eq!(wire::rcode(&reply), Rcode::NXDOMAIN, "a local-only domain");
+    assert_eq!(&reply[12..q.len()], &q[12..], "the question as asked");
+    hickory_proto::op::Message::from_vec(&reply).expect("a well-formed reply");
+}
