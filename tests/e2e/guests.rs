@@ -170,10 +170,15 @@ impl Lab {
                 .unwrap();
                 // dhcpcd keeps its pid file in /run/dhcpcd and leases in /var/lib/dhcpcd:
                 // give it private, empty ones (writable even in a user namespace, and
-                // nothing left behind on the machine).
+                // nothing left behind on the machine). It also forks privilege-separation
+                // proxies that outlive a killed parent: a PID namespace of its own, whose
+                // first process dies with `unshare` (--kill-child), takes them all along.
                 [
                     "unshare",
                     "--mount",
+                    "--pid",
+                    "--fork",
+                    "--kill-child",
                     "sh",
                     "-c",
                     "mount -t tmpfs none /run && mount -t tmpfs none /var/lib && exec \"$@\"",
