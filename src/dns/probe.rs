@@ -57,7 +57,7 @@ pub async fn learn<X: Exchanger>(
     server: &Upstream,
     timeout: Duration,
 ) {
-    let result = ask_root(exchanger, server, timeout).await;
+    let result = ask_root(exchanger, server, Protocol::Udp, timeout).await;
     if let Some(ex) = &result {
         pool.record_reply(server, ex.rtt);
         record(pool, server, ex);
@@ -76,65 +76,91 @@ fn record(pool: &UpstreamPool, server: &Upstream, ex: &Exchange) {
 async fn ask_root<X: Exchanger>(
     exchanger: &X,
     server: &Upstream,
+    protocol: Protocol,
     timeout: Duration,
 ) -> Option<Exchange> {
     let (bytes, q) = probe_query("", wire::TYPE_NS)?;
     exchanger
-        .exchange(server.addr, &bytes, &q, Protocol::Udp, true, timeout)
+        .exchange(server.addr, &bytes, &q, protocol, true, timeout)
         .await
         .ok()
 }
 
-/// Asks a down server `. NS` every `PROBE_INTERVAL` until any reply comes back (even REFUSED
-/// proves it is alive); the reply also refreshes what is known about it. Ends when the server
-/// is up again or no longer referenced.
+/// Asks `server` `. NS` over `protocol` every `PROBE_INTERVAL` until `done` says the probe
+/// is no longer needed or a reply comes back, which `answered` records. Ends as well when the
+/// server is no longer referenced.
+async fn probe_until<X: Exchanger>(
+    exchanger: &X,
+    server: &Weak<Upstream>,
+    protocol: Protocol,
+    max_wait: Duration,
+    done: impl Fn(&Upstream) -> bool,
+    answered: impl Fn(&Upstream, &Exchange),
+) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(up) = server.upgrade() else { return };
+        if done(&up) {
+            return;
+        }
+        if let Some(ex) = ask_root(exchanger, &up, protocol, max_wait).await {
+            answered(&up, &ex);
+            return;
+        }
+    }
+}
+
+/// Probes a down server over UDP until any reply comes back (even REFUSED proves it is
+/// alive); the reply also refreshes what is known about it.
 pub async fn probe_until_up<X: Exchanger>(
     exchanger: Arc<X>,
     pool: UpstreamPool,
     server: Weak<Upstream>,
     max_wait: Duration,
 ) {
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
-    loop {
-        tick.tick().await;
-        let Some(up) = server.upgrade() else { return };
-        if !up.is_down() {
-            up.stop_probing();
-            return;
-        }
-        if let Some(ex) = ask_root(&*exchanger, &up, max_wait).await {
-            pool.record_reply(&up, ex.rtt);
-            record(&pool, &up, &ex);
-            up.stop_probing();
-            return;
-        }
+    let answered = |up: &Upstream, ex: &Exchange| {
+        pool.record_reply(up, ex.rtt);
+        record(&pool, up, ex);
+    };
+    let done = |up: &Upstream| !up.is_down();
+    probe_until(
+        &*exchanger,
+        &server,
+        Protocol::Udp,
+        max_wait,
+        done,
+        answered,
+    )
+    .await;
+    if let Some(up) = server.upgrade() {
+        up.stop_probing();
     }
 }
 
-/// Asks a server whose TCP failed `. NS` over TCP every `PROBE_INTERVAL` until it answers;
-/// until then truncated answers from it are not retried over TCP with it.
+/// Probes a server whose TCP failed over TCP until it answers; until then truncated answers
+/// from it are not retried over TCP with it.
 pub async fn probe_tcp_until_up<X: Exchanger>(
     exchanger: Arc<X>,
     server: Weak<Upstream>,
     max_wait: Duration,
 ) {
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
-    loop {
-        tick.tick().await;
-        let Some(up) = server.upgrade() else { return };
-        let Some((bytes, q)) = probe_query("", wire::TYPE_NS) else {
-            return;
-        };
-        let answered = exchanger
-            .exchange(up.addr, &bytes, &q, Protocol::Tcp, true, max_wait)
-            .await
-            .is_ok();
-        if answered {
-            up.set_tcp_up();
-            up.stop_tcp_probing();
-            tracing::info!(server = %up.addr, "upstream answers over TCP again");
-            return;
-        }
+    let answered = |up: &Upstream, _: &Exchange| {
+        up.set_tcp_up();
+        tracing::info!(server = %up.addr, "upstream answers over TCP again");
+    };
+    let done = |up: &Upstream| !up.is_tcp_down();
+    probe_until(
+        &*exchanger,
+        &server,
+        Protocol::Tcp,
+        max_wait,
+        done,
+        answered,
+    )
+    .await;
+    if let Some(up) = server.upgrade() {
+        up.stop_tcp_probing();
     }
 }
 
