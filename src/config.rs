@@ -38,6 +38,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// DHCPv4 service; absent means no DHCP.
     pub dhcp: Option<DhcpConfig>,
+    /// Publishing guests' names to an organisation's DNS (RFC 2136); absent means none.
+    pub publish: Option<PublishConfig>,
     /// The libvirt network this instance serves, whose definition fills `[dns]`.
     pub libvirt: Option<LibvirtConfig>,
     /// What `[libvirt]` settled when the config was loaded (not a key of the file).
@@ -132,6 +134,8 @@ impl DnsConfig {
 
 mod dhcp;
 mod libvirt;
+mod publish;
+pub use publish::{KeyAlgorithm, PublishConfig};
 pub use dhcp::{DhcpConfig, Range, StaticHost, default_lease_db};
 pub use libvirt::{LibvirtConfig, LibvirtNetwork};
 
@@ -141,6 +145,15 @@ pub use libvirt::{LibvirtConfig, LibvirtNetwork};
 enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
+}
+
+/// Deserialises `key = "x"` or `key = ["x", "y"]` into a list.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    OneOrMany::<T>::deserialize(d).map(Vec::from)
 }
 
 impl<T> From<OneOrMany<T>> for Vec<T> {
@@ -309,6 +322,16 @@ impl Config {
         Ok(config)
     }
 
+    /// The zone guests' names are published in: `[publish] zone`, else the DHCP domain.
+    pub fn publish_zone(&self) -> Option<&DomainName> {
+        let publish = self.publish.as_ref()?;
+        publish
+            .zone
+            .as_ref()
+            .or_else(|| self.dhcp.as_ref()?.domain.as_ref())
+            .or(self.dns.domain.as_ref())
+    }
+
     fn check_cross_fields(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
@@ -321,6 +344,26 @@ impl Config {
                 "[dhcp] needs an interface (or a [libvirt] network, whose bridge it then is)"
                     .into(),
             ));
+        }
+        if let Some(publish) = &self.publish {
+            if self.dhcp.is_none() {
+                return Err(invalid(
+                    "[publish]",
+                    "[publish] publishes DHCP's guests: it needs a [dhcp] section".into(),
+                ));
+            }
+            if publish.servers.is_empty() {
+                return Err(invalid(
+                    "server",
+                    "[publish] needs at least one server".into(),
+                ));
+            }
+            if self.publish_zone().is_none() {
+                return Err(invalid(
+                    "[publish]",
+                    "[publish] needs a zone (or a [dhcp] or [dns] domain to use as one)".into(),
+                ));
+            }
         }
         let dns = &self.dns;
         if dns.min_timeout_ms == 0 || dns.min_timeout_ms > dns.max_timeout_ms {
@@ -342,12 +385,15 @@ impl Config {
     }
 }
 
-/// The line where `key = ...` is set (1 if it is not found).
+/// The line where `key = ...` is set, or where the table `[key]` opens (1 if not found).
 fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| {
-            l.trim_start()
-                .strip_prefix(key)
+            let l = l.trim_start();
+            if key.starts_with('[') {
+                return l.starts_with(key);
+            }
+            l.strip_prefix(key)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map_or(1, |i| i + 1)

@@ -24,6 +24,7 @@ pub mod iface;
 pub mod instance;
 pub mod libvirt;
 pub mod ports;
+pub mod publish;
 pub mod resolv_conf;
 pub mod server;
 pub mod types;
