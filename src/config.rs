@@ -135,9 +135,9 @@ impl DnsConfig {
 mod dhcp;
 mod libvirt;
 mod publish;
-pub use publish::{KeyAlgorithm, PublishConfig};
 pub use dhcp::{DhcpConfig, Range, StaticHost, default_lease_db};
 pub use libvirt::{LibvirtConfig, LibvirtNetwork};
+pub use publish::{KeyAlgorithm, PublishConfig};
 
 /// One or several values: `addr = "x"` or `addr = ["x", "y"]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -2,7 +2,8 @@
 //!
 //! It binds the DNS sockets (before the addresses exist, if need be), starts DNS
 //! (`server::Server`), DHCP following its interface (`dhcp::service`) and the watch on the
-//! machine's interfaces that keeps the clients answered current, all under one cancellation
+//! machine's interfaces that keeps the clients answered current, and the publisher of guests'
+//! names to the organisation's DNS (`publish`, with `[publish]`), all under one cancellation
 //! token. A task that ends on its own is an error: it is logged and the process exits
 //! non-zero (a supervisor restarts it) rather than serve on half-dead. SIGHUP reloads the
 //! configuration: a bad new one is logged and the running one stays. SIGTERM and SIGINT stop
@@ -33,6 +34,7 @@ impl<F: Fn() -> Result<(Config, Vec<SocketAddr>)>> Load for F {}
 /// Runs until SIGTERM or SIGINT, or until a part fails.
 pub async fn run(load: impl Load) -> Result<()> {
     let (config, listen) = load()?;
+    let publisher = crate::publish::from_config(&config)?;
     let (udp, tcp) = Server::bind(&listen).await?;
     let server = Arc::new(Server::new(config.dns.clone(), listen.clone()));
     let cancel = CancellationToken::new();
@@ -62,6 +64,14 @@ pub async fn run(load: impl Load) -> Result<()> {
         "libvirt lease file",
         follow_libvirt_leases(status_watch, server.clone(), cancel.clone()),
     );
+    if let Some(publisher) = publisher {
+        tracing::info!(zone = %publisher.zones.forward, "publishing guests' names (RFC 2136)");
+        supervise(
+            &mut tasks,
+            "name publisher",
+            publisher.run(server.guest_names_changed(), cancel.clone()),
+        );
+    }
     tracing::info!(listen = ?listen, "virtdns serving");
 
     let mut hangup = signal(SignalKind::hangup())?;

@@ -169,29 +169,61 @@ fn main() -> Result<()> {
 }
 
 fn leases(json: bool, common: Common) -> Result<()> {
-    let Some(cfg) = common.config()?.dhcp else {
+    let config = common.config()?;
+    let Some(cfg) = &config.dhcp else {
         bail!("no [dhcp] section in the config: there are no leases");
     };
     let conn = store::open_read_only(&cfg.lease_db)?;
     let now = virtdns::dhcp::server::now();
+    // Publishing state by address, when [publish] is on (an older database has no table).
+    let published = match config.publish {
+        Some(_) => virtdns::publish::state::rows(&conn).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let publish_state = |addr: std::net::Ipv4Addr, name: &str| -> Option<String> {
+        config.publish.as_ref()?;
+        let row = published
+            .iter()
+            .find(|r| r.entry.addr == addr && r.entry.fqdn.split('.').next() == Some(name));
+        Some(match row {
+            Some(r) => {
+                format!("{:?}", r.state).to_lowercase()
+                    + &r.detail
+                        .as_ref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+            }
+            None if name.is_empty() => "-".into(),
+            None => "pending".into(),
+        })
+    };
     let mut rows = Vec::new();
     // A row past its end is a lease that expired while nothing removed it yet: not a lease.
     for l in store::load(&conn)?.into_iter().filter(|l| l.expires > now) {
         let client: String = l.client.iter().map(|b| format!("{b:02x}")).collect();
         let name = l.name.clone().unwrap_or_default();
         let left = l.expires.saturating_sub(now);
+        let publish = publish_state(l.addr, &name.to_ascii_lowercase());
         if json {
             rows.push(format!(
-                "{{\"address\":\"{}\",\"mac\":\"{}\",\"client_id\":\"{client}\",\"name\":{},\"expires\":{},\"expires_in\":{left}}}",
+                "{{\"address\":\"{}\",\"mac\":\"{}\",\"client_id\":\"{client}\",\"name\":{},\"expires\":{},\"expires_in\":{left}{}}}",
                 l.addr,
                 l.mac,
                 if name.is_empty() { "null".to_string() } else { format!("\"{name}\"") },
-                l.expires
+                l.expires,
+                publish
+                    .map(|p| format!(",\"publish\":{}", serde_json::Value::String(p)))
+                    .unwrap_or_default()
             ));
         } else {
             rows.push(format!(
-                "{:<16} {}  {:<20} {:<24} {left}s",
-                l.addr, l.mac, client, name
+                "{:<16} {}  {:<20} {:<24} {:<10} {}",
+                l.addr,
+                l.mac,
+                client,
+                name,
+                format!("{left}s"),
+                publish.unwrap_or_default()
             ));
         }
     }
@@ -199,11 +231,20 @@ fn leases(json: bool, common: Common) -> Result<()> {
         println!("[{}]", rows.join(","));
     } else {
         println!(
-            "{:<16} {:<17}  {:<20} {:<24} expires in",
-            "address", "mac", "client-id", "name"
+            "{:<16} {:<17}  {:<20} {:<24} {:<10} {}",
+            "address",
+            "mac",
+            "client-id",
+            "name",
+            "expires in",
+            if config.publish.is_some() {
+                "published"
+            } else {
+                ""
+            }
         );
         for r in rows {
-            println!("{r}");
+            println!("{}", r.trim_end());
         }
     }
     Ok(())
@@ -211,6 +252,14 @@ fn leases(json: bool, common: Common) -> Result<()> {
 
 async fn check(common: Common) -> Result<()> {
     let (config, listen) = common.load()?;
+    if let Some(publisher) = virtdns::publish::from_config(&config)? {
+        println!(
+            "publish: zone {} with key {:?}, to {}",
+            publisher.zones.forward,
+            publisher.updater.key(),
+            fmt_list(&publisher.updater.servers())
+        );
+    }
     if let Some(dhcp) = &config.dhcp {
         // What `run` checks when DHCP starts on the interface.
         match virtdns::iface::link(&dhcp.interface) {

@@ -53,6 +53,8 @@ pub struct Server {
     state: Mutex<State>,
     /// Bumped on every resolv.conf change, so stale discovery results are not applied.
     generation: AtomicU64,
+    /// Bumped whenever guests' names change (the publisher follows it).
+    names_changed: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -87,6 +89,7 @@ impl Server {
                 ..Default::default()
             }),
             generation: AtomicU64::new(0),
+            names_changed: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -321,6 +324,12 @@ impl Server {
             .collect();
         self.state.lock().unwrap().guests = entries;
         self.reload_local();
+        self.names_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever guests' names do.
+    pub fn guest_names_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.names_changed.subscribe()
     }
 
     /// Binds UDP and TCP on every listen address.

@@ -30,7 +30,11 @@ pub fn dhcid(client: &[u8], fqdn: &str) -> Vec<u8> {
 /// The name in canonical wire form (RFC 4034 6.2: lower case, uncompressed).
 fn canonical_wire(fqdn: &str) -> Vec<u8> {
     let mut wire = Vec::with_capacity(fqdn.len() + 2);
-    for label in fqdn.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in fqdn
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         wire.push(label.len() as u8);
         wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
     }

@@ -6,8 +6,8 @@
 
 use crate::config::{KeyAlgorithm, PublishConfig};
 use hickory_proto::rr::Name;
-use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::TSigner;
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -77,9 +77,7 @@ impl Key {
             .as_ref()
             .map(|n| n.0.clone())
             .or(file.name)
-            .ok_or_else(|| {
-                invalid("the file holds no key name: set [publish] key_name".into())
-            })?;
+            .ok_or_else(|| invalid("the file holds no key name: set [publish] key_name".into()))?;
         let algorithm = match (config.key_algorithm, file.algorithm) {
             (Some(a), _) => a,
             (None, Some(a)) => a.parse().map_err(invalid)?,
@@ -210,7 +208,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let text = "key \"k1\" { algorithm hmac-sha256; secret \"c2VjcmV0\"; };";
         let err = Key::load(&config(&dir, 0o644, text)).unwrap_err();
-        assert!(matches!(err, KeyError::WorldReadable { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::WorldReadable { mode: 0o644, .. }),
+            "{err}"
+        );
         let key = Key::load(&config(&dir, 0o640, text)).unwrap();
         assert_eq!(key.name.to_ascii(), "k1.");
         assert_eq!(key.algorithm, KeyAlgorithm::HmacSha256);

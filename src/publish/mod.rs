@@ -12,4 +12,41 @@
 
 pub mod dhcid;
 pub mod key;
+pub mod primary;
+pub mod publisher;
+pub mod state;
 pub mod update;
+
+use crate::config::Config;
+use std::sync::{Arc, Mutex};
+
+/// The publisher `config` asks for, its key read and checked; None without `[publish]`.
+/// An unreadable or world-readable key file is an error: virtdns does not start.
+pub fn from_config(
+    config: &Config,
+) -> Result<Option<publisher::Publisher<primary::Primaries>>, key::KeyError> {
+    let (Some(publish), Some(dhcp), Some(zone)) =
+        (&config.publish, &config.dhcp, config.publish_zone())
+    else {
+        return Ok(None);
+    };
+    let key = key::Key::load(publish)?;
+    let name = |d: &crate::types::DomainName| {
+        hickory_proto::rr::Name::from_ascii(format!("{}.", d.0.trim_end_matches('.')))
+            .expect("a checked domain name")
+    };
+    let mut reverse: Vec<_> = publish.reverse_zones.iter().map(name).collect();
+    reverse.sort_by_key(|z| std::cmp::Reverse(z.num_labels()));
+    let servers = publish.servers.iter().map(|s| s.0).collect();
+    Ok(Some(publisher::Publisher {
+        updater: Arc::new(primary::Primaries::new(servers, key)),
+        zones: update::Zones {
+            forward: name(zone),
+            reverse,
+            ttl: publish.ttl_secs,
+        },
+        lease_db: dhcp.lease_db.clone(),
+        statics: dhcp.hosts.clone(),
+        progress: Arc::new(Mutex::new(publisher::Progress::default())),
+    }))
+}

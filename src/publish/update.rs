@@ -45,7 +45,10 @@ pub enum UpdateError {
 
 /// Sends one update to the zone's primaries and returns the RCODE of the first answer.
 pub trait Updater {
-    fn send(&self, update: Message) -> impl Future<Output = Result<ResponseCode, UpdateError>> + Send;
+    fn send(
+        &self,
+        update: Message,
+    ) -> impl Future<Output = Result<ResponseCode, UpdateError>> + Send;
 }
 
 /// How publishing an entry ended.
@@ -58,7 +61,11 @@ pub enum Added {
 
 /// RFC 4703 5.3: add the name where it is free; where it is in use, take it over only if our
 /// DHCID is on it (the same guest, also from another host of the fleet). Then the PTR.
-pub async fn add(updater: &impl Updater, zones: &Zones, entry: &Entry) -> Result<Added, UpdateError> {
+pub async fn add(
+    updater: &impl Updater,
+    zones: &Zones,
+    entry: &Entry,
+) -> Result<Added, UpdateError> {
     let name = fqdn(entry)?;
     match updater.send(create_if_free(zones, &name, entry)).await? {
         ResponseCode::NoError => {}
@@ -81,11 +88,21 @@ pub async fn add(updater: &impl Updater, zones: &Zones, entry: &Entry) -> Result
 /// RFC 4703 5.5: remove the address while our DHCID is on the name, then the DHCID once no
 /// address is left (another host may have given the same guest another address meanwhile),
 /// then our PTR. A name that is no longer ours is left as it is.
-pub async fn remove(updater: &impl Updater, zones: &Zones, entry: &Entry) -> Result<(), UpdateError> {
+pub async fn remove(
+    updater: &impl Updater,
+    zones: &Zones,
+    entry: &Entry,
+) -> Result<(), UpdateError> {
     let name = fqdn(entry)?;
-    match updater.send(delete_address_if_ours(zones, &name, entry)).await? {
+    match updater
+        .send(delete_address_if_ours(zones, &name, entry))
+        .await?
+    {
         ResponseCode::NoError => {
-            match updater.send(delete_dhcid_if_bare(zones, &name, entry)).await? {
+            match updater
+                .send(delete_dhcid_if_bare(zones, &name, entry))
+                .await?
+            {
                 ResponseCode::NoError | ResponseCode::NXRRSet | ResponseCode::YXRRSet => {}
                 other => return Err(rejected("DHCID removal", other)),
             }
@@ -200,7 +217,11 @@ fn set_ptr(zones: &Zones, target: &Name, addr: Ipv4Addr) -> Option<Message> {
     let (name, zone) = reverse(zones, addr)?;
     let mut m = message(&zone);
     m.add_authority(empty(&name, RecordType::PTR, DNSClass::ANY));
-    m.add_authority(Record::from_rdata(name, zones.ttl, RData::PTR(PTR(target.clone()))));
+    m.add_authority(Record::from_rdata(
+        name,
+        zones.ttl,
+        RData::PTR(PTR(target.clone())),
+    ));
     Some(m)
 }
 

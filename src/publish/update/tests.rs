@@ -38,7 +38,9 @@ impl Zone {
 
     fn get(&self, name: &str, rtype: RecordType) -> BTreeSet<Vec<u8>> {
         let z = self.rrsets.lock().unwrap();
-        z.get(&(name.to_string(), rtype)).cloned().unwrap_or_default()
+        z.get(&(name.to_string(), rtype))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn apply(&self, m: &Message) -> ResponseCode {
@@ -141,17 +143,27 @@ fn a_second_hosts_guest_with_the_same_name_is_refused_and_changes_nothing() {
     let second = entry("web", 2, 99);
     run(add(&zone, &zones(), &first)).unwrap();
     assert_eq!(run(add(&zone, &zones(), &second)), Ok(Added::Conflict));
-    assert_eq!(run(add(&zone, &zones(), &second)), Ok(Added::Conflict), "no flapping");
+    assert_eq!(
+        run(add(&zone, &zones(), &second)),
+        Ok(Added::Conflict),
+        "no flapping"
+    );
     assert_eq!(zone.get(WEB, RecordType::A), [vec![198, 18, 0, 10]].into());
     assert_eq!(zone.get(WEB, DHCID), [first.dhcid].into());
-    assert!(zone.get("99.0.18.198.in-addr.arpa.", RecordType::PTR).is_empty());
+    assert!(
+        zone.get("99.0.18.198.in-addr.arpa.", RecordType::PTR)
+            .is_empty()
+    );
 }
 
 #[test]
 fn an_administrators_record_is_left_alone() {
     let zone = Zone::default();
     zone.put(WEB, RecordType::A, vec![192, 0, 2, 1]);
-    assert_eq!(run(add(&zone, &zones(), &entry("web", 1, 10))), Ok(Added::Conflict));
+    assert_eq!(
+        run(add(&zone, &zones(), &entry("web", 1, 10))),
+        Ok(Added::Conflict)
+    );
     assert_eq!(zone.get(WEB, RecordType::A), [vec![192, 0, 2, 1]].into());
     assert!(zone.get(WEB, DHCID).is_empty());
 }
@@ -177,7 +189,10 @@ fn removal_takes_exactly_what_was_added() {
     run(remove(&zone, &zones(), &web)).unwrap();
     assert!(zone.get(WEB, RecordType::A).is_empty());
     assert!(zone.get(WEB, DHCID).is_empty());
-    assert!(zone.get("10.0.18.198.in-addr.arpa.", RecordType::PTR).is_empty());
+    assert!(
+        zone.get("10.0.18.198.in-addr.arpa.", RecordType::PTR)
+            .is_empty()
+    );
     assert_eq!(zone.get(WEB, RecordType::TXT).len(), 1, "not ours, stays");
     // Removing again changes nothing and is no error.
     run(remove(&zone, &zones(), &web)).unwrap();
@@ -192,7 +207,11 @@ fn removing_an_old_address_keeps_the_guests_new_one_from_another_host() {
     run(add(&zone, &zones(), &new)).unwrap();
     run(remove(&zone, &zones(), &old)).unwrap();
     assert_eq!(zone.get(WEB, RecordType::A), [vec![198, 18, 0, 20]].into());
-    assert_eq!(zone.get(WEB, DHCID), [new.dhcid].into(), "the DHCID stays with it");
+    assert_eq!(
+        zone.get(WEB, DHCID),
+        [new.dhcid].into(),
+        "the DHCID stays with it"
+    );
 }
 
 #[test]

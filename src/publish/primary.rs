@@ -1,0 +1,132 @@
+//! The zone's primary servers as an `Updater`: each update is signed with the TSIG key,
+//! sent over TCP (RFC 2136 allows either; TCP needs no retransmission logic and carries any
+//! size), and the reply's signature is checked before its RCODE is believed. Servers are
+//! tried in the configured order; the first that answers decides.
+
+use super::key::Key;
+use super::update::{UpdateError, Updater};
+use hickory_proto::op::{Message, ResponseCode};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long one server gets to connect and answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Primaries {
+    servers: Vec<SocketAddr>,
+    key: Key,
+    /// The last error of each server, for `leases` and the log; None once it answers.
+    last_error: Mutex<Vec<Option<String>>>,
+}
+
+impl Primaries {
+    pub fn new(servers: Vec<SocketAddr>, key: Key) -> Primaries {
+        let last_error = Mutex::new(vec![None; servers.len()]);
+        Primaries {
+            servers,
+            key,
+            last_error,
+        }
+    }
+
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        self.servers.clone()
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Each server with its last error.
+    pub fn health(&self) -> Vec<(SocketAddr, Option<String>)> {
+        let errors = self.last_error.lock().unwrap().clone();
+        self.servers.iter().copied().zip(errors).collect()
+    }
+
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        update: &Message,
+    ) -> Result<ResponseCode, UpdateError> {
+        let mut update = update.clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let unreachable = |e: String| UpdateError::Unreachable(format!("{server}: {e}"));
+        let mut verifier = update
+            .finalize(&self.key.signer, now)
+            .map_err(|e| UpdateError::Rejected(format!("cannot sign the update: {e}")))?
+            .ok_or_else(|| UpdateError::Rejected("the update was not signed".into()))?;
+        let bytes = update
+            .to_vec()
+            .map_err(|e| UpdateError::Rejected(format!("cannot encode the update: {e}")))?;
+        let reply = tokio::time::timeout(TIMEOUT, async {
+            let mut stream = TcpStream::connect(server).await?;
+            stream.set_nodelay(true)?;
+            let mut framed = Vec::with_capacity(bytes.len() + 2);
+            framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&bytes);
+            stream.write_all(&framed).await?;
+            let len = stream.read_u16().await? as usize;
+            let mut reply = vec![0; len];
+            stream.read_exact(&mut reply).await?;
+            Ok::<_, std::io::Error>(reply)
+        })
+        .await
+        .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))?
+        .map_err(|e| unreachable(e.to_string()))?;
+        match verifier.verify(&reply) {
+            Ok(answer) if answer.id == update.id => Ok(answer.response_code),
+            Ok(_) => Err(UpdateError::Rejected(format!(
+                "{server}: reply to another message"
+            ))),
+            Err(e) => Err(UpdateError::Rejected(format!(
+                "{server}: {}",
+                unsigned_reply(&reply, &self.key, &e.to_string())
+            ))),
+        }
+    }
+}
+
+/// What an unverifiable reply says: usually the server rejecting our key (RFC 8945 5.2).
+fn unsigned_reply(reply: &[u8], key: &Key, error: &str) -> String {
+    let Ok(message) = Message::from_vec(reply) else {
+        return format!("unreadable reply ({error})");
+    };
+    let tsig_error = message
+        .signature()
+        .and_then(|s| s.data.error)
+        .map(|e| format!(" {e:?}"))
+        .unwrap_or_default();
+    format!(
+        "answered {}{tsig_error} without a valid signature: the server does not accept key '{}' ({}) as configured (wrong name, algorithm or secret, or a clock off by more than 5 minutes)",
+        message.response_code, key.name, key.algorithm
+    )
+}
+
+impl Updater for Primaries {
+    #[allow(clippy::manual_async_fn)] // the trait asks for a Send future
+    fn send(
+        &self,
+        update: Message,
+    ) -> impl Future<Output = Result<ResponseCode, UpdateError>> + Send {
+        async move {
+            let mut last = UpdateError::Unreachable("no server configured".into());
+            for (i, &server) in self.servers.iter().enumerate() {
+                let outcome = self.exchange(server, &update).await;
+                let error = outcome.as_ref().err().map(ToString::to_string);
+                self.last_error.lock().unwrap()[i] = error;
+                match outcome {
+                    Ok(rcode) => return Ok(rcode),
+                    Err(e @ UpdateError::Rejected(_)) => return Err(e),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+    }
+}

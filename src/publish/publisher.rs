@@ -1,0 +1,275 @@
+//! The publisher: makes the zone follow what this host wants in it, one round at a time.
+//!
+//! A round reads the wanted entries and the `published` rows, `plan`s the steps (removals
+//! first, so a renamed guest frees its old name before taking the new one), and carries
+//! them out through the `Updater`, recording each in the table. Rounds run when guests'
+//! names change, when a failed round's backoff ends (1 s doubling to 60 s), and every
+//! `CONFLICT_RETRY` for names someone else held. The first round after a start re-adds
+//! everything wanted (idempotent under RFC 4703) and removes what is no longer wanted, so
+//! the zone converges to the live leases after any outage or crash.
+
+use super::state::{self, Row, State};
+use super::update::{self, Added, Entry, Updater, Zones};
+use crate::config::StaticHost;
+use rusqlite::Connection;
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long a name held by someone else is left alone before it is tried again.
+pub const CONFLICT_RETRY: u64 = 300;
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// One thing a round does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Put the entry in the zone (or confirm it is there).
+    Add(Entry),
+    /// Take the entry out of the zone.
+    Remove(Entry),
+    /// Drop a row whose entry never reached the zone (a conflict no longer wanted).
+    Forget(Entry),
+}
+
+/// The steps that bring the zone to `wanted`, given the table's `rows` and the entries
+/// `confirmed` in the zone since this process started.
+pub fn plan(
+    wanted: &BTreeSet<Entry>,
+    rows: &[Row],
+    confirmed: &HashSet<Entry>,
+    now: u64,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for row in rows.iter().filter(|r| !wanted.contains(&r.entry)) {
+        steps.push(match row.state {
+            State::Conflict => Step::Forget(row.entry.clone()),
+            State::Adding | State::Published => Step::Remove(row.entry.clone()),
+        });
+    }
+    for entry in wanted.iter().filter(|e| !confirmed.contains(*e)) {
+        let row = rows.iter().find(|r| r.entry == *entry);
+        let resting =
+            row.is_some_and(|r| r.state == State::Conflict && now < r.since + CONFLICT_RETRY);
+        if !resting {
+            steps.push(Step::Add(entry.clone()));
+        }
+    }
+    steps
+}
+
+/// Counts for metrics and the log.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    pub applied: u64,
+    pub failed: u64,
+    pub conflicts: u64,
+    /// Steps left after the last round.
+    pub pending: usize,
+    pub last_error: Option<String>,
+}
+
+pub struct Publisher<U> {
+    pub updater: Arc<U>,
+    pub zones: Zones,
+    pub lease_db: PathBuf,
+    pub statics: Vec<StaticHost>,
+    pub progress: Arc<Mutex<Progress>>,
+}
+
+impl<U: Updater + Send + Sync + 'static> Publisher<U> {
+    /// Runs rounds until `cancel`; `names` changes whenever guests' names do.
+    pub async fn run(
+        self,
+        mut names: watch::Receiver<u64>,
+        cancel: CancellationToken,
+    ) -> Result<(), String> {
+        let conn = state::open(&self.lease_db).map_err(|e| e.to_string())?;
+        let conn = Arc::new(Mutex::new(conn));
+        let mut confirmed = HashSet::new();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            names.borrow_and_update();
+            let failed = self.round(&conn, &mut confirmed).await?;
+            let wait = if failed {
+                let wait = backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                wait
+            } else {
+                backoff = BACKOFF_MIN;
+                Duration::from_secs(CONFLICT_RETRY)
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+                changed = names.changed() => {
+                    if changed.is_err() {
+                        return Err("the guest name feed ended".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round; true if a step failed (the round is retried after a backoff).
+    async fn round(
+        &self,
+        conn: &Arc<Mutex<Connection>>,
+        confirmed: &mut HashSet<Entry>,
+    ) -> Result<bool, String> {
+        let now = crate::dhcp::server::now();
+        let zone = self.zones.forward.to_ascii();
+        let (wanted, rows) = {
+            let conn = conn.lock().unwrap();
+            let wanted =
+                state::wanted(&conn, &self.statics, &zone, now).map_err(|e| e.to_string())?;
+            let rows = state::rows(&conn).map_err(|e| e.to_string())?;
+            (wanted, rows)
+        };
+        confirmed.retain(|e| wanted.contains(e));
+        let steps = plan(&wanted, &rows, confirmed, now);
+        let mut failed = false;
+        let mut left = steps.len();
+        for step in steps {
+            let record = |f: &dyn Fn(&Connection) -> Result<(), crate::dhcp::store::StoreError>| {
+                f(&conn.lock().unwrap()).map_err(|e| e.to_string())
+            };
+            let outcome = match &step {
+                Step::Forget(entry) => {
+                    record(&|c| state::forget(c, entry))?;
+                    Ok(())
+                }
+                Step::Remove(entry) => {
+                    match update::remove(&*self.updater, &self.zones, entry).await {
+                        Ok(()) => {
+                            tracing::info!(name = %entry.fqdn, addr = %entry.addr, "publish: removed");
+                            record(&|c| state::forget(c, entry))?;
+                            Ok(())
+                        }
+                        Err(e) => Err((entry, e)),
+                    }
+                }
+                Step::Add(entry) => {
+                    let known = rows
+                        .iter()
+                        .any(|r| r.entry == *entry && r.state != State::Conflict);
+                    if !known {
+                        record(&|c| state::set(c, entry, State::Adding, None, now))?;
+                    }
+                    match update::add(&*self.updater, &self.zones, entry).await {
+                        Ok(Added::Published) => {
+                            tracing::info!(name = %entry.fqdn, addr = %entry.addr, "publish: published");
+                            record(&|c| state::set(c, entry, State::Published, None, now))?;
+                            confirmed.insert(entry.clone());
+                            Ok(())
+                        }
+                        Ok(Added::Conflict) => {
+                            let why = "the name is held by another client, another host's guest, or an administrator's record (RFC 4703): left alone";
+                            tracing::warn!(name = %entry.fqdn, addr = %entry.addr, "publish: conflict: {why}");
+                            record(&|c| state::set(c, entry, State::Conflict, Some(why), now))?;
+                            self.progress.lock().unwrap().conflicts += 1;
+                            Ok(())
+                        }
+                        Err(e) => Err((entry, e)),
+                    }
+                }
+            };
+            left -= 1;
+            let mut progress = self.progress.lock().unwrap();
+            match outcome {
+                Ok(()) => progress.applied += 1,
+                Err((entry, e)) => {
+                    tracing::warn!(name = %entry.fqdn, addr = %entry.addr, error = %e, "publish: update failed; retried");
+                    progress.failed += 1;
+                    progress.last_error = Some(e.to_string());
+                    drop(progress);
+                    let detail = e.to_string();
+                    if matches!(step, Step::Add(_)) {
+                        record(&|c| state::set(c, entry, State::Adding, Some(&detail), now))?;
+                    }
+                    failed = true;
+                    if matches!(e, update::UpdateError::Unreachable(_)) {
+                        // The primaries are away: the other steps would wait as long.
+                        break;
+                    }
+                }
+            }
+        }
+        self.progress.lock().unwrap().pending = left + usize::from(failed);
+        Ok(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn entry(name: &str, last: u8) -> Entry {
+        Entry {
+            fqdn: format!("{name}.vm.example"),
+            addr: Ipv4Addr::new(198, 18, 0, last),
+            dhcid: vec![0, 1, 1, last],
+        }
+    }
+
+    fn row(e: &Entry, state: State, since: u64) -> Row {
+        Row {
+            entry: e.clone(),
+            state,
+            detail: None,
+            since,
+        }
+    }
+
+    #[test]
+    fn after_a_start_everything_wanted_is_added_again_and_the_rest_removed() {
+        let (web, db, old) = (entry("web", 1), entry("db", 2), entry("old", 3));
+        let wanted = BTreeSet::from([web.clone(), db.clone()]);
+        let rows = [row(&web, State::Published, 0), row(&old, State::Adding, 0)];
+        let steps = plan(&wanted, &rows, &HashSet::new(), 1000);
+        assert_eq!(
+            steps,
+            [Step::Remove(old), Step::Add(db), Step::Add(web)],
+            "removals first; an 'adding' row may be in the zone, so it is removed too"
+        );
+    }
+
+    #[test]
+    fn confirmed_entries_cost_nothing() {
+        let web = entry("web", 1);
+        let wanted = BTreeSet::from([web.clone()]);
+        let rows = [row(&web, State::Published, 0)];
+        assert!(plan(&wanted, &rows, &HashSet::from([web]), 1000).is_empty());
+    }
+
+    #[test]
+    fn a_conflict_rests_then_is_tried_again_and_is_forgotten_when_not_wanted() {
+        let web = entry("web", 1);
+        let wanted = BTreeSet::from([web.clone()]);
+        let rows = [row(&web, State::Conflict, 1000)];
+        assert!(plan(&wanted, &rows, &HashSet::new(), 1000 + CONFLICT_RETRY - 1).is_empty());
+        assert_eq!(
+            plan(&wanted, &rows, &HashSet::new(), 1000 + CONFLICT_RETRY),
+            [Step::Add(web.clone())]
+        );
+        assert_eq!(
+            plan(&BTreeSet::new(), &rows, &HashSet::new(), 1000),
+            [Step::Forget(web)]
+        );
+    }
+
+    #[test]
+    fn a_renamed_guest_frees_its_old_name_before_taking_the_new_one() {
+        let (before, after) = (entry("web", 1), entry("www", 1));
+        let rows = [row(&before, State::Published, 0)];
+        let confirmed = HashSet::from([before.clone()]);
+        assert_eq!(
+            plan(&BTreeSet::from([after.clone()]), &rows, &confirmed, 10),
+            [Step::Remove(before), Step::Add(after)]
+        );
+    }
+}
