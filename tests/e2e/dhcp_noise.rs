@@ -1,7 +1,7 @@
 //! DHCP traffic no real client sends on demand, sent from inside a guest namespace by this
 //! same test binary (`e2e --guest-helper MODE SERVER [COUNT] [RELAY]`): malformed packets of
-//! every kind, a flood of DISCOVERs from random MACs, and back-to-back renew/release pairs
-//! as a relay. Bounded in count; it only sends to the given lab address.
+//! every kind, a flood of DISCOVERs from random MACs, back-to-back renew/release pairs
+//! as a relay, and named leases taken and released as a relay (for publishing). Bounded in count; it only sends to the given lab address.
 
 use crate::noise::Noise;
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
@@ -28,6 +28,8 @@ pub fn run_if_asked() -> bool {
             args[4].parse().expect("count"),
             args[5].parse().expect("relay address"),
         ),
+        "lease-named" => lease_named(&socket, server, &args[4], &args[5]),
+        "release" => release(&socket, server, &args[4], &args[5]),
         other => panic!("unknown helper mode {other}"),
     }
     true
@@ -168,4 +170,72 @@ fn expect_silence(socket: &UdpSocket, server: SocketAddr) {
         panic!("expected no DHCP answer from {server}, got {n} bytes from {from}");
     }
     println!("no answer, as expected");
+}
+
+/// The MAC of guest NAME: 02:<tag>:<4 bytes of the name's hash>, so each (tag, name) is one
+/// client and the same name under another tag is another client.
+fn named_mac(tag: u8, name: &str) -> [u8; 6] {
+    let h = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let b = h.to_be_bytes();
+    [0x02, tag, b[0], b[1], b[2], b[3]]
+}
+
+fn server_v4(server: SocketAddr) -> Ipv4Addr {
+    match server.ip() {
+        std::net::IpAddr::V4(v4) => v4,
+        _ => unreachable!("DHCPv4"),
+    }
+}
+
+/// As a relay at RELAY, leases an address for each name of `names` ("tag:name,name,..."),
+/// sending the name as option 12; prints "name address" per lease.
+fn lease_named(socket: &UdpSocket, server: SocketAddr, relay: &str, names: &str) {
+    let relay: Ipv4Addr = relay.parse().expect("relay address");
+    let (tag, names) = names.split_once(':').expect("tag:names");
+    let tag: u8 = tag.parse().expect("tag");
+    for (i, name) in names.split(',').enumerate() {
+        let mac = named_mac(tag, name);
+        let xid = (u32::from(tag) << 24) | ((i as u32) << 8) | 1;
+        let mut d = message(MessageType::Discover, mac, None, Some(relay));
+        d.set_xid(xid);
+        d.opts_mut().insert(DhcpOption::Hostname(name.into()));
+        socket.send_to(&encode(&d), server).unwrap();
+        let addr = reply_to(socket, xid).yiaddr();
+        let mut r = message(MessageType::Request, mac, None, Some(relay));
+        r.set_xid(xid + 1);
+        r.opts_mut().insert(DhcpOption::RequestedIpAddress(addr));
+        r.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(server_v4(server)));
+        r.opts_mut().insert(DhcpOption::Hostname(name.into()));
+        socket.send_to(&encode(&r), server).unwrap();
+        let ack = reply_to(socket, xid + 1);
+        assert_eq!(
+            ack.opts().msg_type(),
+            Some(MessageType::Ack),
+            "{name}: ACK expected"
+        );
+        println!("{name} {addr}");
+    }
+}
+
+/// As a relay at RELAY, releases each lease of `leases` ("tag:name=addr,...").
+fn release(socket: &UdpSocket, server: SocketAddr, relay: &str, leases: &str) {
+    let relay: Ipv4Addr = relay.parse().expect("relay address");
+    let (tag, leases) = leases.split_once(':').expect("tag:leases");
+    let tag: u8 = tag.parse().expect("tag");
+    for lease in leases.split(',') {
+        let (name, addr) = lease.split_once('=').expect("name=addr");
+        let addr: Ipv4Addr = addr.parse().expect("address");
+        let mut m = message(
+            MessageType::Release,
+            named_mac(tag, name),
+            Some(addr),
+            Some(relay),
+        );
+        m.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(server_v4(server)));
+        socket.send_to(&encode(&m), server).unwrap();
+    }
 }

@@ -12,6 +12,7 @@ mod libvirt;
 mod libvirt_virtdns;
 mod local_names;
 mod parity;
+mod publish;
 mod split_dns;
 mod spoofing;
 mod tcp_clients;
@@ -94,6 +95,18 @@ pub const ALL: &[(&str, Scenario)] = &[
     (
         "dhcp_renew_release_back_to_back",
         dhcp::renew_release_back_to_back,
+    ),
+    (
+        "publish_three_hypervisors_into_bind",
+        publish::three_hypervisors_into_bind,
+    ),
+    (
+        "publish_knot_primary_and_a_wrong_key",
+        publish::knot_primary_and_a_wrong_key,
+    ),
+    (
+        "publish_refuses_a_world_readable_key",
+        publish::refuses_a_world_readable_key,
     ),
     (
         "dns_answers_only_allowed_networks",
