@@ -154,6 +154,12 @@ key_file = "{key}"
         key = key.display(),
     );
     lab.virtdns(i, &rc, &config);
+    // DNS accepts connections from the moment its sockets are bound, before DHCP has bound
+    // its own: ready is when the DHCP port is held.
+    let bound = format!("%{}:{port} ", net.bridge);
+    wait_until(Duration::from_secs(5), "DHCP bound", || {
+        run(Command::new("ss").args(["-uanl"])).contains(&bound)
+    });
     port
 }
 
@@ -378,9 +384,6 @@ pub fn knot_primary_and_a_wrong_key(lab: &mut Lab) {
     let (key, key_text) = keygen(lab, "hv.key", "hv", "hmac-sha256");
     let primary = knot_primary(lab, 11, &net, &key_text);
     let port = hypervisor(lab, &net, 1, primary, &key, "");
-    // A second hypervisor whose key has the right name but another secret.
-    let (wrong, _) = keygen(lab, "wrong.key", "hv", "hmac-sha256");
-    let port2 = hypervisor(lab, &net, 2, primary, &wrong, "");
     let relay = relay(lab, &net);
     let got = lease(&relay, &net, port, 1, &["alpha", "admin"]);
     let want = expect(&[
@@ -403,6 +406,9 @@ pub fn knot_primary_and_a_wrong_key(lab: &mut Lab) {
             && records(primary, ZONE, "DHCID").is_empty()
             && records(primary, &reverse_zone(&net), "PTR").is_empty()
     });
+    // A second hypervisor whose key has the right name but another secret.
+    let (wrong, _) = keygen(lab, "wrong.key", "hv", "hmac-sha256");
+    let port2 = hypervisor(lab, &net, 2, primary, &wrong, "");
     lease(&relay, &net, port2, 2, &["mallory"]);
     wait_until(CONVERGE, "the wrong key's refusal is logged", || {
         lab.proc("virtdns-2")
