@@ -176,8 +176,12 @@ fn leases(json: bool, common: Common) -> Result<()> {
     let conn = store::open_read_only(&cfg.lease_db)?;
     let now = virtdns::dhcp::server::now();
     // Publishing state by address, when [publish] is on (an older database has no table).
+    let table = virtdns::publish::state::table_path(&cfg.lease_db);
     let published = match config.publish {
-        Some(_) => virtdns::publish::state::rows(&conn).unwrap_or_default(),
+        Some(_) => store::open_read_only(&table)
+            .ok()
+            .and_then(|t| virtdns::publish::state::rows(&t).ok())
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     let publish_state = |addr: std::net::Ipv4Addr, name: &str| -> Option<String> {

@@ -66,8 +66,6 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(wrap)?;
     conn.execute_batch(SCHEMA).map_err(wrap)?;
-    conn.execute_batch(crate::publish::state::SCHEMA)
-        .map_err(wrap)?;
     Ok(conn)
 }
 

@@ -11,6 +11,8 @@
 use super::state::{self, Row, State};
 use super::update::{self, Added, Entry, Updater, Zones};
 use crate::config::StaticHost;
+use crate::dhcp::store::StoreError;
+use futures_util::StreamExt;
 use rusqlite::Connection;
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a name held by someone else is left alone before it is tried again.
 pub const CONFLICT_RETRY: u64 = 300;
+/// Updates in flight at once.
+const IN_FLIGHT: usize = 32;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -87,13 +91,14 @@ impl<U: Updater + Send + Sync + 'static> Publisher<U> {
         mut names: watch::Receiver<u64>,
         cancel: CancellationToken,
     ) -> Result<(), String> {
-        let conn = state::open(&self.lease_db).map_err(|e| e.to_string())?;
-        let conn = Arc::new(Mutex::new(conn));
+        let leases = Mutex::new(state::open_leases(&self.lease_db).map_err(|e| e.to_string())?);
+        let table = state::open_table(&self.lease_db).map_err(|e| e.to_string())?;
+        let table = Mutex::new(table);
         let mut confirmed = HashSet::new();
         let mut backoff = BACKOFF_MIN;
         loop {
             names.borrow_and_update();
-            let failed = self.round(&conn, &mut confirmed).await?;
+            let failed = self.round(&leases, &table, &mut confirmed).await?;
             let wait = if failed {
                 let wait = backoff;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -114,92 +119,107 @@ impl<U: Updater + Send + Sync + 'static> Publisher<U> {
         }
     }
 
-    /// One round; true if a step failed (the round is retried after a backoff).
+    /// One round; true if a step failed (the round is retried after a backoff). Removals
+    /// run first, then additions, each phase `IN_FLIGHT` updates at a time: the primary
+    /// commits each update on its own, so one at a time would cap publishing at its
+    /// journal's write rate.
     async fn round(
         &self,
-        conn: &Arc<Mutex<Connection>>,
+        leases: &Mutex<Connection>,
+        table: &Mutex<Connection>,
         confirmed: &mut HashSet<Entry>,
     ) -> Result<bool, String> {
         let now = crate::dhcp::server::now();
         let zone = self.zones.forward.to_ascii();
-        let (wanted, rows) = {
-            let conn = conn.lock().unwrap();
-            let wanted =
-                state::wanted(&conn, &self.statics, &zone, now).map_err(|e| e.to_string())?;
-            let rows = state::rows(&conn).map_err(|e| e.to_string())?;
-            (wanted, rows)
-        };
+        let wanted = state::wanted(&leases.lock().unwrap(), &self.statics, &zone, now)
+            .map_err(|e| e.to_string())?;
+        let rows = state::rows(&table.lock().unwrap()).map_err(|e| e.to_string())?;
         confirmed.retain(|e| wanted.contains(e));
         let steps = plan(&wanted, &rows, confirmed, now);
-        let mut failed = false;
-        let mut left = steps.len();
-        for step in steps {
-            let record = |f: &dyn Fn(&Connection) -> Result<(), crate::dhcp::store::StoreError>| {
-                f(&conn.lock().unwrap()).map_err(|e| e.to_string())
-            };
-            let outcome = match &step {
-                Step::Forget(entry) => {
-                    record(&|c| state::forget(c, entry))?;
-                    Ok(())
-                }
-                Step::Remove(entry) => {
-                    match update::remove(&*self.updater, &self.zones, entry).await {
-                        Ok(()) => {
-                            tracing::info!(name = %entry.fqdn, addr = %entry.addr, "publish: removed");
-                            record(&|c| state::forget(c, entry))?;
-                            Ok(())
-                        }
-                        Err(e) => Err((entry, e)),
+        let total = steps.len();
+        let (removals, additions): (Vec<Step>, Vec<Step>) =
+            steps.into_iter().partition(|s| !matches!(s, Step::Add(_)));
+        let mut failures = 0;
+        for phase in [removals, additions] {
+            let mut steps = Vec::with_capacity(phase.len());
+            for step in &phase {
+                steps.push(Box::pin(self.step(step, &rows, table, now)));
+            }
+            let outcomes: Vec<Result<Option<Entry>, String>> = futures_util::stream::iter(steps)
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                match outcome {
+                    Ok(Some(published)) => {
+                        confirmed.insert(published);
                     }
-                }
-                Step::Add(entry) => {
-                    let known = rows
-                        .iter()
-                        .any(|r| r.entry == *entry && r.state != State::Conflict);
-                    if !known {
-                        record(&|c| state::set(c, entry, State::Adding, None, now))?;
-                    }
-                    match update::add(&*self.updater, &self.zones, entry).await {
-                        Ok(Added::Published) => {
-                            tracing::info!(name = %entry.fqdn, addr = %entry.addr, "publish: published");
-                            record(&|c| state::set(c, entry, State::Published, None, now))?;
-                            confirmed.insert(entry.clone());
-                            Ok(())
-                        }
-                        Ok(Added::Conflict) => {
-                            let why = "the name is held by another client, another host's guest, or an administrator's record (RFC 4703): left alone";
-                            tracing::warn!(name = %entry.fqdn, addr = %entry.addr, "publish: conflict: {why}");
-                            record(&|c| state::set(c, entry, State::Conflict, Some(why), now))?;
-                            self.progress.lock().unwrap().conflicts += 1;
-                            Ok(())
-                        }
-                        Err(e) => Err((entry, e)),
-                    }
-                }
-            };
-            left -= 1;
-            let mut progress = self.progress.lock().unwrap();
-            match outcome {
-                Ok(()) => progress.applied += 1,
-                Err((entry, e)) => {
-                    tracing::warn!(name = %entry.fqdn, addr = %entry.addr, error = %e, "publish: update failed; retried");
-                    progress.failed += 1;
-                    progress.last_error = Some(e.to_string());
-                    drop(progress);
-                    let detail = e.to_string();
-                    if matches!(step, Step::Add(_)) {
-                        record(&|c| state::set(c, entry, State::Adding, Some(&detail), now))?;
-                    }
-                    failed = true;
-                    if matches!(e, update::UpdateError::Unreachable(_)) {
-                        // The primaries are away: the other steps would wait as long.
-                        break;
-                    }
+                    Ok(None) => {}
+                    Err(_) => failures += 1,
                 }
             }
         }
-        self.progress.lock().unwrap().pending = left + usize::from(failed);
-        Ok(failed)
+        let mut progress = self.progress.lock().unwrap();
+        progress.pending = failures;
+        progress.applied += (total - failures) as u64;
+        progress.failed += failures as u64;
+        Ok(failures > 0)
+    }
+
+    /// Carries out one step and records it: Ok(Some(entry)) when the entry is confirmed in
+    /// the zone, Err when the update failed (the row keeps the error).
+    async fn step(
+        &self,
+        step: &Step,
+        rows: &[Row],
+        table: &Mutex<Connection>,
+        now: u64,
+    ) -> Result<Option<Entry>, String> {
+        let record = |f: &dyn Fn(&Connection) -> Result<(), StoreError>| {
+            f(&table.lock().unwrap()).map_err(|e| e.to_string())
+        };
+        let failed = |entry: &Entry, e: update::UpdateError, keep_row: bool| {
+            tracing::warn!(name = %entry.fqdn, addr = %entry.addr, error = %e, "publish: update failed; retried");
+            let detail = e.to_string();
+            self.progress.lock().unwrap().last_error = Some(detail.clone());
+            if keep_row {
+                let _ = record(&|c| state::set(c, entry, State::Adding, Some(&detail), now));
+            }
+            Err(detail)
+        };
+        match step {
+            Step::Forget(entry) => record(&|c| state::forget(c, entry)).map(|()| None),
+            Step::Remove(entry) => match update::remove(&*self.updater, &self.zones, entry).await {
+                Ok(()) => {
+                    tracing::info!(name = %entry.fqdn, addr = %entry.addr, "publish: removed");
+                    record(&|c| state::forget(c, entry)).map(|()| None)
+                }
+                Err(e) => failed(entry, e, false),
+            },
+            Step::Add(entry) => {
+                let known = rows
+                    .iter()
+                    .any(|r| r.entry == *entry && r.state != State::Conflict);
+                if !known {
+                    record(&|c| state::set(c, entry, State::Adding, None, now))?;
+                }
+                match update::add(&*self.updater, &self.zones, entry).await {
+                    Ok(Added::Published) => {
+                        tracing::info!(name = %entry.fqdn, addr = %entry.addr, "publish: published");
+                        record(&|c| state::set(c, entry, State::Published, None, now))?;
+                        Ok(Some(entry.clone()))
+                    }
+                    Ok(Added::Conflict) => {
+                        let why = "the name is held by another client, another host's guest, or an administrator's record (RFC 4703): left alone";
+                        tracing::warn!(name = %entry.fqdn, addr = %entry.addr, "publish: conflict: {why}");
+                        self.progress.lock().unwrap().conflicts += 1;
+                        record(&|c| state::set(c, entry, State::Conflict, Some(why), now))
+                            .map(|()| None)
+                    }
+                    Err(e) => failed(entry, e, true),
+                }
+            }
+        }
     }
 }
 
