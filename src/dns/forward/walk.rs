@@ -285,12 +285,13 @@ impl<X: Exchanger> Forwarder<X> {
         let asked = |trace: &mut Trace, what: &dyn Fn() -> String| {
             trace.note(|| {
                 format!(
-                    "asked {} (attempt {attempt}): {} {}, {} answer(s), {:.1} ms -> {}",
+                    "asked {} (attempt {attempt}): {} {}, {} answer(s), {:.1} ms{} -> {}",
                     server.addr,
                     wire::rcode(&ex.reply),
                     wire::Flags(&ex.reply),
                     ex.info.answers,
                     ex.rtt.as_secs_f64() * 1e3,
+                    ex.dropped,
                     what()
                 )
             })
