@@ -297,8 +297,14 @@ struct Hold {
 }
 
 impl Hold {
-    /// Whether the check is off at `now`. A plain load while it is on (every query asks).
-    fn active(&self, now: Instant) -> bool {
+    /// Whether the check is off now: a plain load while it is on (every query asks), the
+    /// clock read only while it is off.
+    fn active(&self) -> bool {
+        self.on.load(Ordering::Relaxed) && self.active_at(Instant::now())
+    }
+
+    /// Whether the check is off at `now`.
+    fn active_at(&self, now: Instant) -> bool {
         if !self.on.load(Ordering::Relaxed) {
             return false;
         }
@@ -370,13 +376,18 @@ impl Guard {
     }
 
     /// Whether queries to it go out in random case.
-    pub fn case_on(&self, now: Instant) -> bool {
-        !self.case_off.active(now)
+    pub fn case_on(&self) -> bool {
+        !self.case_off.active()
+    }
+
+    /// Whether queries to it go out in random case at `now`.
+    pub fn case_on_at(&self, now: Instant) -> bool {
+        !self.case_off.active_at(now)
     }
 
     /// Whether a UDP reply from it must carry our cookie.
-    pub fn requires_cookies(&self, now: Instant) -> bool {
-        self.returns_cookies.load(Ordering::Relaxed) && !self.cookies_relaxed.active(now)
+    pub fn requires_cookies(&self) -> bool {
+        self.returns_cookies.load(Ordering::Relaxed) && !self.cookies_relaxed.active()
     }
 
     /// The upstream query for the client's question `q` (in `client`) over `protocol`: a
@@ -416,10 +427,7 @@ impl Guard {
             case: udp && mix,
             cookie: with_edns.then_some(self.client_cookie),
             cookie_checked: udp,
-            cookie_required: udp
-                && with_edns
-                && may_require
-                && self.requires_cookies(Instant::now()),
+            cookie_required: udp && with_edns && may_require && self.requires_cookies(),
             proves_case: upper > 0 && upper < letters,
         };
         (query, expect)
@@ -544,7 +552,7 @@ impl fmt::Display for Guard {
         };
         f.write_str("cookies: ")?;
         match held(&self.cookies_relaxed) {
-            Some(why) if self.cookies_relaxed.active(now) => write!(f, "not required ({why})")?,
+            Some(why) if self.cookies_relaxed.active_at(now) => write!(f, "not required ({why})")?,
             _ if self.returns_cookies.load(Ordering::Relaxed) => {
                 f.write_str("returned, required over UDP")?
             }
@@ -552,7 +560,7 @@ impl fmt::Display for Guard {
         }
         f.write_str("; 0x20: ")?;
         match held(&self.case_off) {
-            Some(why) if self.case_off.active(now) => write!(f, "off ({why})")?,
+            Some(why) if self.case_off.active_at(now) => write!(f, "off ({why})")?,
             _ if self.case_kept.load(Ordering::Relaxed) => f.write_str("on, case kept")?,
             _ => f.write_str("on, case not seen kept yet")?,
         }
@@ -585,7 +593,7 @@ pub async fn ask<X: Exchanger>(
     let mut bad_cookies = 0;
     loop {
         let mix = match protocol {
-            Protocol::Udp => relaxed.is_none_or(|d| d.case == 0) && guard.case_on(Instant::now()),
+            Protocol::Udp => relaxed.is_none_or(|d| d.case == 0) && guard.case_on(),
             Protocol::Tcp => settling.is_some_and(|d| d.case > 0),
         };
         let may_require = relaxed.is_none_or(|d| d.no_cookie == 0);

@@ -715,6 +715,43 @@ mod tests {
         assert_eq!(got, reply);
     }
 
+    /// What `dns::guard` asks of a reply is asked of every datagram on the port: one in another
+    /// case and one with another client cookie are dropped and counted, the server's taken; a
+    /// query that gets only such datagrams times out with the counts still readable.
+    #[tokio::test]
+    async fn replies_failing_case_or_cookie_are_dropped_and_counted() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let guard = crate::dns::guard::Guard::new(addr);
+        let (client, q) = question("abcdefghijklmnopqrstuvwxyz.example");
+        let udp = crate::dns::transport::Protocol::Udp;
+        let (query, expect) = guard.prepare(&client, &q, udp, true, true, true);
+        let sent = send(addr, &expect, &query).unwrap();
+        let (query, from) = recv(&server).await;
+        let reply = reply_to(&query);
+        let mut lower = reply.clone();
+        lower[12..q.question_end - 4].make_ascii_lowercase();
+        let mut cookie = reply.clone();
+        let last = cookie.len() - 1;
+        cookie[last] ^= 0xff;
+        for datagram in [&lower, &cookie, &reply] {
+            server.send_to(datagram, from).await.unwrap();
+        }
+        let (got, _, dropped) = reply_of(sent).await.unwrap();
+        assert_eq!(got, reply);
+        assert_eq!((dropped.case, dropped.wrong_cookie), (1, 1), "{dropped:?}");
+
+        let (query, expect) = guard.prepare(&client, &q, udp, true, true, true);
+        let mut sent = send(addr, &expect, &query).unwrap();
+        let (query, from) = recv(&server).await;
+        let mut lower = reply_to(&query);
+        lower[12..q.question_end - 4].make_ascii_lowercase();
+        server.send_to(&lower, from).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), sent.reply()).await;
+        assert!(waited.is_err(), "nothing acceptable came");
+        assert_eq!(sent.dropped().case, 1);
+    }
+
     #[tokio::test]
     async fn every_query_has_a_port_of_its_own_drawn_from_the_whole_range() {
         let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

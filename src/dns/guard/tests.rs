@@ -136,7 +136,7 @@ async fn our_cookie_goes_out_and_the_servers_comes_back() {
     let mut echoed = ours.to_vec();
     echoed.extend_from_slice(&SERVER_COOKIE);
     assert_eq!(cookie_of(&sent[1].1).unwrap(), echoed, "then the server's");
-    assert!(lab.server.guard.requires_cookies(Instant::now()));
+    assert!(lab.server.guard.requires_cookies());
     let line = lab.server.to_string();
     assert!(
         line.contains("cookies: returned, required over UDP"),
@@ -198,7 +198,7 @@ async fn a_server_that_never_returns_cookies_is_asked_as_before() {
         assert_eq!((octet(&ex), ex.dropped.total()), (1, 0));
     }
     assert_eq!(lab.sent().len(), 3, "one query each, no retries");
-    assert!(!lab.server.guard.requires_cookies(Instant::now()));
+    assert!(!lab.server.guard.requires_cookies());
     assert!(lab.server.to_string().contains("cookies: none returned"));
     // What is left against a forger who knows port and ID: the case, 2^-33 here. One who
     // guessed it would win against a server without cookies.
@@ -259,10 +259,7 @@ async fn a_reply_in_another_case_is_dropped_and_the_wait_goes_on() {
         assert_eq!(octet(&ex), 1, "the server's answer, not the forger's");
         assert_eq!(ex.dropped.case, 1);
     }
-    assert!(
-        lab.server.guard.case_on(Instant::now()),
-        "forgeries turn nothing off"
-    );
+    assert!(lab.server.guard.case_on(), "forgeries turn nothing off");
     assert!(lab.server.to_string().contains("3 in another case"));
 }
 
@@ -281,7 +278,7 @@ async fn a_server_that_does_not_keep_case_gets_0x20_off_once_tcp_shows_it() {
         sent.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
         [Protocol::Udp, Protocol::Tcp]
     );
-    assert!(!lab.server.guard.case_on(Instant::now()));
+    assert!(!lab.server.guard.case_on());
     let line = lab.server.to_string();
     assert!(line.contains("0x20: off (asked "), "{line}");
     assert!(line.contains("over UDP and over TCP"), "{line}");
@@ -296,7 +293,7 @@ async fn a_server_that_does_not_keep_case_gets_0x20_off_once_tcp_shows_it() {
         (Protocol::Udp, spelled(&bytes))
     );
     // Back on after the hold.
-    assert!(lab.server.guard.case_on(Instant::now() + DOWNGRADE_HOLD));
+    assert!(lab.server.guard.case_on_at(Instant::now() + DOWNGRADE_HOLD));
 }
 
 #[tokio::test]
@@ -308,10 +305,7 @@ async fn forgeries_in_another_case_while_the_server_is_slow_turn_nothing_off() {
     lab.script.forge(lab.addr(), &[Forgery::Lowercase]);
     let ex = lab.ask(LONG).await.unwrap();
     assert_eq!(octet(&ex), 1, "TCP's answer");
-    assert!(
-        lab.server.guard.case_on(Instant::now()),
-        "TCP kept the case"
-    );
+    assert!(lab.server.guard.case_on(), "TCP kept the case");
 }
 
 #[tokio::test]
@@ -336,7 +330,7 @@ async fn without_tcp_a_server_that_does_not_keep_case_still_answers() {
         "the re-send in the client's spelling"
     );
     assert!(
-        lab.server.guard.case_on(Instant::now()),
+        lab.server.guard.case_on(),
         "nothing was shown: 0x20 stays on"
     );
 }
@@ -348,14 +342,14 @@ async fn a_server_that_stops_returning_cookies_is_settled_over_tcp() {
         ..Manner::default()
     });
     lab.ask("learn.example").await.unwrap();
-    assert!(lab.server.guard.requires_cookies(Instant::now()));
+    assert!(lab.server.guard.requires_cookies());
 
     // Forgeries without the cookie while its UDP reply is late: TCP returns the cookie.
     lab.script
         .set(lab.addr(), "*", with(answer(1), |r| r.udp_silent = true));
     lab.script.forge(lab.addr(), &[Forgery::RightCase]);
     assert_eq!(octet(&lab.ask(LONG).await.unwrap()), 1);
-    assert!(lab.server.guard.requires_cookies(Instant::now()));
+    assert!(lab.server.guard.requires_cookies());
 
     // Replaced by a server without cookies: its replies look forged until TCP shows it.
     lab.script.forge(lab.addr(), &[]);
@@ -364,7 +358,7 @@ async fn a_server_that_stops_returning_cookies_is_settled_over_tcp() {
     let before = lab.sent().len();
     assert_eq!(octet(&lab.ask("new.example").await.unwrap()), 2);
     assert_eq!(lab.sent().len(), before + 2, "UDP, then TCP");
-    assert!(!lab.server.guard.requires_cookies(Instant::now()));
+    assert!(!lab.server.guard.requires_cookies());
     let line = lab.server.to_string();
     assert!(
         line.contains("cookies: not required (it answered without"),
@@ -415,5 +409,5 @@ async fn through_the_walk_a_server_that_lowercases_answers_and_stays_up() {
     assert_eq!(spelled(&out), spelled(&bytes));
     assert_eq!(*out.last().unwrap(), 9);
     assert!(!server.is_down());
-    assert!(!server.guard.case_on(Instant::now()));
+    assert!(!server.guard.case_on());
 }

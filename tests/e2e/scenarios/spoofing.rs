@@ -460,8 +460,8 @@ pub fn icmp_error_fails_one_attempt(lab: &mut Lab) {
     assert_eq!(distinct.len(), names.len(), "a port per query");
 }
 
-/// 100 names, each with 27 letters: a forger who does not know the case the query went out
-/// in guesses it with odds 2^-27.
+/// 100 names, each with 28 letters: a forger who does not know the case the query went out
+/// in guesses it with odds 2^-28.
 fn long_names(tag: &str) -> Vec<String> {
     (0..100)
         .map(|i| format!("poisoned-name-number-{tag}{i}.{DOMAIN}"))
@@ -474,7 +474,7 @@ fn long_names(tag: &str) -> Vec<String> {
 /// are), where the forger spells the name as the guest asked it, and one that returns cookies
 /// (as BIND does), where it even spells the name as the query went out. The anchors, dnsmasq
 /// 2.90 and Unbound as a forwarder, check port, ID and question, all of which the forger has:
-/// they take its answer. virtdns takes none: the random case stops the first forger (2^-27 a
+/// they take its answer. virtdns takes none: the random case stops the first forger (2^-28 a
 /// guess here), the missing cookie the second (2^-64), and every forgery is dropped while the
 /// server's answer is still awaited.
 pub fn forger_knows_port_and_id(lab: &mut Lab) {
