@@ -614,9 +614,14 @@ pub async fn ask<X: Exchanger>(
                     && relaxed.is_none()
                     && dropped.look_alikes() =>
             {
-                tracing::info!(server = %server.addr, "only replies failing the case or cookie check{dropped}: asking over TCP, which settles it");
-                settling = Some(dropped);
-                protocol = Protocol::Tcp;
+                if server.is_tcp_down() {
+                    tracing::warn!(server = %server.addr, "only replies failing the case or cookie check{dropped}, and its TCP is down: asking once more over UDP without that check");
+                    relaxed = Some(dropped);
+                } else {
+                    tracing::info!(server = %server.addr, "only replies failing the case or cookie check{dropped}: asking over TCP, which settles it");
+                    settling = Some(dropped);
+                    protocol = Protocol::Tcp;
+                }
                 continue;
             }
             Err(e) if settling.is_some() => {

@@ -333,6 +333,14 @@ async fn without_tcp_a_server_that_does_not_keep_case_still_answers() {
         lab.server.guard.case_on(),
         "nothing was shown: 0x20 stays on"
     );
+    // A server whose TCP is known to be down is not asked over TCP at all.
+    lab.server.set_tcp_down();
+    assert_eq!(octet(&lab.ask(LONG).await.unwrap()), 1);
+    let sent = lab.sent();
+    assert_eq!(
+        sent[3..].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        [Protocol::Udp, Protocol::Udp]
+    );
 }
 
 #[tokio::test]
