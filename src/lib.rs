@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! A query flows `dns::listener` → `dns::resolver` (after `dns::acl`) → { `dns::cache` |
-//! `dns::local` | `dns::forward` (its walk over the servers) → `dns::transport` /
-//! `dns::port_pool` } → reply. `dns::router` decides which servers a name goes to;
+//! `dns::local` | `dns::forward` (its walk over the servers) → `dns::guard` (cookies and
+//! 0x20) → `dns::transport` / `dns::port_pool` } → reply. `dns::router` decides which servers a name goes to;
 //! `dns::upstream` holds what is known of each server and `dns::probe` learns it;
 //! `dns::discover` finds the host's split domains; `dns::wire` reads and patches packet bytes
 //! in place, with `dns::rcode` as its RCODE type.

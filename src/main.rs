@@ -314,11 +314,12 @@ async fn explain(name: String, rtype: String, common: Common) -> Result<()> {
     for probe in server.learn().await {
         println!("discovery: {probe}");
     }
+    let query = wire::build_query(&wire_name, u16::from(qtype), rand::random());
+    let (reply, trace) = server.resolver().explain(&query).await;
+    // After the walk: what it taught about each server too (cookies, case).
     for upstream in server.upstreams() {
         println!("upstream {upstream}");
     }
-    let query = wire::build_query(&wire_name, u16::from(qtype), rand::random());
-    let (reply, trace) = server.resolver().explain(&query).await;
     println!("explain {name} {qtype}:");
     print!("{}", trace.render());
     match reply.map(|r| Message::from_vec(&r)) {

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+use virtdns::dns::guard::{Dropped, Expect};
 use virtdns::dns::transport::{Exchange, ExchangeError, Exchanger, Protocol};
 use virtdns::dns::wire::{self, Query};
 
@@ -127,8 +128,9 @@ impl Kind {
 }
 
 /// Upstream servers for the forwarder: each answers the root probe as its `Kind` says; the
-/// first answers every other question with the fuzzed bytes (its ID set to the query's, TC
-/// cleared over TCP), the second with a well-formed answer of its own.
+/// first answers every other question with the fuzzed bytes (its ID set to the query's, its
+/// question spelled as the query's when it is the same name, TC cleared over TCP), the second
+/// with a well-formed answer of its own. Replies pass the query's `Expect` as on the network.
 pub struct Scripted {
     pub fuzzed: Vec<u8>,
     pub kinds: [Kind; 2],
@@ -139,15 +141,16 @@ pub const SECOND: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 53);
 
 impl Scripted {
+    /// The reply to `query`, the upstream query as sent, for the client's question `q`.
     fn reply(
         &self,
         server: SocketAddr,
-        client: &[u8],
+        query: &[u8],
         q: &Query,
         protocol: Protocol,
     ) -> Option<Vec<u8>> {
         let c = Client {
-            bytes: client.to_vec(),
+            bytes: query.to_vec(),
             q: *q,
         };
         let kind = self.kinds[usize::from(server == SECOND)];
@@ -167,10 +170,17 @@ impl Scripted {
         }
         let mut r = self.fuzzed.clone();
         if r.len() >= 4 {
-            wire::set_id(&mut r, wire::id(client));
+            wire::set_id(&mut r, wire::id(query));
             if protocol == Protocol::Tcp {
                 r[2] &= !0x02;
             }
+        }
+        // The name went out in random case (0x20): a reply for the same name spells it so.
+        let question = wire::HEADER_LEN..q.question_end;
+        if r.get(question.clone())
+            .is_some_and(|theirs| theirs.eq_ignore_ascii_case(&query[question.clone()]))
+        {
+            r[question.clone()].copy_from_slice(&query[question]);
         }
         Some(r)
     }
@@ -180,21 +190,28 @@ impl Exchanger for Scripted {
     fn exchange(
         &self,
         server: SocketAddr,
-        client: &[u8],
-        q: &Query,
+        query: &[u8],
+        expect: &Expect,
         protocol: Protocol,
-        _with_edns: bool,
         timeout: Duration,
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send {
-        let result = match self.reply(server, client, q, protocol) {
-            None => Err(ExchangeError::Timeout(timeout)),
-            Some(reply) => wire::read_reply(&reply, q, wire::id(client))
-                .map(|info| Exchange {
+        let result = match self.reply(server, query, &expect.q, protocol) {
+            None => Err(ExchangeError::Timeout(timeout, Dropped::default())),
+            Some(reply) => match expect.check(&reply) {
+                Ok(info) => Ok(Exchange {
                     reply,
                     info,
                     rtt: Duration::from_millis(1),
-                })
-                .map_err(ExchangeError::from),
+                    dropped: Dropped::default(),
+                }),
+                // Dropped on the network, and the wait runs out.
+                Err(why) if protocol == Protocol::Udp => {
+                    let mut dropped = Dropped::default();
+                    dropped.note(&why);
+                    Err(ExchangeError::Timeout(timeout, dropped))
+                }
+                Err(why) => Err(ExchangeError::from(why)),
+            },
         };
         std::future::ready(result)
     }

@@ -9,6 +9,7 @@
 //! route is made only when it narrows the list; the servers that know a domain also learn it
 //! as one of their zones (`Upstream::serves`). The default order is never changed here.
 
+use crate::dns::guard;
 use crate::dns::probe::probe_query;
 use crate::dns::router::{DomainRoute, RouteSource};
 use crate::dns::transport::{Exchanger, Protocol};
@@ -76,7 +77,7 @@ async fn probe_domain<X: Exchanger>(
 ) -> Probe {
     let asks = servers
         .iter()
-        .map(|s| ask_soa(exchanger, s.addr, domain, timeout));
+        .map(|s| ask_soa(exchanger, s, domain, timeout));
     let knows = futures_util::future::join_all(asks).await;
     let chosen: Vec<Arc<Upstream>> = servers
         .iter()
@@ -98,17 +99,14 @@ async fn probe_domain<X: Exchanger>(
 
 async fn ask_soa<X: Exchanger>(
     exchanger: &X,
-    server: std::net::SocketAddr,
+    server: &Upstream,
     domain: &str,
     timeout: Duration,
 ) -> Knows {
     let Some((query, q)) = probe_query(domain, wire::TYPE_SOA) else {
         return Knows::No(Rcode::FORMERR);
     };
-    match exchanger
-        .exchange(server, &query, &q, Protocol::Udp, true, timeout)
-        .await
-    {
+    match guard::ask(exchanger, server, &query, &q, Protocol::Udp, true, timeout).await {
         Ok(ex) if wire::rcode(&ex.reply) == Rcode::NOERROR && ex.info.answers > 0 => {
             if wire::aa(&ex.reply) {
                 Knows::Authoritative

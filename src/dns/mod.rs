@@ -1,7 +1,8 @@
 //! The DNS half of virtdns, in the order a query meets it: `listener` (sockets) → `resolver`
 //! (the router of the flow) → `local` (local names) | `cache` | `forward` (the walk over the
-//! servers) → `transport` (one exchange with one server, behind the `Exchanger` seam, over
-//! `port_pool`'s sockets). `upstream` holds what is known of each server and `probe` learns
+//! servers) → `guard` (cookies and 0x20: what a query carries and a reply must match) →
+//! `transport` (one exchange with one server, behind the `Exchanger` seam, over `port_pool`'s
+//! sockets). `upstream` holds what is known of each server and `probe` learns
 //! it; `acl` says which clients are answered, `router` holds the routing table, `discover`
 //! finds split domains, `wire` reads and patches packet bytes (`rcode` is its RCODE type),
 //! `trace` records decisions for `virtdns explain`.
@@ -10,6 +11,7 @@ pub mod acl;
 pub mod cache;
 pub mod discover;
 pub mod forward;
+pub mod guard;
 pub mod listener;
 pub mod local;
 pub mod port_pool;

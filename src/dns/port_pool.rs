@@ -31,9 +31,10 @@
 //!   forged) names a port, and a port carries one query: the error fails that exchange, as
 //!   an I/O error the walk takes as that server failing that attempt, and nothing else. A
 //!   socket that saw an error is closed, not reused.
-//! - **A reply counts only if** its source (by `connect`), ID and question match; anything
-//!   else is read and dropped while the wait goes on. The wait ends with the reply, the
-//!   error, or the caller's timeout (dropping `Sent`).
+//! - **A reply counts only if** its source (by `connect`) matches and it passes the query's
+//!   `Expect` (ID and question, and the cookie and case `dns::guard` asks for); anything else
+//!   is read, counted by why, and dropped while the wait goes on. The wait ends with the
+//!   reply, the error, or the caller's timeout (which reads the counts, then drops `Sent`).
 //! - **One reader per thread.** Each thread keeps an epoll set of its own, registered with
 //!   tokio once; sockets join it when created and leave it when closed, and a reader task
 //!   takes the ready sockets of many queries with one epoll_wait. Registering every socket
@@ -44,7 +45,8 @@
 //! Written by hand: no crate we use chooses source ports this way or reads many short-lived
 //! sockets through one epoll set.
 
-use crate::dns::wire::{self, Query, ReplyInfo};
+use crate::dns::guard::{Dropped, Expect};
+use crate::dns::wire::ReplyInfo;
 use socket2::{Domain, Socket, Type};
 use std::cell::RefCell;
 use std::io;
@@ -73,12 +75,13 @@ const IDLE_MAX: usize = 1024;
 /// The soft limit on open files is raised towards this (or the hard limit, if lower).
 const FD_LIMIT: u64 = 65536;
 
-type Reply = io::Result<(Vec<u8>, ReplyInfo)>;
+type Reply = io::Result<(Vec<u8>, ReplyInfo, Dropped)>;
 
 /// The query a socket carries.
 struct Waiting {
-    question: Query,
-    id: u16,
+    expect: Expect,
+    /// What reached the port and was not the reply.
+    dropped: Dropped,
     /// Which query this is: a socket carries many, one after another.
     token: u64,
     done: oneshot::Sender<Reply>,
@@ -188,14 +191,14 @@ impl Slots {
     }
 
     /// Puts a query on the socket of `key`; returns its token.
-    fn wait(&mut self, key: u64, question: &Query, id: u16) -> (u64, oneshot::Receiver<Reply>) {
+    fn wait(&mut self, key: u64, expect: &Expect) -> (u64, oneshot::Receiver<Reply>) {
         self.tokens += 1;
         let token = self.tokens;
         let (done, reply) = oneshot::channel();
         let slot = self.slot(key).expect("socket just added");
         slot.waiting = Some(Waiting {
-            question: *question,
-            id,
+            expect: *expect,
+            dropped: Dropped::default(),
             token,
             done,
         });
@@ -274,19 +277,22 @@ impl Slots {
                     return;
                 }
             };
-            let Some(waiting) = &slot.waiting else {
+            let Some(waiting) = &mut slot.waiting else {
                 continue;
             };
             let packet = &buf[..n];
-            match wire::read_reply(packet, &waiting.question, waiting.id) {
+            match waiting.expect.check(packet) {
                 Ok(info) => {
                     let waiting = slot.waiting.take().expect("checked above");
-                    let _ = waiting.done.send(Ok((packet.to_vec(), info)));
+                    let _ = waiting
+                        .done
+                        .send(Ok((packet.to_vec(), info, waiting.dropped)));
                     self.finish(key);
                     return;
                 }
-                Err(mismatch) => {
-                    tracing::debug!(%mismatch, "ignoring datagram that does not answer our query");
+                Err(why) => {
+                    tracing::debug!(%why, "dropping a datagram that does not answer our query");
+                    waiting.dropped.note(&why);
                 }
             }
         }
@@ -414,20 +420,20 @@ pub struct Sent {
     reply: oneshot::Receiver<Reply>,
 }
 
-/// Sends `query`, the upstream form of `q` with its own ID, to `server` from a fresh port
-/// drawn at random.
-pub fn send(server: SocketAddr, q: &Query, query: &[u8]) -> io::Result<Sent> {
+/// Sends `query` to `server` from a fresh port drawn at random; its reply is the first
+/// datagram `expect` accepts.
+pub fn send(server: SocketAddr, expect: &Expect, query: &[u8]) -> io::Result<Sent> {
     let ports = ports();
     for _ in 0..BIND_TRIES {
         match ports.draw() {
             Source::Kernel => break,
-            Source::Own(port) => match send_from(server, q, query, Some(port)) {
+            Source::Own(port) => match send_from(server, expect, query, Some(port)) {
                 Err(e) if port_taken(&e) => continue,
                 sent => return sent,
             },
         }
     }
-    send_from(server, q, query, None)
+    send_from(server, expect, query, None)
 }
 
 /// Whether a bind failed because the port is not ours to take (in use, or below
@@ -441,7 +447,12 @@ fn port_taken(e: &io::Error) -> bool {
 
 /// Sends from a new socket bound to `port`, or with `None` from an idle socket that `connect`
 /// binds to a port of the kernel's choosing.
-fn send_from(server: SocketAddr, q: &Query, query: &[u8], port: Option<u16>) -> io::Result<Sent> {
+fn send_from(
+    server: SocketAddr,
+    expect: &Expect,
+    query: &[u8],
+    port: Option<u16>,
+) -> io::Result<Sent> {
     let reader = reader()?;
     let epoll = reader.epoll.as_raw_fd();
     let mut slots = reader.slots.lock().unwrap();
@@ -459,7 +470,7 @@ fn send_from(server: SocketAddr, q: &Query, query: &[u8], port: Option<u16>) -> 
             key
         }
     };
-    let (token, reply) = slots.wait(key, q, wire::id(query));
+    let (token, reply) = slots.wait(key, expect);
     drop(slots);
     Ok(Sent {
         reader,
@@ -475,11 +486,21 @@ fn new_socket(server: SocketAddr) -> io::Result<Socket> {
 
 impl Sent {
     /// The matching reply, or the socket's error (an ICMP error: this query's alone).
-    pub async fn reply(mut self) -> Reply {
+    pub async fn reply(&mut self) -> Reply {
         match (&mut self.reply).await {
             Ok(reply) => reply,
             Err(_) => Err(io::Error::other("upstream reader stopped")),
         }
+    }
+
+    /// What was dropped so far while this query waits (read at its timeout).
+    pub fn dropped(&self) -> Dropped {
+        let mut slots = self.reader.slots.lock().unwrap();
+        slots
+            .slot(self.key)
+            .and_then(|s| s.waiting.as_ref())
+            .filter(|w| w.token == self.token)
+            .map_or_else(Dropped::default, |w| w.dropped)
     }
 
     /// The source port this query went out from.
@@ -620,22 +641,27 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    use crate::dns::wire::{self, Query};
+
     fn question(name: &str) -> (Vec<u8>, Query) {
         let bytes = wire::build_query(&wire::name_from_dotted(name).unwrap(), 1, 0);
         let q = wire::parse_query(&bytes).unwrap();
         (bytes, q)
     }
 
-    /// The upstream query for `name` with this ID, and its question.
-    fn upstream(name: &str, id: u16) -> (Vec<u8>, Query) {
+    /// The upstream query for `name` with this ID, and what its reply must match.
+    fn upstream(name: &str, id: u16) -> (Vec<u8>, Expect) {
         let (client, q) = question(name);
-        (wire::upstream_query(&client, &q, id, false), q)
+        (
+            wire::upstream_query(&client, &q, id, false),
+            Expect::plain(&q, id),
+        )
     }
 
     /// Sends a query for `name` to `server` with a random ID.
     fn ask(server: SocketAddr, name: &str) -> Sent {
-        let (query, q) = upstream(name, rand::random());
-        send(server, &q, &query).unwrap()
+        let (query, expect) = upstream(name, rand::random());
+        send(server, &expect, &query).unwrap()
     }
 
     /// The reply a server gives to `query`: the same bytes, marked as a response.
@@ -654,7 +680,7 @@ mod tests {
         (buf[..n].to_vec(), from)
     }
 
-    async fn reply_of(sent: Sent) -> Reply {
+    async fn reply_of(mut sent: Sent) -> Reply {
         tokio::time::timeout(Duration::from_secs(5), sent.reply())
             .await
             .expect("reply or error within 5 s")
@@ -681,8 +707,49 @@ mod tests {
         other[..2].copy_from_slice(&query[..2]);
         server.send_to(&other, from).await.unwrap();
         server.send_to(&reply, from).await.unwrap();
-        let (got, _) = reply_of(sent).await.unwrap();
+        let (got, _, dropped) = reply_of(sent).await.unwrap();
+        assert_eq!(
+            dropped.other, 2,
+            "the forgery and the other question, counted"
+        );
         assert_eq!(got, reply);
+    }
+
+    /// What `dns::guard` asks of a reply is asked of every datagram on the port: one in another
+    /// case and one with another client cookie are dropped and counted, the server's taken; a
+    /// query that gets only such datagrams times out with the counts still readable.
+    #[tokio::test]
+    async fn replies_failing_case_or_cookie_are_dropped_and_counted() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let guard = crate::dns::guard::Guard::new(addr);
+        let (client, q) = question("abcdefghijklmnopqrstuvwxyz.example");
+        let udp = crate::dns::transport::Protocol::Udp;
+        let (query, expect) = guard.prepare(&client, &q, udp, true, true, true);
+        let sent = send(addr, &expect, &query).unwrap();
+        let (query, from) = recv(&server).await;
+        let reply = reply_to(&query);
+        let mut lower = reply.clone();
+        lower[12..q.question_end - 4].make_ascii_lowercase();
+        let mut cookie = reply.clone();
+        let last = cookie.len() - 1;
+        cookie[last] ^= 0xff;
+        for datagram in [&lower, &cookie, &reply] {
+            server.send_to(datagram, from).await.unwrap();
+        }
+        let (got, _, dropped) = reply_of(sent).await.unwrap();
+        assert_eq!(got, reply);
+        assert_eq!((dropped.case, dropped.wrong_cookie), (1, 1), "{dropped:?}");
+
+        let (query, expect) = guard.prepare(&client, &q, udp, true, true, true);
+        let mut sent = send(addr, &expect, &query).unwrap();
+        let (query, from) = recv(&server).await;
+        let mut lower = reply_to(&query);
+        lower[12..q.question_end - 4].make_ascii_lowercase();
+        server.send_to(&lower, from).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), sent.reply()).await;
+        assert!(waited.is_err(), "nothing acceptable came");
+        assert_eq!(sent.dropped().case, 1);
     }
 
     #[tokio::test]
@@ -724,9 +791,9 @@ mod tests {
     async fn a_reused_socket_gets_a_new_port_and_nothing_left_from_the_old() {
         let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
-        let (first, q1) = upstream("first.example", 1);
-        let (second, q2) = upstream("second.example", 2);
-        let sent = send_from(addr, &q1, &first, None).unwrap();
+        let (first, e1) = upstream("first.example", 1);
+        let (second, e2) = upstream("second.example", 2);
+        let sent = send_from(addr, &e1, &first, None).unwrap();
         let (key, old_port) = (sent.key, sent.port());
         let (query, from) = recv(&server).await;
         // The reply, then a forgery that would answer the next query, both queued at once.
@@ -734,7 +801,7 @@ mod tests {
         server.send_to(&reply_to(&second), from).await.unwrap();
         assert_eq!(reply_of(sent).await.unwrap().0, reply_to(&first));
 
-        let sent = send_from(addr, &q2, &second, None).unwrap();
+        let mut sent = send_from(addr, &e2, &second, None).unwrap();
         assert_eq!(sent.key, key, "the same socket, reused");
         let (_, from) = recv(&server).await;
         assert_eq!(from.port(), sent.port());
@@ -770,14 +837,14 @@ mod tests {
             let (q3, from3) = recv(&other).await;
             // The server's port closes: a query to it now is refused (ICMP port unreachable).
             drop(live);
-            let (query, q) = upstream("refused.example", 7);
+            let (query, expect) = upstream("refused.example", 7);
             let refused = loop {
                 let port = match ports().draw() {
                     Source::Own(port) if own_port => Some(port),
                     Source::Kernel if !own_port => None,
                     _ => continue,
                 };
-                match send_from(addr, &q, &query, port) {
+                match send_from(addr, &expect, &query, port) {
                     Err(e) if port_taken(&e) => continue,
                     sent => break sent.unwrap(),
                 }

@@ -7,6 +7,7 @@
 //! with NXDOMAIN/NODATA. The reply is the evidence `explain` and `check` show.
 
 use crate::dns::forward::{Verdict, verdict};
+use crate::dns::guard;
 use crate::dns::transport::{Exchange, Exchanger, Protocol};
 use crate::dns::upstream::{Capability, Evidence, PROBE_INTERVAL, Upstream, UpstreamPool};
 use crate::dns::wire::{self, Query, Rcode};
@@ -80,8 +81,7 @@ async fn ask_root<X: Exchanger>(
     timeout: Duration,
 ) -> Option<Exchange> {
     let (bytes, q) = probe_query("", wire::TYPE_NS)?;
-    exchanger
-        .exchange(server.addr, &bytes, &q, protocol, true, timeout)
+    guard::ask(exchanger, server, &bytes, &q, protocol, true, timeout)
         .await
         .ok()
 }

@@ -1,17 +1,20 @@
-//! One question to one upstream server over UDP or TCP, with RFC 5452's defences: a random ID,
-//! over UDP from a source port of its own drawn at random (`port_pool`), on a socket connected
-//! so the kernel drops datagrams from any other address or port, and a reply accepted only if
-//! its ID and question match; anything else is ignored while the wait continues. An error on
-//! that port (an ICMP port unreachable, real or forged) is this exchange's error and no other
-//! query's. TCP goes over a fresh connection, and its reply is read into a buffer that grows
-//! with the bytes received, not with the length the server announces.
+//! One query to one upstream server over UDP or TCP, with RFC 5452's defences: over UDP from
+//! a source port of its own drawn at random (`port_pool`), on a socket connected so the kernel
+//! drops datagrams from any other address or port, and a reply accepted only if it passes the
+//! query's `Expect` (ID and question, and the cookie and case `dns::guard` asks for); anything
+//! else is dropped, and counted, while the wait continues. An error on that port (an ICMP port
+//! unreachable, real or forged) is this exchange's error and no other query's. TCP goes over a
+//! fresh connection, and its reply is read into a buffer that grows with the bytes received,
+//! not with the length the server announces.
 //!
-//! `Exchanger` is the seam between the walk over servers (`dns::forward`, `dns::probe`) and
-//! the network: production uses `Network`; unit tests script replies, timeouts and errors as
-//! data, with no sockets and no sleeps.
+//! `Exchanger` is the seam between what is sent (`dns::guard` builds the query; the walk, the
+//! probes and discovery ask through `guard::ask`) and the network: production uses `Network`;
+//! unit tests script servers, forgers, timeouts and errors as data (`script`), with no sockets
+//! and no sleeps.
 
+use crate::dns::guard::{Dropped, Expect, Rejection};
 use crate::dns::port_pool;
-use crate::dns::wire::{self, Query, ReplyInfo, ReplyMismatch};
+use crate::dns::wire::ReplyInfo;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -28,27 +31,28 @@ pub enum Protocol {
 
 #[derive(Debug, Error)]
 pub enum ExchangeError {
-    #[error("no reply within {0:?}")]
-    Timeout(Duration),
+    /// No acceptable reply in time; what was dropped meanwhile.
+    #[error("no reply within {0:?}{1}")]
+    Timeout(Duration, Dropped),
     #[error("{0}")]
     Io(#[from] io::Error),
     #[error("reply unusable: {0}")]
-    Malformed(#[from] ReplyMismatch),
+    Malformed(#[from] Rejection),
     #[error("TCP retry of a truncated reply failed: {0}")]
     Tcp(Box<ExchangeError>),
 }
 
-/// One question to one server: the upstream exchange the walk is written against.
+/// One query to one server: the upstream exchange everything above is written against.
 pub trait Exchanger: Send + Sync + 'static {
-    /// Sends `q` (as the client wrote it, in `client`) to `server` and waits up to `timeout`
-    /// for the matching reply.
+    /// Sends `query` (complete: ID, question as spelled, OPT) to `server` over `protocol` and
+    /// waits up to `timeout` for the first reply `expect` accepts; over UDP, every other
+    /// datagram is dropped (and counted) while the wait goes on.
     fn exchange(
         &self,
         server: SocketAddr,
-        client: &[u8],
-        q: &Query,
+        query: &[u8],
+        expect: &Expect,
         protocol: Protocol,
-        with_edns: bool,
         timeout: Duration,
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send;
 }
@@ -62,63 +66,59 @@ impl Exchanger for Network {
     fn exchange(
         &self,
         server: SocketAddr,
-        client: &[u8],
-        q: &Query,
+        query: &[u8],
+        expect: &Expect,
         protocol: Protocol,
-        with_edns: bool,
         timeout: Duration,
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send {
-        exchange(server, client, q, protocol, with_edns, timeout)
+        exchange(server, query, expect, protocol, timeout)
     }
 }
 
-/// An accepted reply: the bytes, what they say, and how long the server took.
+/// An accepted reply: the bytes, what they say, how long the server took, and what was
+/// dropped while waiting for it.
 #[derive(Debug)]
 pub struct Exchange {
     pub reply: Vec<u8>,
     pub info: ReplyInfo,
     pub rtt: Duration,
+    pub dropped: Dropped,
 }
 
-/// Sends `q` (as the client wrote it, in `client`) to `server` and waits up to `timeout`.
+/// Sends `query` to `server` and waits up to `timeout` for the reply `expect` accepts.
 pub async fn exchange(
     server: SocketAddr,
-    client: &[u8],
-    q: &Query,
+    query: &[u8],
+    expect: &Expect,
     protocol: Protocol,
-    with_edns: bool,
     timeout: Duration,
 ) -> Result<Exchange, ExchangeError> {
     let started = Instant::now();
-    let attempt = async {
-        match protocol {
-            Protocol::Udp => {
-                let query = wire::upstream_query(client, q, rand::random(), with_edns);
-                Ok(port_pool::send(server, q, &query)?.reply().await?)
-            }
-            Protocol::Tcp => {
-                let id: u16 = rand::random();
-                let query = wire::upstream_query(client, q, id, with_edns);
-                tcp(server, &query, q, id).await
+    let (reply, info, dropped) = match protocol {
+        Protocol::Udp => {
+            let mut sent = port_pool::send(server, expect, query)?;
+            match tokio::time::timeout(timeout, sent.reply()).await {
+                Ok(reply) => reply?,
+                Err(_) => return Err(ExchangeError::Timeout(timeout, sent.dropped())),
             }
         }
+        Protocol::Tcp => tokio::time::timeout(timeout, tcp(server, query, expect))
+            .await
+            .map_err(|_| ExchangeError::Timeout(timeout, Dropped::default()))??,
     };
-    let (reply, info) = tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| ExchangeError::Timeout(timeout))??;
     Ok(Exchange {
         reply,
         info,
         rtt: started.elapsed(),
+        dropped,
     })
 }
 
 async fn tcp(
     server: SocketAddr,
     query: &[u8],
-    q: &Query,
-    id: u16,
-) -> Result<(Vec<u8>, ReplyInfo), ExchangeError> {
+    expect: &Expect,
+) -> Result<(Vec<u8>, ReplyInfo, Dropped), ExchangeError> {
     let mut stream = TcpStream::connect(server).await?;
     stream.set_nodelay(true)?;
     let mut framed = Vec::with_capacity(query.len() + 2);
@@ -127,8 +127,8 @@ async fn tcp(
     stream.write_all(&framed).await?;
     let mut buf = Vec::new();
     read_message(&mut stream, &mut buf).await?;
-    let info = wire::read_reply(&buf, q, id)?;
-    Ok((buf, info))
+    let info = expect.check(&buf)?;
+    Ok((buf, info, Dropped::default()))
 }
 
 /// Reads one length-prefixed DNS message into `buf`, which grows only as bytes arrive: a

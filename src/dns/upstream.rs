@@ -7,11 +7,14 @@
 //! - what kind of server it is (`Capability`), from a probe of the root's NS set, with the
 //!   probe's reply kept as evidence for `explain` and `check`; re-learned after
 //!   `KNOWLEDGE_TTL`;
-//! - the zones it is known to serve (split domains found by `dns::discover`).
+//! - the zones it is known to serve (split domains found by `dns::discover`);
+//! - its spoofing defences (`dns::guard::Guard`): our client cookie for it and the server
+//!   cookie it gave, whether it returns cookies, whether 0x20 is on for it, what was dropped.
 //!
 //! The pool also counts recoveries: an answer obtained only because a server was down is
 //! cached with the count at the time, and is no longer served once any server has come back.
 
+use crate::dns::guard::Guard;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -112,6 +115,8 @@ pub struct Upstream {
     /// A reply disagreed with the capability: probe again at the next chance.
     contradicted: AtomicBool,
     zones: Mutex<Arc<[String]>>,
+    /// Cookies and 0x20 for this server.
+    pub guard: Guard,
 }
 
 impl Upstream {
@@ -129,6 +134,7 @@ impl Upstream {
             learning: AtomicBool::new(false),
             contradicted: AtomicBool::new(false),
             zones: Mutex::new(Arc::from(Vec::new())),
+            guard: Guard::new(addr),
         }
     }
 
@@ -285,7 +291,8 @@ impl Upstream {
     }
 }
 
-/// One line of what is known: `addr: up, srtt 0.4 ms; full resolver (probe ...); zones: ...`.
+/// One line of what is known: `addr: up, srtt 0.4 ms; full resolver (probe ...); zones: ...;
+/// cookies: ...; 0x20: ...; replies dropped: ...`.
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.addr)?;
@@ -313,10 +320,11 @@ impl fmt::Display for Upstream {
         }
         let zones = self.zones();
         if zones.is_empty() {
-            write!(f, "; zones: none known")
+            write!(f, "; zones: none known")?;
         } else {
-            write!(f, "; zones: {}", zones.join(", "))
+            write!(f, "; zones: {}", zones.join(", "))?;
         }
+        write!(f, "; {}", self.guard)
     }
 }
 

@@ -1,7 +1,9 @@
 //! DNS packet bytes, read and patched in place (RFC 1035 4.1, RFC 6891 6.1).
 //!
 //! This owns everything the hot path needs from a packet: header fields, the question (as a
-//! lower-cased cache key), the OPT record, and where every TTL sits so it can be aged in place.
+//! lower-cased cache key, and its spelling: random case on the way upstream, the client's on
+//! the way back), the OPT record and its options (the COOKIE), and where every TTL sits so it
+//! can be aged in place.
 //! It is written by hand because hickory-proto only decodes and encodes whole messages, which
 //! the cache-hit and forwarding paths must not pay for. Full decoding happens only where local
 //! answers are built (`dns::local`).
@@ -37,6 +39,11 @@ pub const TYPE_PTR: u16 = 12;
 pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_OPT: u16 = 41;
 pub const CLASS_IN: u16 = 1;
+/// EDNS option COOKIE (RFC 7873 4): an 8-byte client cookie, then 8 to 32 bytes of the
+/// server's.
+pub const OPTION_COOKIE: u16 = 10;
+/// Extended RCODE BADCOOKIE (RFC 7873 8): header code 7, OPT high bits 1.
+pub const BADCOOKIE: u16 = 23;
 
 pub use crate::dns::rcode::Rcode;
 /// Extended RCODE 16 (BADVERS, RFC 6891), carried in the OPT TTL's high byte as 1.
@@ -151,6 +158,20 @@ pub struct WireName {
 }
 
 impl WireName {
+    /// A name in wire form kept exactly as written, case and all (what a query sent upstream
+    /// spelled, to check the reply against). None if longer than a name may be.
+    pub fn verbatim(wire: &[u8]) -> Option<WireName> {
+        if wire.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let mut name = WireName {
+            len: wire.len() as u8,
+            bytes: [0; MAX_NAME_LEN],
+        };
+        name.bytes[..wire.len()].copy_from_slice(wire);
+        Some(name)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
@@ -480,6 +501,17 @@ fn find_opt(p: &[u8], question_end: usize) -> Result<Option<OptSpan>, WireError>
 
 /// Appends an OPT record carrying our payload size and the given DO bit.
 pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, rcode_high: u8) {
+    push_opt_with(out, dnssec_ok, rcode_high, None);
+}
+
+/// Appends an OPT record carrying our payload size, the given DO bit and, if given, one
+/// option (code, data).
+pub fn push_opt_with(
+    out: &mut Vec<u8>,
+    dnssec_ok: bool,
+    rcode_high: u8,
+    option: Option<(u16, &[u8])>,
+) {
     let flags: u16 = if dnssec_ok { 0x8000 } else { 0 };
     out.push(0); // root owner name
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
@@ -487,25 +519,132 @@ pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, rcode_high: u8) {
     out.push(rcode_high);
     out.push(0); // version
     out.extend_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes()); // no options
+    match option {
+        Some((code, data)) => {
+            out.extend_from_slice(&(4 + data.len() as u16).to_be_bytes());
+            out.extend_from_slice(&code.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(data);
+        }
+        None => out.extend_from_slice(&0u16.to_be_bytes()),
+    }
     let ar = arcount(out) + 1;
     set_count(out, 3, ar);
+}
+
+/// The data of the first option `code` in the OPT record at `opt` (RFC 6891 6.1.2: options
+/// are code, length, data, one after another), if it has one that fits in the record.
+pub fn opt_option<'a>(p: &'a [u8], opt: &OptSpan, code: u16) -> Option<&'a [u8]> {
+    let mut off = opt.start + OPT_LEN;
+    while off + 4 <= opt.end {
+        let this = u16_at(p, off).ok()?;
+        let len = u16_at(p, off + 2).ok()? as usize;
+        let data = off + 4..off + 4 + len;
+        if data.end > opt.end {
+            return None;
+        }
+        if this == code {
+            return p.get(data);
+        }
+        off = data.end;
+    }
+    None
 }
 
 /// The query we send upstream for a client's question: fresh ID, the client's RD and CD, the
 /// question as the client wrote it, and our own OPT (RFC 6891: OPT is hop-by-hop; client
 /// options such as cookies are not forwarded).
 pub fn upstream_query(client: &[u8], q: &Query, new_id: u16, with_edns: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(q.question_end + OPT_LEN);
+    upstream_query_with(client, q, new_id, with_edns, &[])
+}
+
+/// `upstream_query` whose OPT, if it has one, carries `cookie` (client cookie, then the
+/// server's if known; RFC 7873 4) unless it is empty. One allocation, of the final size.
+pub fn upstream_query_with(
+    client: &[u8],
+    q: &Query,
+    new_id: u16,
+    with_edns: bool,
+    cookie: &[u8],
+) -> Vec<u8> {
+    let cookie_len = if cookie.is_empty() {
+        0
+    } else {
+        4 + cookie.len()
+    };
+    let mut out = Vec::with_capacity(q.question_end + OPT_LEN + cookie_len);
     out.extend_from_slice(&new_id.to_be_bytes());
     out.push(if q.rd { 0x01 } else { 0 });
     out.push(if q.cd { 0x10 } else { 0 });
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(&client[HEADER_LEN..q.question_end]);
     if with_edns {
-        push_opt(&mut out, q.dnssec_ok(), 0);
+        let option = (!cookie.is_empty()).then_some((OPTION_COOKIE, cookie));
+        push_opt_with(&mut out, q.dnssec_ok(), 0, option);
     }
     out
+}
+
+/// Sets the case of every ASCII letter of `name` (uncompressed wire form) from one random bit
+/// each, drawn 64 at a time from `bits` (0x20, draft-vixie-dnsext-dns0x20). Returns how many
+/// letters there are and how many came out in capitals.
+pub fn randomize_case(name: &mut [u8], mut bits: impl FnMut() -> u64) -> (u32, u32) {
+    let (mut letters, mut upper) = (0u32, 0u32);
+    let mut pool = 0u64;
+    let mut off = 0;
+    while let Some(&len) = name.get(off) {
+        if len == 0 || len > 63 {
+            break;
+        }
+        let end = (off + 1 + len as usize).min(name.len());
+        for b in &mut name[off + 1..end] {
+            if !b.is_ascii_alphabetic() {
+                continue;
+            }
+            if letters % 64 == 0 {
+                pool = bits();
+            }
+            let capital = pool & 1 == 1;
+            pool >>= 1;
+            letters += 1;
+            upper += u32::from(capital);
+            *b = if capital {
+                b.to_ascii_uppercase()
+            } else {
+                b.to_ascii_lowercase()
+            };
+        }
+        off = end;
+    }
+    (letters, upper)
+}
+
+/// Writes `to` over the question name and over every record owner written out in full as
+/// exactly `from`: the same name in another spelling (same length), so a reply to a query
+/// whose name went out in random case reads as the client spelled it. Owners compressed to
+/// the question follow it by themselves.
+pub fn respell(p: &mut [u8], question_end: usize, from: &[u8], to: &[u8]) -> Result<(), WireError> {
+    if from.len() != to.len() || from == to || qdcount(p) != 1 {
+        return Ok(());
+    }
+    let n = from.len();
+    if p.get(HEADER_LEN..HEADER_LEN + n) == Some(from) {
+        p[HEADER_LEN..HEADER_LEN + n].copy_from_slice(to);
+    }
+    let total = ancount(p) as usize + nscount(p) as usize + arcount(p) as usize;
+    let mut off = question_end;
+    for _ in 0..total {
+        if p.get(off..off + n) == Some(from) {
+            p[off..off + n].copy_from_slice(to);
+        }
+        off = skip_name(p, off)?;
+        let rdlen = u16_at(p, off + 8)? as usize;
+        off += 10 + rdlen;
+        if off > p.len() {
+            return Err(WireError::Truncated);
+        }
+    }
+    Ok(())
 }
 
 /// A query for `name`/`qtype` built from scratch (probes and discovery).
@@ -651,6 +790,12 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
         soa_labels,
         opt,
     })
+}
+
+/// The full 12-bit RCODE of a reply read by `read_reply`: the header's four bits and the
+/// OPT's upper eight (RFC 6891 6.1.3).
+pub fn extended_rcode(p: &[u8], info: &ReplyInfo) -> u16 {
+    u16::from(info.opt.map_or(0, |o| o.edns.rcode_high)) << 4 | u16::from(p[3] & 0x0f)
 }
 
 /// RFC 2181 8: a TTL with the top bit set counts as zero.

@@ -1,6 +1,7 @@
 //! The servers a scenario sets up: real BIND, NSD (also as the lab's root), Unbound (failing,
-//! or recursing from that root as a real resolver does) and dnsmasq from Debian, the real
-//! virtdns binary, and a scripted fake only for what no real server does (silence, NOTIMP).
+//! recursing from that root as a real resolver does, or forwarding) and dnsmasq from Debian,
+//! the real virtdns binary, and a scripted fake only for what no real server does (silence,
+//! NOTIMP).
 
 use crate::lab::{Lab, wait_for_tcp};
 use std::net::{SocketAddr, UdpSocket};
@@ -250,6 +251,22 @@ impl Lab {
         clauses: &str,
     ) -> SocketAddr {
         let conf = self.unbound_recursor_conf(host, root, server, clauses);
+        self.start_unbound(host, &conf)
+    }
+
+    /// Unbound as a plain forwarder to `upstream` (forward-zone "."), its defaults otherwise
+    /// (no 0x20: `use-caps-for-id: no`; no cookies to upstreams in this version) but for the
+    /// `test.` zone it would answer itself.
+    pub fn unbound_forwarder(&mut self, host: u8, upstream: SocketAddr) -> SocketAddr {
+        let conf = self.unbound_conf(
+            host,
+            "  do-not-query-localhost: no\n  do-ip6: no\n  qname-minimisation: no\n  \
+             local-zone: \"test.\" nodefault\n",
+            &format!(
+                "forward-zone:\n  name: \".\"\n  forward-addr: {}\n",
+                upstream.ip()
+            ),
+        );
         self.start_unbound(host, &conf)
     }
 

@@ -20,6 +20,7 @@
 
 use super::{Forwarder, Outcome};
 use crate::dns::cache::{Answer, FAILURE_TTL, MAX_TTL};
+use crate::dns::guard;
 use crate::dns::router::WalkOptions;
 use crate::dns::trace::Trace;
 use crate::dns::transport::{Exchange, ExchangeError, Exchanger, Protocol};
@@ -166,7 +167,7 @@ impl<X: Exchanger> Forwarder<X> {
                     }
                 };
                 for (j, (server, result)) in group.iter().zip(results).enumerate() {
-                    let timed_out_now = matches!(result, Err(ExchangeError::Timeout(_)));
+                    let timed_out_now = matches!(result, Err(ExchangeError::Timeout(..)));
                     if let Some(outcome) = self.take(&mut walk, server, result, attempt, trace) {
                         let rest = &pending[i + group.len()..];
                         note_not_used(trace, &group[j + 1..], rest);
@@ -284,12 +285,13 @@ impl<X: Exchanger> Forwarder<X> {
         let asked = |trace: &mut Trace, what: &dyn Fn() -> String| {
             trace.note(|| {
                 format!(
-                    "asked {} (attempt {attempt}): {} {}, {} answer(s), {:.1} ms -> {}",
+                    "asked {} (attempt {attempt}): {} {}, {} answer(s), {:.1} ms{} -> {}",
                     server.addr,
                     wire::rcode(&ex.reply),
                     wire::Flags(&ex.reply),
                     ex.info.answers,
                     ex.rtt.as_secs_f64() * 1e3,
+                    ex.dropped,
                     what()
                 )
             })
@@ -374,13 +376,9 @@ impl<X: Exchanger> Forwarder<X> {
         timeout: Duration,
     ) -> Result<Exchange, ExchangeError> {
         let x = &*self.exchanger;
-        let mut ex = x
-            .exchange(server.addr, client, q, Protocol::Udp, true, timeout)
-            .await?;
+        let mut ex = guard::ask(x, server, client, q, Protocol::Udp, true, timeout).await?;
         if wire::rcode(&ex.reply) == Rcode::FORMERR && ex.info.opt.is_none() {
-            ex = x
-                .exchange(server.addr, client, q, Protocol::Udp, false, timeout)
-                .await?;
+            ex = guard::ask(x, server, client, q, Protocol::Udp, false, timeout).await?;
         }
         if wire::tc(&ex.reply) {
             if server.is_tcp_down() {
@@ -391,8 +389,7 @@ impl<X: Exchanger> Forwarder<X> {
                 ))));
             }
             let tcp_timeout = timeout.max(self.pool.bounds().1);
-            return x
-                .exchange(server.addr, client, q, Protocol::Tcp, true, tcp_timeout)
+            return guard::ask(x, server, client, q, Protocol::Tcp, true, tcp_timeout)
                 .await
                 .map_err(|e| ExchangeError::Tcp(Box::new(e)));
         }

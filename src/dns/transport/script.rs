@@ -1,9 +1,13 @@
 //! A scripted `Exchanger` for unit tests: each server's reply to each name is data (a reply
-//! with chosen flags and records, a timeout, an I/O error), every exchange is logged, and
-//! nothing touches a socket. Time passes only through tokio's clock (paused in tests).
+//! with chosen flags and records, a timeout, an I/O error), and so is how it speaks (cookies,
+//! case) and what a forger who knows the port and ID sends ahead of it. Every datagram goes
+//! through the query's `Expect`, as `port_pool` puts it: the first it accepts is the reply,
+//! the others are dropped and counted. Every exchange is logged, and nothing touches a socket.
+//! Time passes only through tokio's clock (paused in tests).
 
+use crate::dns::guard::{Dropped, Expect};
 use crate::dns::transport::{Exchange, ExchangeError, Exchanger, Protocol};
-use crate::dns::wire::{self, Query, Rcode};
+use crate::dns::wire::{self, HEADER_LEN, Query, Rcode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -31,6 +35,8 @@ pub(crate) struct Reply {
     pub(crate) truncated_udp: bool,
     /// Silent over TCP.
     pub(crate) tcp_silent: bool,
+    /// Silent over UDP (what a forger sends still arrives).
+    pub(crate) udp_silent: bool,
     pub(crate) delay: Duration,
 }
 
@@ -44,6 +50,7 @@ pub(crate) fn answer(n: u8) -> Step {
         soa_at_root: None,
         truncated_udp: false,
         tcp_silent: false,
+        udp_silent: false,
         delay: Duration::ZERO,
     })
 }
@@ -58,6 +65,7 @@ pub(crate) fn bare(code: Rcode, aa: bool, ra: bool) -> Step {
         soa_at_root: None,
         truncated_udp: false,
         tcp_silent: false,
+        udp_silent: false,
         delay: Duration::ZERO,
     })
 }
@@ -72,6 +80,7 @@ pub(crate) fn nxdomain(soa_at_root: bool) -> Step {
         soa_at_root: Some(soa_at_root),
         truncated_udp: false,
         tcp_silent: false,
+        udp_silent: false,
         delay: Duration::ZERO,
     })
 }
@@ -93,6 +102,7 @@ pub(crate) const FULL: Step = Step::Reply(Reply {
     soa_at_root: None,
     truncated_udp: false,
     tcp_silent: false,
+    udp_silent: false,
     delay: Duration::ZERO,
 });
 pub(crate) const REFUSES: Step = Step::Reply(Reply {
@@ -103,6 +113,7 @@ pub(crate) const REFUSES: Step = Step::Reply(Reply {
     soa_at_root: None,
     truncated_udp: false,
     tcp_silent: false,
+    udp_silent: false,
     delay: Duration::ZERO,
 });
 pub(crate) const OWN_ROOT: Step = Step::Reply(Reply {
@@ -113,8 +124,36 @@ pub(crate) const OWN_ROOT: Step = Step::Reply(Reply {
     soa_at_root: None,
     truncated_udp: false,
     tcp_silent: false,
+    udp_silent: false,
     delay: Duration::ZERO,
 });
+
+/// How a scripted server speaks beyond its replies. The default: no cookies, case kept.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Manner {
+    /// Returns cookies (RFC 7873): ours echoed, with this server cookie.
+    pub(crate) cookie: Option<[u8; 16]>,
+    /// Answers BADCOOKIE to a UDP query without its current server cookie (BIND's
+    /// `require-server-cookie`).
+    pub(crate) badcookie: bool,
+    /// Spells the question name in small letters, whatever was asked.
+    pub(crate) lowercases: bool,
+}
+
+/// A forged reply sent ahead of the server's over UDP, by a forger who knows the port and the
+/// ID: the answer 192.0.2.66.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forgery {
+    /// The name in small letters (the forger cannot know the random case), no cookie.
+    Lowercase,
+    /// The name exactly as sent (as if the forger guessed the case), no cookie.
+    RightCase,
+    /// The name exactly as sent, with a COOKIE whose client cookie is a guess.
+    GuessedCookie,
+}
+
+/// The last octet of a forged answer.
+pub(crate) const FORGED: u8 = 66;
 
 #[derive(Default)]
 pub(crate) struct Script {
@@ -122,6 +161,11 @@ pub(crate) struct Script {
     pub(crate) steps: Mutex<HashMap<(SocketAddr, String), Step>>,
     /// Every exchange: (server, name, protocol).
     pub(crate) log: Mutex<Vec<(SocketAddr, String, Protocol)>>,
+    /// Every query as sent: (server, protocol, bytes).
+    pub(crate) sent: Mutex<Vec<(SocketAddr, Protocol, Vec<u8>)>>,
+    pub(crate) manners: Mutex<HashMap<SocketAddr, Manner>>,
+    /// What a forger sends ahead of every UDP reply of a server.
+    pub(crate) forgeries: Mutex<HashMap<SocketAddr, Vec<Forgery>>>,
 }
 
 impl Script {
@@ -132,6 +176,17 @@ impl Script {
             .insert((server, name.to_string()), step);
     }
 
+    pub(crate) fn set_manner(&self, server: SocketAddr, manner: Manner) {
+        self.manners.lock().unwrap().insert(server, manner);
+    }
+
+    pub(crate) fn forge(&self, server: SocketAddr, forgeries: &[Forgery]) {
+        self.forgeries
+            .lock()
+            .unwrap()
+            .insert(server, forgeries.to_vec());
+    }
+
     /// How often `server` was asked about `name`.
     pub(crate) fn asked(&self, server: SocketAddr, name: &str) -> usize {
         let log = self.log.lock().unwrap();
@@ -139,23 +194,36 @@ impl Script {
             .filter(|(s, n, _)| *s == server && n == name)
             .count()
     }
+
+    /// The queries sent to `server`, in order.
+    pub(crate) fn sent_to(&self, server: SocketAddr) -> Vec<(Protocol, Vec<u8>)> {
+        let sent = self.sent.lock().unwrap();
+        sent.iter()
+            .filter(|(s, _, _)| *s == server)
+            .map(|(_, p, bytes)| (*p, bytes.clone()))
+            .collect()
+    }
 }
 
 impl Exchanger for Script {
     async fn exchange(
         &self,
         server: SocketAddr,
-        client: &[u8],
-        q: &Query,
+        query: &[u8],
+        expect: &Expect,
         protocol: Protocol,
-        _with_edns: bool,
         timeout: Duration,
     ) -> Result<Exchange, ExchangeError> {
+        let q = &expect.q;
         let name = q.name.to_dotted();
         self.log
             .lock()
             .unwrap()
             .push((server, name.clone(), protocol));
+        self.sent
+            .lock()
+            .unwrap()
+            .push((server, protocol, query.to_vec()));
         let step = {
             let steps = self.steps.lock().unwrap();
             steps
@@ -164,30 +232,129 @@ impl Exchanger for Script {
                 .copied()
                 .unwrap_or(Step::Timeout)
         };
+        let manner = self
+            .manners
+            .lock()
+            .unwrap()
+            .get(&server)
+            .copied()
+            .unwrap_or_default();
+        let forgeries = match protocol {
+            Protocol::Udp => self.forgeries.lock().unwrap().get(&server).cloned(),
+            Protocol::Tcp => None,
+        };
+        // What reaches the query's port, in order: the forgeries, then the server's reply.
+        let mut datagrams: Vec<Vec<u8>> = forgeries
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| forge(query, q, f))
+            .collect();
         match step {
-            Step::Timeout => Err(ExchangeError::Timeout(timeout)),
-            Step::Io => Err(ExchangeError::Io(std::io::Error::from(
-                std::io::ErrorKind::ConnectionRefused,
-            ))),
-            Step::Reply(r) if r.tcp_silent && protocol == Protocol::Tcp => {
-                Err(ExchangeError::Timeout(timeout))
+            Step::Timeout => {}
+            Step::Io => {
+                return Err(ExchangeError::Io(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                )));
             }
+            Step::Reply(r) if r.tcp_silent && protocol == Protocol::Tcp => {}
+            Step::Reply(r) if r.udp_silent && protocol == Protocol::Udp => {}
             Step::Reply(r) => {
                 tokio::time::sleep(r.delay).await;
-                let reply = build_reply(client, q, &r, protocol);
-                let info = wire::read_reply(&reply, q, wire::id(client))?;
-                Ok(Exchange {
-                    reply,
-                    info,
-                    rtt: Duration::from_millis(1),
-                })
+                datagrams.push(serve(query, q, &r, protocol, &manner));
             }
         }
+        let mut dropped = Dropped::default();
+        for datagram in datagrams {
+            match expect.check(&datagram) {
+                Ok(info) => {
+                    return Ok(Exchange {
+                        reply: datagram,
+                        info,
+                        rtt: Duration::from_millis(1),
+                        dropped,
+                    });
+                }
+                Err(why) if protocol == Protocol::Tcp => return Err(why.into()),
+                Err(why) => dropped.note(&why),
+            }
+        }
+        Err(ExchangeError::Timeout(timeout, dropped))
     }
 }
 
-pub(crate) fn build_reply(client: &[u8], q: &Query, r: &Reply, protocol: Protocol) -> Vec<u8> {
-    let mut p = client[..q.question_end].to_vec();
+/// The server's reply to `query` as `manner` says it speaks: BADCOOKIE if it wants its
+/// current cookie and did not get it, else the scripted reply, with our cookie echoed and its
+/// own if it returns cookies, and the name lower-cased if it does that.
+fn serve(query: &[u8], q: &Query, r: &Reply, protocol: Protocol, manner: &Manner) -> Vec<u8> {
+    let cookie = query_cookie(query);
+    let mut p = match (manner.cookie, cookie) {
+        (Some(own), Some(sent))
+            if manner.badcookie && protocol == Protocol::Udp && sent.get(8..) != Some(&own[..]) =>
+        {
+            let mut p = build_reply(query, q, &bare_reply(Rcode::from_header(7)), protocol);
+            push_cookie(&mut p, &sent[..8], &own, 1);
+            p
+        }
+        (Some(own), Some(sent)) => {
+            let mut p = build_reply(query, q, r, protocol);
+            push_cookie(&mut p, &sent[..8], &own, 0);
+            p
+        }
+        _ => build_reply(query, q, r, protocol),
+    };
+    if manner.lowercases {
+        p[HEADER_LEN..q.question_end].make_ascii_lowercase();
+    }
+    p
+}
+
+fn bare_reply(code: Rcode) -> Reply {
+    match bare(code, false, true) {
+        Step::Reply(r) => r,
+        _ => unreachable!("bare is a reply"),
+    }
+}
+
+/// The COOKIE option data of an upstream query as we build it (our OPT is its only additional
+/// record).
+fn query_cookie(query: &[u8]) -> Option<&[u8]> {
+    let q = wire::parse_query(query).ok()?;
+    let opt = wire::OptSpan {
+        start: q.question_end,
+        end: query.len(),
+        edns: q.edns?,
+    };
+    wire::opt_option(query, &opt, wire::OPTION_COOKIE)
+}
+
+/// Appends an OPT with a COOKIE (client, server) and the given upper RCODE bits.
+fn push_cookie(p: &mut Vec<u8>, client: &[u8], server: &[u8], rcode_high: u8) {
+    let mut data = client.to_vec();
+    data.extend_from_slice(server);
+    wire::push_opt_with(p, false, rcode_high, Some((wire::OPTION_COOKIE, &data)));
+}
+
+/// A forged answer 192.0.2.`FORGED` to `query`, with its ID.
+fn forge(query: &[u8], q: &Query, how: Forgery) -> Vec<u8> {
+    let mut p = build_reply(query, q, &answer_reply(FORGED), Protocol::Udp);
+    match how {
+        Forgery::Lowercase => p[HEADER_LEN..q.question_end].make_ascii_lowercase(),
+        Forgery::RightCase => {}
+        Forgery::GuessedCookie => push_cookie(&mut p, &[0x5a; 8], &[0xa5; 16], 0),
+    }
+    p
+}
+
+fn answer_reply(n: u8) -> Reply {
+    match answer(n) {
+        Step::Reply(r) => r,
+        _ => unreachable!("answer is a reply"),
+    }
+}
+
+/// The scripted reply to `query` (as sent: its ID and spelling), without an OPT.
+pub(crate) fn build_reply(query: &[u8], q: &Query, r: &Reply, protocol: Protocol) -> Vec<u8> {
+    let mut p = query[..q.question_end].to_vec();
     let truncated = r.truncated_udp && protocol == Protocol::Udp;
     p[2] = 0x80 | (p[2] & 0x01) | if r.aa { 0x04 } else { 0 } | if truncated { 0x02 } else { 0 };
     p[3] = r.code.bits() | if r.ra { 0x80 } else { 0 };

@@ -368,3 +368,140 @@ fn records_after_the_opt_go_with_it() {
     assert_eq!((m.answers.len(), m.additionals.len()), (1, 0));
     assert!(m.edns.is_some());
 }
+
+// ---- cookies and 0x20 -----------------------------------------------------------------------
+
+/// A name's wire form, spelled as given.
+fn wire_name(dotted: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in dotted.split('.') {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+#[test]
+fn upstream_query_carries_our_cookie_in_its_opt() {
+    let client = query_bytes("a.example.", RecordType::A, Some((4096, false)));
+    let q = parse_query(&client).unwrap();
+    let cookie: Vec<u8> = (1..=24).collect();
+    let up = upstream_query_with(&client, &q, 0xbeef, true, &cookie);
+    assert_eq!(up.capacity(), up.len(), "allocated once, at its size");
+    let m = Message::from_vec(&up).expect("hickory reads it");
+    assert_eq!(m.edns.unwrap().max_payload(), EDNS_PAYLOAD);
+    let pq = parse_query(&up).unwrap();
+    let opt = find_opt(&up, pq.question_end).unwrap().unwrap();
+    assert_eq!(opt_option(&up, &opt, OPTION_COOKIE), Some(&cookie[..]));
+    assert_eq!(opt_option(&up, &opt, 8), None);
+    // No EDNS, no cookie; an empty cookie, a plain OPT.
+    let up = upstream_query_with(&client, &q, 1, false, &cookie);
+    assert_eq!(arcount(&up), 0);
+    assert_eq!(
+        upstream_query_with(&client, &q, 1, true, &[]),
+        upstream_query(&client, &q, 1, true)
+    );
+    // An option that runs past its OPT is not read.
+    let mut bad = upstream_query_with(&client, &q, 1, true, &cookie);
+    let len_at = bad.len() - cookie.len() - 2;
+    bad[len_at..len_at + 2].copy_from_slice(&100u16.to_be_bytes());
+    assert_eq!(opt_option(&bad, &opt, OPTION_COOKIE), None);
+}
+
+#[test]
+fn randomize_case_changes_letters_only_and_draws_each_from_a_bit() {
+    let original = wire_name("ab-1.example.COM");
+    let mut seen_upper = [false; 16];
+    let mut seen_lower = [false; 16];
+    for draw in 0..64u64 {
+        let mut name = original.clone();
+        let (letters, upper) =
+            randomize_case(&mut name, || draw.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        assert_eq!(letters, 12);
+        assert_eq!(
+            upper,
+            name.iter().filter(|b| b.is_ascii_uppercase()).count() as u32
+        );
+        assert!(name.eq_ignore_ascii_case(&original), "same name");
+        for (i, (a, b)) in name.iter().zip(&original).enumerate() {
+            if !b.is_ascii_alphabetic() {
+                assert_eq!(a, b, "byte {i} is no letter and stays");
+            } else if i < 16 {
+                seen_upper[i] |= a.is_ascii_uppercase();
+                seen_lower[i] |= a.is_ascii_lowercase();
+            }
+        }
+    }
+    for i in [1, 2, 6, 7, 8] {
+        assert!(
+            seen_upper[i] && seen_lower[i],
+            "letter at {i} took both cases"
+        );
+    }
+    // Bit by bit: all ones capitalise every letter, zeros none.
+    let mut name = original.clone();
+    assert_eq!(randomize_case(&mut name, || u64::MAX), (12, 12));
+    assert_eq!(name, wire_name("AB-1.EXAMPLE.COM"));
+    assert_eq!(randomize_case(&mut name, || 0), (12, 0));
+    assert_eq!(name, wire_name("ab-1.example.com"));
+    // More letters than one draw holds.
+    let mut long = wire_name(&"a".repeat(63));
+    let mut draws = 0;
+    randomize_case(&mut long, || {
+        draws += 1;
+        u64::MAX
+    });
+    assert_eq!(draws, 1);
+    let mut longer = wire_name(&format!("{}.{}", "a".repeat(63), "b".repeat(10)));
+    let mut draws = 0;
+    randomize_case(&mut longer, || {
+        draws += 1;
+        0
+    });
+    assert_eq!(draws, 2);
+}
+
+#[test]
+fn respell_puts_the_clients_spelling_back_in_the_question_and_whole_owners() {
+    let sent = wire_name("wWw.ExAmple.cOm");
+    let theirs = wire_name("www.Example.com");
+    let mut p = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
+    p.extend_from_slice(&sent);
+    p.extend_from_slice(&[0, 1, 0, 1]);
+    let question_end = p.len();
+    // An owner written out in full, then one compressed to the question.
+    p.extend_from_slice(&sent);
+    p.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+    p.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2]);
+    let before = p.clone();
+    respell(&mut p, question_end, &sent, &theirs).unwrap();
+    assert_eq!(&p[12..12 + sent.len()], &theirs[..]);
+    assert_eq!(&p[question_end..question_end + sent.len()], &theirs[..]);
+    assert_eq!(p.len(), before.len());
+    assert_eq!(
+        p[question_end + sent.len()..],
+        before[question_end + sent.len()..]
+    );
+    let m = Message::from_vec(&p).unwrap();
+    assert_eq!(m.answers[0].name.to_ascii(), "www.Example.com.");
+    assert_eq!(m.answers[1].name.to_ascii(), "www.Example.com.");
+    // A reply cut short is reported, not read past.
+    let mut cut = before[..before.len() - 3].to_vec();
+    assert!(respell(&mut cut, question_end, &sent, &theirs).is_err());
+}
+
+#[test]
+fn extended_rcode_joins_header_and_opt() {
+    let q = query_bytes("a.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let mut r = q[..pq.question_end].to_vec();
+    r[2] |= 0x80;
+    r[3] = 7;
+    push_opt(&mut r, false, 1);
+    let info = read_reply(&r, &pq, 0x1234).unwrap();
+    assert_eq!(extended_rcode(&r, &info), BADCOOKIE);
+    r[3] = 0;
+    let info = read_reply(&r, &pq, 0x1234).unwrap();
+    assert_eq!(extended_rcode(&r, &info), 16, "BADVERS");
+}

@@ -55,6 +55,14 @@ pub const ALL: &[(&str, Scenario)] = &[
         "spoofing_icmp_error_fails_one_attempt",
         spoofing::icmp_error_fails_one_attempt,
     ),
+    (
+        "spoofing_forger_knows_port_and_id",
+        spoofing::forger_knows_port_and_id,
+    ),
+    (
+        "spoofing_real_servers_with_cookies_and_0x20",
+        spoofing::real_servers_with_cookies_and_0x20,
+    ),
     ("config_forwarders", forwarders::config_forwarders),
     (
         "follow_resolv_conf_replacement",

@@ -1,12 +1,17 @@
 //! The spoofing finding of issue 10, replayed against the real binary: the source ports an
-//! upstream sees (a port of its own for every query, drawn from all ports above 1023), and a
+//! upstream sees (a port of its own for every query, drawn from all ports above 1023); a
 //! forged ICMP port unreachable, which must fail the one attempt that used that port and no
-//! other query. The upstreams are scripted here, in the test, because they record ports and
-//! hold replies back; the ICMP error is forged with a raw socket inside the lab's namespace.
+//! other query; a forger who knows each query's port and ID, against which virtdns's 0x20 and
+//! cookies hold and the anchors (dnsmasq, Unbound) do not; and the real servers from Debian as
+//! upstreams with cookies and 0x20 on. The forging upstreams are scripted here, in the test,
+//! because they record ports, hold replies back and forge; the ICMP error is forged with a raw
+//! socket inside the lab's namespace.
 
-use crate::lab::{Lab, skip, wait_until};
+use crate::lab::{Lab, in_user_namespace, run, skip, wait_until};
+use crate::peers::virtdns_bin;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,9 +27,27 @@ struct Seen {
     bytes: Vec<u8>,
 }
 
+/// The last octet of a forged answer.
+const FORGED: u8 = 66;
+/// The server cookie a scripted upstream that returns cookies gives.
+const SERVER_COOKIE: &[u8; 8] = b"srvcooki";
+
+/// What a forger who learned each query's source port and ID (the side channel of issue 10)
+/// sends ahead of the server's reply, from the server's address: the answer 192.0.2.`FORGED`.
+#[derive(Clone, Copy)]
+enum Forge {
+    /// The name in small letters, as the guest asked it: the forger cannot see the case the
+    /// query went out in. No cookie.
+    Lowercase,
+    /// The name exactly as the query spelled it, as if the forger had seen it too; still
+    /// without the cookie, which it cannot see.
+    AsSent,
+}
+
 /// A scripted upstream on UDP: answers A with 192.0.2.`answer`, and `. NS` as a full resolver.
 /// It records every query for a name under `DOMAIN`; while `hold` is set it keeps those
-/// unanswered until `release`.
+/// unanswered until `release`. With `forge`, a forger's reply precedes its own for those names;
+/// with `cookies`, it returns cookies (RFC 7873) to queries that carry one.
 struct Upstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     hold: Arc<AtomicBool>,
@@ -33,6 +56,21 @@ struct Upstream {
 
 impl Upstream {
     fn start(addr: SocketAddr, answer: u8, hold: bool) -> Upstream {
+        Upstream::spawn(addr, answer, hold, None, false)
+    }
+
+    /// An upstream a forger shadows, answering at once.
+    fn forged(addr: SocketAddr, answer: u8, forge: Forge, cookies: bool) -> Upstream {
+        Upstream::spawn(addr, answer, false, Some(forge), cookies)
+    }
+
+    fn spawn(
+        addr: SocketAddr,
+        answer: u8,
+        hold: bool,
+        forge: Option<Forge>,
+        cookies: bool,
+    ) -> Upstream {
         let socket = UdpSocket::bind(addr).expect("scripted upstream socket");
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
@@ -49,7 +87,7 @@ impl Upstream {
             while !stop.load(Ordering::Relaxed) {
                 if !holding.load(Ordering::SeqCst) {
                     for q in held.drain(..) {
-                        let _ = socket.send_to(&reply(&q.bytes, answer), q.from);
+                        let _ = socket.send_to(&reply(&q.bytes, answer, cookies), q.from);
                     }
                 }
                 let Ok((n, from)) = socket.recv_from(&mut buf) else {
@@ -67,10 +105,15 @@ impl Upstream {
                 if ours {
                     seen.lock().unwrap().push(q.clone());
                 }
+                if let (true, Some(how)) = (ours, forge) {
+                    // Sent from the server's address and port to the query's port with its
+                    // ID: on the wire, what an off-path forger who learned both sends.
+                    let _ = socket.send_to(&forgery(&q.bytes, how), from);
+                }
                 if ours && holding.load(Ordering::SeqCst) {
                     held.push(q);
                 } else {
-                    let _ = socket.send_to(&reply(&q.bytes, answer), from);
+                    let _ = socket.send_to(&reply(&q.bytes, answer, cookies), from);
                 }
             }
         });
@@ -113,9 +156,65 @@ fn question_end(p: &[u8]) -> usize {
     i + 5
 }
 
+/// The options of `query`'s OPT record (its first additional record), or None without one.
+fn query_options(query: &[u8]) -> Option<&[u8]> {
+    let end = question_end(query);
+    let arcount = u16::from_be_bytes([query[10], query[11]]);
+    let opt = query.get(end..end + 11)?;
+    if arcount == 0 || opt[0] != 0 || opt[1..3] != [0, 41] {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
+    query.get(end + 11..end + 11 + len)
+}
+
+/// The client cookie in a query's COOKIE option.
+fn query_cookie(query: &[u8]) -> Option<&[u8]> {
+    let mut options = query_options(query)?;
+    while options.len() >= 4 {
+        let code = u16::from_be_bytes([options[0], options[1]]);
+        let len = usize::from(u16::from_be_bytes([options[2], options[3]]));
+        let data = options.get(4..4 + len)?;
+        if code == 10 && len >= 8 {
+            return Some(&data[..8]);
+        }
+        options = &options[4 + len..];
+    }
+    None
+}
+
+/// The reply to `query` as `reply` makes it, with an OPT when the query had one: payload 1232
+/// and, if `cookies` and the query carried one, a COOKIE echoing its client cookie.
+fn reply(query: &[u8], answer: u8, cookies: bool) -> Vec<u8> {
+    let mut r = bare_reply(query, answer);
+    if query_options(query).is_some() {
+        let mut options = Vec::new();
+        if let (true, Some(client)) = (cookies, query_cookie(query)) {
+            options.extend_from_slice(&[0, 10, 0, 16]);
+            options.extend_from_slice(client);
+            options.extend_from_slice(SERVER_COOKIE);
+        }
+        r.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        r.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        r.extend_from_slice(&options);
+        r[11] = 1;
+    }
+    r
+}
+
+/// The forger's answer 192.0.2.`FORGED` to `query`: its ID and question, no cookie.
+fn forgery(query: &[u8], how: Forge) -> Vec<u8> {
+    let mut r = reply(query, FORGED, false);
+    if let Forge::Lowercase = how {
+        let end = question_end(query);
+        r[12..end - 4].make_ascii_lowercase();
+    }
+    r
+}
+
 /// The answer to `query`: its question, RA, and for A an A record 192.0.2.`answer`, for NS
-/// (the root probe) an NS record.
-fn reply(query: &[u8], answer: u8) -> Vec<u8> {
+/// (the root probe) an NS record; no OPT.
+fn bare_reply(query: &[u8], answer: u8) -> Vec<u8> {
     let end = question_end(query);
     let qtype = u16::from_be_bytes([query[end - 4], query[end - 3]]);
     let record: &[u8] = match qtype {
@@ -359,4 +458,212 @@ pub fn icmp_error_fails_one_attempt(lab: &mut Lab) {
         "only the queries whose port got the ICMP error moved to the second server"
     );
     assert_eq!(distinct.len(), names.len(), "a port per query");
+}
+
+/// 100 names, each with 28 letters: a forger who does not know the case the query went out
+/// in guesses it with odds 2^-28.
+fn long_names(tag: &str) -> Vec<String> {
+    (0..100)
+        .map(|i| format!("poisoned-name-number-{tag}{i}.{DOMAIN}"))
+        .collect()
+}
+
+/// A forger who learned each query's source port and ID (the side channel of issue 10; here it
+/// reads them off the upstream, which sends its forgery first) answers 100 names through each
+/// resolver, against two upstreams: one without cookies (as dnsmasq, NSD and Unbound upstreams
+/// are), where the forger spells the name as the guest asked it, and one that returns cookies
+/// (as BIND does), where it even spells the name as the query went out. The anchors, dnsmasq
+/// 2.90 and Unbound as a forwarder, check port, ID and question, all of which the forger has:
+/// they take its answer. virtdns takes none: the random case stops the first forger (2^-28 a
+/// guess here), the missing cookie the second (2^-64), and every forgery is dropped while the
+/// server's answer is still awaited.
+pub fn forger_knows_port_and_id(lab: &mut Lab) {
+    let plain = lab.addr(2);
+    let with_cookies = lab.addr(3);
+    let _plain = Upstream::forged(plain, 1, Forge::Lowercase, false);
+    let _with_cookies = Upstream::forged(with_cookies, 1, Forge::AsSent, true);
+    let plain_rc = lab.resolv_conf("plain.resolv.conf", &[plain], "");
+    let cookie_rc = lab.resolv_conf("cookie.resolv.conf", &[with_cookies], "");
+
+    let mut resolvers = vec![
+        ("virtdns", "no cookies", lab.virtdns(1, &plain_rc, ""), true),
+        ("virtdns", "cookies", lab.virtdns(4, &cookie_rc, ""), true),
+        (
+            "Unbound",
+            "no cookies",
+            lab.unbound_forwarder(5, plain),
+            false,
+        ),
+        (
+            "Unbound",
+            "cookies",
+            lab.unbound_forwarder(6, with_cookies),
+            false,
+        ),
+    ];
+    if in_user_namespace() {
+        println!("    (dnsmasq left out: it cannot drop privileges in a user namespace)");
+    } else {
+        resolvers.push(("dnsmasq", "no cookies", lab.dnsmasq(7, &plain_rc), false));
+        resolvers.push(("dnsmasq", "cookies", lab.dnsmasq(8, &cookie_rc), false));
+    }
+    let client = UdpSocket::bind((lab.ip(9), 0)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+
+    let mut results = Vec::new();
+    for (i, (what, upstream, server, ours)) in resolvers.iter().enumerate() {
+        // A name outside the forger's reach first: an upstream that returns cookies has
+        // returned one before the forger starts.
+        let warm = ask_all(&client, *server, &[format!("warm{i}.test")], 1);
+        assert_eq!(warm.values().next(), Some(&1), "{what}: warm-up answered");
+        let names = long_names(&format!("{i}x"));
+        let answers = ask_all(&client, *server, &names, 20);
+        let poisoned = names
+            .iter()
+            .filter(|n| answers.get(*n) == Some(&FORGED))
+            .count();
+        let right = names.iter().filter(|n| answers.get(*n) == Some(&1)).count();
+        println!(
+            "    {what:<8} upstream with {upstream:<10}: {poisoned:>3} of {} poisoned, {right:>3} \
+             right",
+            names.len()
+        );
+        results.push((*what, *upstream, poisoned, right, *ours));
+    }
+    for (name, host) in [("virtdns-1", 1), ("virtdns-4", 4)] {
+        let log = lab.proc(name).log_text();
+        let dropped = log.matches("dropping a datagram").count();
+        println!("    virtdns at .{host}: {dropped} forged replies dropped");
+        assert!(dropped >= 100, "{name} dropped {dropped} forgeries");
+    }
+    for (what, upstream, poisoned, right, ours) in results {
+        if ours {
+            assert_eq!(
+                (poisoned, right),
+                (0, 100),
+                "{what} with an upstream with {upstream}: not one forgery taken"
+            );
+        } else {
+            // The anchor's weakness is what makes the scenario mean something.
+            assert!(
+                poisoned >= 90,
+                "{what} with an upstream with {upstream}: {poisoned} poisoned; the forger \
+                 should win against port and ID alone"
+            );
+        }
+    }
+}
+
+/// One query for `name` (spelled as given) A without EDNS to `server`: its reply.
+fn ask_once(socket: &UdpSocket, server: SocketAddr, name: &str) -> Vec<u8> {
+    let id: u16 = rand::random();
+    let q = query(name, id);
+    let mut buf = [0u8; 4096];
+    for _ in 0..3 {
+        socket.send_to(&q, server).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let Ok((n, _)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            if n >= 12 && buf[..2] == id.to_be_bytes() {
+                return buf[..n].to_vec();
+            }
+        }
+    }
+    panic!("no reply from {server} for {name}");
+}
+
+/// The real servers from Debian as virtdns's only upstream, cookies and 0x20 on: BIND (which
+/// returns cookies), NSD, Unbound recursing from the lab root, and dnsmasq forwarding to NSD.
+/// Through each, names in mixed case get their right answer spelled as the client wrote them,
+/// with every EDNS form dig sends; `virtdns explain` then shows what its own walk learned: each
+/// server keeps case, nothing was dropped, and BIND's cookie is required from then on.
+pub fn real_servers_with_cookies_and_0x20(lab: &mut Lab) {
+    let bind = lab.bind_internal(2);
+    let nsd = lab.nsd_outside(3);
+    let public = lab.nsd_public(4);
+    let root = lab.lab_root(5, public);
+    let unbound = lab.unbound_recursor(6, root, "", "");
+    let www = ("wWw.ExAmPle.CoM", "192.0.2.80", "www.example.com");
+    let mut upstreams = vec![
+        (
+            "BIND",
+            bind,
+            (
+                "InTrAnet.CORP.example",
+                "198.51.100.10",
+                "intranet.corp.example",
+            ),
+            true,
+        ),
+        ("NSD", nsd, www, false),
+        ("Unbound", unbound, www, false),
+    ];
+    if in_user_namespace() {
+        println!("    (dnsmasq left out: it cannot drop privileges in a user namespace)");
+    } else {
+        let rc = lab.resolv_conf("dnsmasq.resolv.conf", &[nsd], "");
+        upstreams.push(("dnsmasq", lab.dnsmasq(7, &rc), www, false));
+    }
+    let client = UdpSocket::bind((lab.ip(12), 0)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    for (i, (what, upstream, (spelled, address, lower), cookies)) in upstreams.iter().enumerate() {
+        let rc = lab.resolv_conf(&format!("virtdns-to-{what}.resolv.conf"), &[*upstream], "");
+        let virtdns = lab.virtdns(8 + i as u8, &rc, "");
+        for _ in 0..3 {
+            let reply = ask_once(&client, virtdns, spelled);
+            let m = hickory_proto::op::Message::from_vec(&reply).expect("a reply hickory reads");
+            assert_eq!(
+                m.metadata.response_code,
+                hickory_proto::op::ResponseCode::NoError
+            );
+            assert_eq!(
+                m.queries[0].name().to_ascii(),
+                format!("{spelled}."),
+                "{what}: the question spelled as the client wrote it"
+            );
+            let answers: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(answers, [address.to_string()], "{what}: {spelled}");
+        }
+        for edns in crate::clients::ALL_EDNS {
+            let expected = format!("A {address}");
+            super::expect_answers(
+                virtdns,
+                edns,
+                &[(lower, "A", "NOERROR", &[expected.as_str()])],
+            );
+        }
+        let out = run(Command::new(virtdns_bin())
+            .args(["explain", spelled, "A"])
+            .arg("--resolv-conf")
+            .arg(&rc));
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("upstream {upstream}")))
+            .unwrap_or_else(|| panic!("{what}: no upstream line in\n{out}"));
+        println!("    {what}: {line}");
+        assert!(out.contains(address), "{what}: explain's answer\n{out}");
+        assert!(line.contains("0x20: on, case kept"), "{what}: {line}");
+        assert!(line.contains("replies dropped: none"), "{what}: {line}");
+        if *cookies {
+            assert!(
+                line.contains("cookies: returned, required over UDP"),
+                "{what}: {line}"
+            );
+        }
+        let log = lab.proc(&format!("virtdns-{}", 8 + i)).log_text();
+        assert!(
+            !log.contains("dropping a datagram"),
+            "{what}: virtdns dropped a reply"
+        );
+        assert!(
+            !log.contains("asking over TCP, which settles"),
+            "{what}: {log}"
+        );
+    }
 }
