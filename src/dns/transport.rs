@@ -75,6 +75,8 @@ impl Exchanger for Network {
 /// An accepted reply: the bytes, what they say, and how long the server took.
 #[derive(Debug)]
 pub struct Exchange {
+    /// The server that replied.
+    pub server: SocketAddr,
     pub reply: Vec<u8>,
     pub info: ReplyInfo,
     pub rtt: Duration,
@@ -107,6 +109,7 @@ pub async fn exchange(
         .await
         .map_err(|_| ExchangeError::Timeout(timeout))??;
     Ok(Exchange {
+        server,
         reply,
         info,
         rtt: started.elapsed(),

@@ -177,6 +177,7 @@ impl Exchanger for Script {
                 let reply = build_reply(client, q, &r, protocol);
                 let info = wire::read_reply(&reply, q, wire::id(client))?;
                 Ok(Exchange {
+                    server,
                     reply,
                     info,
                     rtt: Duration::from_millis(1),
