@@ -54,7 +54,7 @@ pub async fn endpoint(
         return Ok(None);
     };
     let listener = endpoint::bind(metrics.listen.0).await?;
-    tracing::info!(listen = %metrics.listen.0, "metrics at http://{}/metrics", metrics.listen.0);
+    tracing::info!("metrics at http://{}/metrics", metrics.listen.0);
     let scrape: endpoint::Scrape = std::sync::Arc::new(move || scrape(&server, &dhcp));
     Ok(Some(endpoint::serve(listener, scrape, cancel)))
 }
