@@ -38,18 +38,13 @@ pub async fn run(load: impl Load) -> Result<()> {
     let mut toggle_log = signal(SignalKind::user_defined1())?;
     let (config, listen) = load()?;
     querylog::set(config.dns.log_queries);
+    let metrics = crate::metrics::Endpoint::bind(&config)
+        .await
+        .map_err(|e| anyhow!(e))?;
     let (udp, tcp) = Server::bind(&listen).await?;
     let server = Arc::new(Server::new(config.dns.clone(), listen.clone()));
     let cancel = CancellationToken::new();
     let dhcp_serving = Arc::new(Serving::default());
-    let metrics = crate::metrics::endpoint(
-        &config,
-        server.clone(),
-        dhcp_serving.clone(),
-        cancel.clone(),
-    )
-    .await
-    .map_err(|e| anyhow!(e))?;
     let (dhcp_settings, dhcp_watch) = watch::channel(settings(&config, &listen));
     let (status_path, status_watch) = watch::channel(libvirt_leases(&config));
     let mut tasks = JoinSet::new();
@@ -60,7 +55,7 @@ pub async fn run(load: impl Load) -> Result<()> {
         service::follow_interface(
             dhcp_watch,
             server.clone(),
-            dhcp_serving,
+            dhcp_serving.clone(),
             cancel.clone(),
             dhcp_ready,
         ),
@@ -88,7 +83,8 @@ pub async fn run(load: impl Load) -> Result<()> {
         querylog::keep_reporting(cancel.clone()),
     );
     if let Some(endpoint) = metrics {
-        supervise(&mut tasks, "metrics endpoint", endpoint);
+        let part = endpoint.serve(server.clone(), dhcp_serving, cancel.clone());
+        supervise(&mut tasks, "metrics endpoint", part);
     }
     tracing::info!(listen = ?listen, "virtdns serving");
 

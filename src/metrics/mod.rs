@@ -41,20 +41,31 @@ pub fn scrape(server: &Server, dhcp: &Serving) -> String {
     })
 }
 
-/// The endpoint `config` asks for, bound (a bad address stops the start here), as a part to
-/// run until `cancel` fires; None without `[metrics]`. A later `[metrics]` takes effect at the
-/// next start.
-pub async fn endpoint(
-    config: &crate::config::Config,
-    server: std::sync::Arc<Server>,
-    dhcp: std::sync::Arc<Serving>,
-    cancel: tokio_util::sync::CancellationToken,
-) -> Result<Option<impl std::future::Future<Output = Result<(), String>> + use<>>, String> {
-    let Some(metrics) = &config.metrics else {
-        return Ok(None);
-    };
-    let listener = endpoint::bind(metrics.listen.0).await?;
-    tracing::info!("metrics at http://{}/metrics", metrics.listen.0);
-    let scrape: endpoint::Scrape = std::sync::Arc::new(move || scrape(&server, &dhcp));
-    Ok(Some(endpoint::serve(listener, scrape, cancel)))
+/// The endpoint `[metrics]` asks for, its address bound: bound before the DNS sockets, so it
+/// answers as soon as DNS does, and a bad address stops the start before anything serves.
+pub struct Endpoint {
+    listener: tokio::net::TcpListener,
+}
+
+impl Endpoint {
+    /// None without `[metrics]`. A later `[metrics]` takes effect at the next start.
+    pub async fn bind(config: &crate::config::Config) -> Result<Option<Endpoint>, String> {
+        let Some(metrics) = &config.metrics else {
+            return Ok(None);
+        };
+        let listener = endpoint::bind(metrics.listen.0).await?;
+        tracing::info!("metrics at http://{}/metrics", metrics.listen.0);
+        Ok(Some(Endpoint { listener }))
+    }
+
+    /// Serves scrapes of `server` and `dhcp` until `cancel` fires.
+    pub async fn serve(
+        self,
+        server: std::sync::Arc<Server>,
+        dhcp: std::sync::Arc<Serving>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
+        let scrape: endpoint::Scrape = std::sync::Arc::new(move || scrape(&server, &dhcp));
+        endpoint::serve(self.listener, scrape, cancel).await
+    }
 }

@@ -386,3 +386,69 @@ pub fn query_log_lines_and_sigusr1(lab: &mut Lab) {
         suppressed_in(&text)
     );
 }
+
+pub fn dhcp_addresses_messages_and_commits(lab: &mut Lab) {
+    let outside = lab.nsd_outside(3);
+    let rc = lab.resolv_conf("resolv.conf", &[outside], "");
+    let net = lab.network();
+    let n = net.host.octets()[2];
+    let metrics = SocketAddr::new(lab.ip(1).into(), METRICS_PORT);
+    let config = format!(
+        "[dhcp]\ninterface = \"{bridge}\"\nlease_db = \"{db}\"\n\n[[dhcp.range]]\n\
+         start = \"198.18.{n}.100\"\nend = \"198.18.{n}.109\"\n\n[metrics]\nlisten = \"{metrics}\"\n",
+        bridge = net.bridge,
+        db = lab.path("leases.sqlite").display(),
+    );
+    lab.virtdns(1, &rc, &config);
+    let range = format!("198.18.{n}.100-198.18.{n}.109");
+    let addresses = |s: &HashMap<String, f64>, state: &str| {
+        let key = format!("virtdns_dhcp_addresses{{range=\"{range}\",state=\"{state}\"}}");
+        s.get(&key).copied()
+    };
+    let s = samples(&scrape(metrics));
+    assert_eq!(addresses(&s, "free"), Some(10.0));
+    assert_eq!(addresses(&s, "bound"), Some(0.0));
+
+    let mut guest = lab.guest(&net, 1, "alpha");
+    lab.start_client(&mut guest, crate::guests::Client::Udhcpc, "alpha", &[]);
+    guest.wait_lease();
+    let mut text = String::new();
+    wait_until(
+        Duration::from_secs(5),
+        "the lease shows in the metrics",
+        || {
+            text = scrape(metrics);
+            let s = samples(&text);
+            addresses(&s, "bound") == Some(1.0) && addresses(&s, "free") == Some(9.0)
+        },
+    );
+    let s = samples(&text);
+    assert_eq!(addresses(&s, "offered"), Some(0.0), "{text}");
+    assert_eq!(addresses(&s, "declined"), Some(0.0), "{text}");
+    let messages = |direction: &str, kind: &str| {
+        let key =
+            format!("virtdns_dhcp_messages_total{{direction=\"{direction}\",type=\"{kind}\"}}");
+        s.get(&key).copied().unwrap_or(0.0)
+    };
+    // The client's DORA: at least one of each (it may have sent a DISCOVER again).
+    for (direction, kind) in [
+        ("received", "discover"),
+        ("received", "request"),
+        ("sent", "offer"),
+        ("sent", "ack"),
+    ] {
+        assert!(
+            messages(direction, kind) >= 1.0,
+            "{direction} {kind}\n{text}"
+        );
+    }
+    assert_eq!(messages("sent", "nak"), 0.0, "{text}");
+    // The lease was committed before its ACK: at least one commit, well under a second.
+    let commits = s["virtdns_dhcp_lease_commit_seconds_count"];
+    assert!(commits >= 1.0, "{text}");
+    assert_eq!(
+        s[r#"virtdns_dhcp_lease_commit_seconds_bucket{le="+Inf"}"#],
+        commits
+    );
+    promtool_accepts(&text);
+}

@@ -88,6 +88,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         metrics::query_log_lines_and_sigusr1,
     ),
     (
+        "metrics_dhcp_addresses_messages_and_commits",
+        metrics::dhcp_addresses_messages_and_commits,
+    ),
+    (
         "dhcp_three_clients_find_each_other",
         dhcp::three_clients_find_each_other,
     ),
