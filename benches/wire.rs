@@ -1,11 +1,14 @@
 //! Micro-benchmarks of the cache-hit fast path, piece by piece: reading a query in place,
 //! building its cache key, the cache lookup, and reissuing a stored reply (ID and spelling
-//! rewritten, TTLs aged). `cargo bench --bench wire`.
+//! rewritten, TTLs aged), and what reporting each query (metrics, query log off) adds to it.
+//! `cargo bench --bench wire`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
 use virtdns::dns::cache::{Answer, Cache, CacheKey};
+use virtdns::dns::observe::Arrival;
+use virtdns::dns::served::{Source, Transport};
 use virtdns::dns::wire;
 
 /// A query for `name` A with an EDNS OPT, as dig sends it.
@@ -65,6 +68,23 @@ fn fast_path(c: &mut Criterion) {
             let p = wire::parse_query(black_box(&q)).unwrap();
             let a = cache.get(&CacheKey::of(&p), 0).unwrap();
             a.render_into(&mut out, &q, &p, p.udp_limit());
+        })
+    });
+    // What each query adds for the metrics and the query log (off): the same path, reported.
+    let peer: std::net::SocketAddr = "192.0.2.5:40000".parse().unwrap();
+    c.bench_function("observe_hit_log_off", |b| {
+        b.iter(|| {
+            let arrival = Arrival::new(Transport::Udp, Some(black_box(peer)));
+            arrival.answered(black_box(&q), Source::Cache, black_box(&out), None);
+        })
+    });
+    c.bench_function("whole_hit_path_observed", |b| {
+        b.iter(|| {
+            let arrival = Arrival::new(Transport::Udp, Some(black_box(peer)));
+            let p = wire::parse_query(black_box(&q)).unwrap();
+            let a = cache.get(&CacheKey::of(&p), 0).unwrap();
+            a.render_into(&mut out, &q, &p, p.udp_limit());
+            arrival.answered(&q, Source::Cache, &out, None);
         })
     });
 }

@@ -42,6 +42,8 @@ pub struct Config {
     pub publish: Option<PublishConfig>,
     /// The libvirt network this instance serves, whose definition fills `[dns]`.
     pub libvirt: Option<LibvirtConfig>,
+    /// The Prometheus endpoint; absent means none.
+    pub metrics: Option<MetricsConfig>,
     /// What `[libvirt]` settled when the config was loaded (not a key of the file).
     #[serde(skip)]
     pub network: Option<LibvirtNetwork>,
@@ -80,6 +82,8 @@ pub struct DnsConfig {
     pub tcp_max_connections: usize,
     /// A TCP connection without a query for this long is closed.
     pub tcp_idle_timeout_ms: u64,
+    /// One log line per client query (`dns::querylog`); SIGUSR1 toggles it at run time.
+    pub log_queries: bool,
     #[serde(rename = "forwarder")]
     pub forwarders: Vec<Forwarder>,
     #[serde(rename = "record")]
@@ -104,6 +108,7 @@ impl Default for DnsConfig {
             max_timeout_ms: 2000,
             tcp_max_connections: 256,
             tcp_idle_timeout_ms: 10_000,
+            log_queries: false,
             forwarders: Vec::new(),
             records: Vec::new(),
         }
@@ -134,9 +139,11 @@ impl DnsConfig {
 
 mod dhcp;
 mod libvirt;
+mod metrics;
 mod publish;
 pub use dhcp::{DhcpConfig, Range, StaticHost, default_lease_db};
 pub use libvirt::{LibvirtConfig, LibvirtNetwork};
+pub use metrics::{DEFAULT_METRICS_LISTEN, MetricsConfig, MetricsListen};
 pub use publish::{KeyAlgorithm, PublishConfig};
 
 /// One or several values: `addr = "x"` or `addr = ["x", "y"]`.

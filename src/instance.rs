@@ -6,11 +6,13 @@
 //! names to the organisation's DNS (`publish`, with `[publish]`), all under one cancellation
 //! token. A task that ends on its own is an error: it is logged and the process exits
 //! non-zero (a supervisor restarts it) rather than serve on half-dead. SIGHUP reloads the
-//! configuration: a bad new one is logged and the running one stays. SIGTERM and SIGINT stop
-//! everything, with a short grace period.
+//! configuration: a bad new one is logged and the running one stays. SIGUSR1 switches the
+//! query log on or off. SIGTERM and SIGINT stop everything, with a short grace period. With
+//! `[metrics]`, the Prometheus endpoint is one more part.
 
 use crate::config::Config;
-use crate::dhcp::service::{self, LINK_POLL, Settings};
+use crate::dhcp::service::{self, LINK_POLL, Serving, Settings};
+use crate::dns::querylog;
 use crate::server::Server;
 use anyhow::{Result, anyhow};
 use std::future::Future;
@@ -33,11 +35,18 @@ impl<F: Fn() -> Result<(Config, Vec<SocketAddr>)>> Load for F {}
 
 /// Runs until SIGTERM or SIGINT, or until a part fails.
 pub async fn run(load: impl Load) -> Result<()> {
+    crate::metrics::started();
+    let mut toggle_log = signal(SignalKind::user_defined1())?;
     let (config, listen) = load()?;
     let publisher = crate::publish::from_config(&config)?;
+    querylog::set(config.dns.log_queries);
+    let metrics = crate::metrics::Endpoint::bind(&config)
+        .await
+        .map_err(|e| anyhow!(e))?;
     let (udp, tcp) = Server::bind(&listen).await?;
     let server = Arc::new(Server::new(config.dns.clone(), listen.clone()));
     let cancel = CancellationToken::new();
+    let dhcp_serving = Arc::new(Serving::default());
     let (dhcp_settings, dhcp_watch) = watch::channel(settings(&config, &listen));
     let (status_path, status_watch) = watch::channel(libvirt_leases(&config));
     let mut tasks = JoinSet::new();
@@ -45,7 +54,13 @@ pub async fn run(load: impl Load) -> Result<()> {
     supervise(
         &mut tasks,
         "DHCP",
-        service::follow_interface(dhcp_watch, server.clone(), cancel.clone(), dhcp_ready),
+        service::follow_interface(
+            dhcp_watch,
+            server.clone(),
+            dhcp_serving.clone(),
+            cancel.clone(),
+            dhcp_ready,
+        ),
     );
     // DNS answers once DHCP's names (static hosts included) are published, or DHCP waits.
     let _ = dhcp_started.await;
@@ -72,6 +87,15 @@ pub async fn run(load: impl Load) -> Result<()> {
             publisher.run(server.guest_names_changed(), cancel.clone()),
         );
     }
+    supervise(
+        &mut tasks,
+        "query log",
+        querylog::keep_reporting(cancel.clone()),
+    );
+    if let Some(endpoint) = metrics {
+        let part = endpoint.serve(server.clone(), dhcp_serving, cancel.clone());
+        supervise(&mut tasks, "metrics endpoint", part);
+    }
     tracing::info!(listen = ?listen, "virtdns serving");
 
     let mut hangup = signal(SignalKind::hangup())?;
@@ -81,6 +105,10 @@ pub async fn run(load: impl Load) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
             _ = hangup.recv() => reload(&load, &server, &dhcp_settings, &status_path),
+            _ = toggle_log.recv() => {
+                let on = querylog::toggle();
+                tracing::info!("SIGUSR1: query log {}", if on { "on" } else { "off" });
+            }
             Some(ended) = tasks.join_next() => {
                 break Err(match ended {
                     Ok((part, Ok(()))) => anyhow!("{part} stopped on its own"),
@@ -133,6 +161,9 @@ fn reload(
         }
     };
     tracing::info!("SIGHUP: configuration reloaded");
+    if config.dns.log_queries != server.dns().log_queries {
+        querylog::set(config.dns.log_queries);
+    }
     server.reload(config.dns.clone());
     replace(dhcp, settings(&config, &listen));
     replace(leases, libvirt_leases(&config));

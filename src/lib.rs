@@ -13,8 +13,10 @@
 //!
 //! Around both: `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
 //! `watch` (noticing they changed), `iface` (the machine's interface addresses), `types`
-//! (the value types everything shares), `server` (the DNS service and its state), and
-//! `instance`, the composition root that owns the lifecycle of one running virtdns.
+//! (the value types everything shares), `server` (the DNS service and its state),
+//! `metrics` (counters and the Prometheus endpoint; `dns::observe` reports each query to it
+//! and to `dns::querylog`), `ratelimit` (a token bucket for log lines), and `instance`, the
+//! composition root that owns the lifecycle of one running virtdns.
 
 pub mod config;
 pub mod dhcp;
@@ -23,8 +25,10 @@ pub mod hosts;
 pub mod iface;
 pub mod instance;
 pub mod libvirt;
+pub mod metrics;
 pub mod ports;
 pub mod publish;
+pub mod ratelimit;
 pub mod resolv_conf;
 pub mod server;
 pub mod types;

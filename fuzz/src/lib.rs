@@ -199,6 +199,7 @@ impl Exchanger for Scripted {
             None => Err(ExchangeError::Timeout(timeout, Dropped::default())),
             Some(reply) => match expect.check(&reply) {
                 Ok(info) => Ok(Exchange {
+                    server,
                     reply,
                     info,
                     rtt: Duration::from_millis(1),

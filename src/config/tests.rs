@@ -100,6 +100,30 @@ fn errors_name_file_line_and_problem() {
             "virtdns.toml:2: min_timeout_ms (5000) must be above 0",
         ),
         ("[dns\n", "virtdns.toml:1: "),
+        (
+            "[dns]\nlog_queries = \"yes\"\n",
+            "virtdns.toml:2: invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "[dns]\n\n[metrics]\nlisten = \"localhost:9153\"\n",
+            "virtdns.toml:4: [metrics] listen 'localhost:9153' is not an address and port",
+        ),
+        (
+            "[metrics]\nlisten = \"127.0.0.1\"\n",
+            "virtdns.toml:2: [metrics] listen '127.0.0.1' is not an address and port",
+        ),
+        (
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            "virtdns.toml:2: [metrics] listen '127.0.0.1:0': the port cannot be 0",
+        ),
+        (
+            "[metrics]\nlisten = 9153\n",
+            "virtdns.toml:2: invalid type: integer `9153`, expected a string",
+        ),
+        (
+            "[metrics]\nport = 9153\n",
+            "virtdns.toml:2: unknown field `port`",
+        ),
     ];
     for (text, want) in cases {
         let got = parse(text).unwrap_err();
@@ -108,6 +132,21 @@ fn errors_name_file_line_and_problem() {
             "config {text:?}\n  got:  {got}\n  want: {want}…"
         );
     }
+}
+
+#[test]
+fn metrics_and_the_query_log_are_off_unless_asked_for() {
+    let c = parse("").unwrap();
+    assert_eq!(c.metrics, None);
+    assert!(!c.dns.log_queries);
+    let c = parse("[dns]\nlog_queries = true\n[metrics]\n").unwrap();
+    assert!(c.dns.log_queries);
+    assert_eq!(
+        c.metrics.unwrap().listen.0,
+        DEFAULT_METRICS_LISTEN.parse().unwrap()
+    );
+    let c = parse("[metrics]\nlisten = \"[::1]:9100\"\n").unwrap();
+    assert_eq!(c.metrics.unwrap().listen.0, "[::1]:9100".parse().unwrap());
 }
 
 #[test]

@@ -57,6 +57,19 @@ impl Slot {
     }
 }
 
+/// How the addresses of one range are used at one moment (for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeUsage {
+    pub range: Range,
+    pub bound: u64,
+    pub offered: u64,
+    /// Quarantined after a DECLINE.
+    pub declined: u64,
+    /// Neither held nor kept out of use (the server's own address and static hosts'
+    /// addresses are not free).
+    pub free: u64,
+}
+
 pub struct Pool {
     /// Each range with the subnet it serves.
     ranges: Vec<(Range, Subnet)>,
@@ -410,6 +423,43 @@ impl Pool {
             Slot::Bound(l) if l.expires > now && l.name.as_deref() == Some(name) => Some(&l.client),
             _ => None,
         })
+    }
+
+    /// How each range's addresses are used at `now`, in the ranges' order.
+    pub fn usage(&self, now: u64) -> Vec<RangeUsage> {
+        self.ranges
+            .iter()
+            .map(|(range, _)| {
+                let mut usage = RangeUsage {
+                    range: *range,
+                    bound: 0,
+                    offered: 0,
+                    declined: 0,
+                    free: 0,
+                };
+                let live = |a: &Ipv4Addr| self.slots.get(a).is_some_and(|s| s.live(now));
+                for (addr, slot) in &self.slots {
+                    if !range.contains(*addr) || !slot.live(now) {
+                        continue;
+                    }
+                    match slot {
+                        Slot::Bound(_) => usage.bound += 1,
+                        Slot::Offered { .. } => usage.offered += 1,
+                        Slot::Declined { .. } => usage.declined += 1,
+                    }
+                }
+                let kept_out = self
+                    .reserved
+                    .iter()
+                    .chain([&self.server])
+                    .filter(|a| range.contains(**a) && !live(a))
+                    .count() as u64;
+                let size = u64::from(u32::from(range.end) - u32::from(range.start)) + 1;
+                usage.free =
+                    size.saturating_sub(usage.bound + usage.offered + usage.declined + kept_out);
+                usage
+            })
+            .collect()
     }
 
     /// (name, address) of every live named lease and every named static host.

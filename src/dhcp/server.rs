@@ -11,6 +11,7 @@ use crate::dhcp::socket;
 use crate::dhcp::store::{self, Change, LeaseLog, Pending, Store, StoreError};
 use crate::iface;
 use crate::libvirt::{StatusLease, write_status};
+use crate::metrics::shard::Direction;
 use crate::types::Subnet;
 use dhcproto::{Decodable, Decoder, Encodable};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -198,6 +199,7 @@ impl DhcpServer {
             Ok(m) => m,
             Err(why) => return self.bad(source, &format!("undecodable packet: {why}")),
         };
+        crate::metrics::dhcp(Direction::Received, message_type(&msg));
         let client = match rfc2131::validate(&msg, raw) {
             Ok(c) => c,
             Err(why) => return self.bad(source, &format!("rejected packet: {why:?}")),
@@ -218,7 +220,7 @@ impl DhcpServer {
             Some(reply) => {
                 let dest = socket::destination(&msg, &reply, source, self.client_port, client.mac);
                 match reply.to_vec() {
-                    Ok(bytes) => Some((bytes, dest)),
+                    Ok(bytes) => Some((bytes, dest, message_type(&reply))),
                     Err(e) => return tracing::error!(error = %e, "cannot encode DHCP reply"),
                 }
             }
@@ -296,12 +298,19 @@ impl DhcpServer {
         }
     }
 
-    async fn send(&self, send: Option<(Vec<u8>, socket::Destination)>) {
-        if let Some((bytes, dest)) = send
-            && let Err(e) = socket::deliver(&self.socket, &self.interface, &bytes, dest).await
-        {
-            tracing::warn!(error = %e, ?dest, "cannot send DHCP reply");
+    async fn send(&self, send: Option<Reply>) {
+        let Some((bytes, dest, kind)) = send else {
+            return;
+        };
+        match socket::deliver(&self.socket, &self.interface, &bytes, dest).await {
+            Ok(()) => crate::metrics::dhcp(Direction::Sent, kind),
+            Err(e) => tracing::warn!(error = %e, ?dest, "cannot send DHCP reply"),
         }
+    }
+
+    /// How each range's addresses are used now (for the metrics).
+    pub fn usage(&self) -> Vec<crate::dhcp::pool::RangeUsage> {
+        self.pool.lock().unwrap().usage(now())
     }
 
     fn publish_names(&self) {
@@ -440,10 +449,18 @@ fn misasserted_option(raw: &[u8]) -> Option<u8> {
 struct Durable {
     pending: Pending,
     names_changed: bool,
-    send: Option<(Vec<u8>, socket::Destination)>,
+    send: Option<Reply>,
     event: Option<rfc2131::LeaseEvent>,
     client: ClientId,
     seq: u64,
+}
+
+/// A reply ready to go: its bytes, where to, and its message type (option 53).
+type Reply = (Vec<u8>, socket::Destination, u8);
+
+/// A message's type (option 53), 0 when it has none.
+fn message_type(msg: &dhcproto::v4::Message) -> u8 {
+    msg.opts().msg_type().map_or(0, u8::from)
 }
 
 /// Stops a background task when its owner goes away.

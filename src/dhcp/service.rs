@@ -10,7 +10,7 @@ use crate::iface::{self, Link};
 use crate::server::Server;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -28,13 +28,30 @@ pub struct Settings {
     pub status_file: Option<PathBuf>,
 }
 
+/// The DHCP service serving now, if any, for whoever reads its state (the metrics).
+#[derive(Default)]
+pub struct Serving(Mutex<Weak<DhcpServer>>);
+
+impl Serving {
+    fn set(&self, server: &Arc<DhcpServer>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(server);
+    }
+
+    /// The service serving now; None while none does.
+    pub fn get(&self) -> Option<Arc<DhcpServer>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).upgrade()
+    }
+}
+
 /// Serves DHCP per the latest `settings` until `cancel` fires. An error ends the service:
 /// a config that does not fit the interface it names, or a socket that cannot be bound.
 /// `ready` fires once the first attempt is made: the service serves and its guests' names
 /// (static hosts among them) are published, or it waits for its interface, or there is none.
+/// `serving` holds the service while it serves.
 pub async fn follow_interface(
     mut settings: watch::Receiver<Option<Settings>>,
     dns: Arc<Server>,
+    serving: Arc<Serving>,
     cancel: CancellationToken,
     ready: oneshot::Sender<()>,
 ) -> Result<(), String> {
@@ -72,6 +89,7 @@ pub async fn follow_interface(
         )
         .map_err(|e| e.to_string())?;
         let server = Arc::new(server);
+        serving.set(&server);
         tracing::info!(%interface, index = link.index, addr = %link.v4.addr, "DHCP serving");
         dns.set_guest_names(server.domain(), &server.names().borrow());
         ready.take().map(|r| r.send(()));

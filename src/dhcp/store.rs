@@ -177,7 +177,10 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let result = apply(&mut conn, batch.iter().flat_map(|(changes, _)| changes)).map_err(|e| {
+        let started = std::time::Instant::now();
+        let result = apply(&mut conn, batch.iter().flat_map(|(changes, _)| changes));
+        crate::metrics::lease_commit(started.elapsed());
+        let result = result.map_err(|e| {
             tracing::error!(error = %e, "lease database write failed; ACKs withheld");
             e.to_string()
         });

@@ -78,6 +78,8 @@ pub struct Answer {
     ttl: u32,
     /// Set for a failover answer: the pool's recovery count it is valid for.
     until_recovery: Option<u64>,
+    /// The upstream server it came from.
+    server: Option<std::net::SocketAddr>,
 }
 
 impl Answer {
@@ -88,7 +90,19 @@ impl Answer {
             stored: Instant::now(),
             ttl: ttl.min(MAX_TTL),
             until_recovery: None,
+            server: None,
         }
+    }
+
+    /// Notes the upstream server the answer came from.
+    pub fn served_by(mut self, server: std::net::SocketAddr) -> Answer {
+        self.server = Some(server);
+        self
+    }
+
+    /// The upstream server it came from, if it is known.
+    pub fn server(&self) -> Option<std::net::SocketAddr> {
+        self.server
     }
 
     /// Marks this answer as obtained while a server was down: it stops being served once the
@@ -139,7 +153,26 @@ impl Answer {
     }
 }
 
-type Shard = Mutex<HashMap<Box<[u8]>, Arc<Answer>>>;
+type Shard = Mutex<Entries>;
+
+/// One shard's answers, and what it has let go of (counted under the lock it already holds).
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Box<[u8]>, Arc<Answer>>,
+    evicted: u64,
+    expired: u64,
+}
+
+/// What the cache holds and has let go of, summed over its shards (for the metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: usize,
+    /// Answers dropped to make room for another.
+    pub evicted: u64,
+    /// Answers found outlived when asked for (TTL run out, or a failover answer after a
+    /// recovery).
+    pub expired: u64,
+}
 
 pub struct Cache {
     shards: Box<[Shard]>,
@@ -149,7 +182,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(capacity: usize) -> Cache {
         Cache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
         }
     }
@@ -167,9 +200,10 @@ impl Cache {
     /// latest recovery (`recoveries`, the upstream pool's count).
     pub fn get(&self, key: &CacheKey, recoveries: u64) -> Option<Arc<Answer>> {
         let mut shard = self.shard(key).lock().unwrap();
-        let answer = shard.get(key.as_slice())?;
+        let answer = shard.map.get(key.as_slice())?;
         if answer.outlived(Instant::now(), recoveries) {
-            shard.remove(key.as_slice());
+            shard.map.remove(key.as_slice());
+            shard.expired += 1;
             return None;
         }
         Some(answer.clone())
@@ -180,29 +214,46 @@ impl Cache {
             return;
         }
         let mut shard = self.shard(&key).lock().unwrap();
-        if shard.len() >= self.per_shard && !shard.contains_key(key.as_slice()) {
+        if shard.map.len() >= self.per_shard && !shard.map.contains_key(key.as_slice()) {
             // Sampled eviction: of a few entries, drop the one that expires first (an expired
             // one if there is any). Constant work per insert, unlike a sweep of the shard.
             let victim = shard
+                .map
                 .iter()
                 .take(EVICTION_SAMPLE)
                 .min_by_key(|(_, a)| a.expires_at())
                 .map(|(k, _)| k.clone());
             if let Some(victim) = victim {
-                shard.remove(&victim);
+                shard.map.remove(&victim);
+                shard.evicted += 1;
             }
         }
-        shard.insert(key.as_slice().into(), answer);
+        shard.map.insert(key.as_slice().into(), answer);
     }
 
     pub fn clear(&self) {
         for shard in self.shards.iter() {
-            shard.lock().unwrap().clear();
+            shard.lock().unwrap().map.clear();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap().map.len())
+            .sum()
+    }
+
+    /// Entries held, evicted and expired so far (each shard locked in turn: a scrape's view).
+    pub fn stats(&self) -> CacheStats {
+        self.shards.iter().fold(CacheStats::default(), |sum, s| {
+            let s = s.lock().unwrap();
+            CacheStats {
+                entries: sum.entries + s.map.len(),
+                evicted: sum.evicted + s.evicted,
+                expired: sum.expired + s.expired,
+            }
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,6 +286,13 @@ mod tests {
             cache.insert(CacheKey::of(&q), answer_for(&bytes, 60));
         }
         assert!(cache.len() <= 32, "{} entries", cache.len());
+        let stats = cache.stats();
+        assert_eq!(stats.entries, cache.len());
+        assert_eq!(
+            stats.evicted,
+            200 - cache.len() as u64,
+            "each insert into a full shard"
+        );
         let (bytes, q) = query("Mixed.Example");
         cache.insert(CacheKey::of(&q), answer_for(&bytes, 60));
         let (_, lower) = query("mixed.example");
@@ -252,6 +310,7 @@ mod tests {
         assert!(cache.get(&CacheKey::of(&q), 3).is_some());
         assert!(cache.get(&CacheKey::of(&q), 4).is_none());
         assert!(cache.is_empty(), "dropped, not just hidden");
+        assert_eq!(cache.stats().expired, 1);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! client, met by closing the connection idle longest rather than refusing a new one).
 //! Listeners know nothing about how queries are answered; they hand bytes to the `Resolver`.
 
-use crate::dns::resolver::{self, Immediate, Resolver, Transport};
+use crate::dns::observe::Arrival;
+use crate::dns::resolver::{self, Immediate, Resolver, Source, Transport};
 use crate::dns::udp_batch;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -101,6 +102,7 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> Strin
         for i in 0..n {
             let (packet, peer) = batch.get(i);
             let Some(peer) = peer else { continue };
+            let arrival = Arrival::new(Transport::Udp, Some(peer));
             let immediate = if resolver.admits(peer.ip()) {
                 resolver.answer_now(packet, Transport::Udp)
             } else {
@@ -108,20 +110,25 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> Strin
                 resolver.refuse(packet)
             };
             match immediate {
-                Immediate::Reply(reply) => replies.push((reply, peer)),
+                Immediate::Reply(reply, source) => {
+                    arrival.answered(packet, source, &reply, None);
+                    replies.push((reply, peer));
+                }
                 Immediate::Cached(answer, q) => {
                     let mut out = spare.pop().unwrap_or_default();
                     answer.render_into(&mut out, packet, &q, resolver::limit(&q, Transport::Udp));
+                    arrival.answered(packet, Source::Cache, &out, None);
                     replies.push((out, peer));
                 }
-                Immediate::Drop => {}
+                Immediate::Drop => arrival.dropped(),
                 Immediate::Forward(q, route) => {
                     let packet = packet.to_vec();
                     let socket = socket.clone();
                     let resolver = resolver.clone();
                     tokio::spawn(async move {
-                        let reply = resolver.forward(&packet, q, route, Transport::Udp).await;
-                        let _ = socket.send_to(&reply, peer).await;
+                        let f = resolver.forward(&packet, q, route, Transport::Udp).await;
+                        arrival.answered(&packet, Source::Forwarded, &f.reply, f.upstream);
+                        let _ = socket.send_to(&f.reply, peer).await;
                     });
                 }
             }
@@ -360,6 +367,7 @@ async fn serve_connection(
     mut evicted: oneshot::Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<(Vec<u8>, InProgress)>(PIPELINE_DEPTH);
     let write_loop = tokio::spawn(async move {
@@ -408,7 +416,7 @@ async fn serve_connection(
         let resolver = resolver.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            if let Some(reply) = resolver.answer(&packet, Transport::Tcp).await {
+            if let Some(reply) = resolver.answer_from(peer, &packet, Transport::Tcp).await {
                 let _ = tx.send((reply, query)).await;
             }
             drop(permit);

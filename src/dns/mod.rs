@@ -5,7 +5,8 @@
 //! sockets). `upstream` holds what is known of each server and `probe` learns
 //! it; `acl` says which clients are answered, `router` holds the routing table, `discover`
 //! finds split domains, `wire` reads and patches packet bytes (`rcode` is its RCODE type),
-//! `trace` records decisions for `virtdns explain`.
+//! `trace` records decisions for `virtdns explain`. `served` says how a query was answered,
+//! `observe` reports it (counted, and logged by `querylog` while that is on).
 
 pub mod acl;
 pub mod cache;
@@ -14,12 +15,15 @@ pub mod forward;
 pub mod guard;
 pub mod listener;
 pub mod local;
+pub mod observe;
 pub mod port_pool;
 pub mod probe;
+pub mod querylog;
 pub mod rcode;
 pub mod resolver;
 pub mod reverse;
 pub mod router;
+pub mod served;
 pub mod trace;
 pub mod transport;
 pub mod udp_batch;

@@ -1,37 +1,42 @@
 //! The router of a query's flow: packet in, reply out. It reads the query in place, then asks
 //! local names, then the cache, then the forwarder along the route — the order a query meets
 //! them. Listeners call `answer_now` (everything that needs no waiting, done inline) and
-//! `answer` for the rest.
+//! `answer_from` for the rest; each query answered is reported (`dns::observe`).
 
 use crate::dns::acl::Acl;
 use crate::dns::cache::{Answer, CacheKey};
 use crate::dns::forward::{Forwarder, Outcome};
 use crate::dns::local::{LocalNames, LocalVerdict};
+use crate::dns::observe::Arrival;
 use crate::dns::router::{Route, RoutingTable};
 use crate::dns::trace::Trace;
 use crate::dns::transport::{Exchanger, Network};
 use crate::dns::wire::{self, Query, QueryProblem, Rcode};
 use arc_swap::ArcSwap;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-/// The transport a query came in on: it decides how large a reply may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
+pub use crate::dns::served::{Source, Transport};
 
 /// What can be said about a query without waiting.
 // Returned once per packet and consumed at once; boxing the query would cost an allocation
 // on every forwarded query to save a copy of a few hundred bytes.
 #[allow(clippy::large_enum_variant)]
 pub enum Immediate {
-    Reply(Vec<u8>),
+    /// A reply built here, and where it came from (local data, REFUSED, an error).
+    Reply(Vec<u8>, Source),
     /// A cache hit: the caller renders it (into a buffer it reuses).
     Cached(Arc<Answer>, Query),
     Drop,
     /// Needs the forwarder.
     Forward(Query, Route),
+}
+
+/// A forwarded query's reply, and the upstream server it came from (None when no server
+/// gave it: SERVFAIL).
+pub struct Forwarded {
+    pub reply: Vec<u8>,
+    pub upstream: Option<SocketAddr>,
 }
 
 pub struct Resolver<X: Exchanger = Network> {
@@ -97,12 +102,10 @@ impl<X: Exchanger> Resolver<X> {
     /// The answer for a client that is not admitted: REFUSED, if the query can be read.
     pub fn refuse(&self, packet: &[u8]) -> Immediate {
         match wire::parse_query(packet) {
-            Ok(q) => Immediate::Reply(wire::header_only_reply(
-                packet,
-                Some(&q),
-                Rcode::REFUSED,
-                false,
-            )),
+            Ok(q) => Immediate::Reply(
+                wire::header_only_reply(packet, Some(&q), Rcode::REFUSED, false),
+                Source::Refused,
+            ),
             Err(_) => Immediate::Drop,
         }
     }
@@ -117,11 +120,14 @@ impl<X: Exchanger> Resolver<X> {
             }
             Err(QueryProblem::Answer(code, why)) => {
                 tracing::debug!(%why, "answering {code}");
-                return Immediate::Reply(wire::header_only_reply(packet, None, code, false));
+                return Immediate::Reply(
+                    wire::header_only_reply(packet, None, code, false),
+                    Source::Invalid,
+                );
             }
         };
         if q.edns.is_some_and(|e| e.version > 0) {
-            return Immediate::Reply(wire::badvers_reply(packet, &q));
+            return Immediate::Reply(wire::badvers_reply(packet, &q), Source::Invalid);
         }
         // The cache holds only forwarded answers and is emptied whenever local data changes,
         // so asking it first cannot shadow a local name; it spares the hit path the local
@@ -131,27 +137,47 @@ impl<X: Exchanger> Resolver<X> {
         }
         let name = q.name.to_dotted();
         if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q, &name) {
-            return Immediate::Reply(fit(reply, packet, &q, transport));
+            return Immediate::Reply(fit(reply, packet, &q, transport), Source::Local);
         }
         match self.routes().route(&name) {
-            Route::PlainNameStaysLocal => Immediate::Reply(wire::header_only_reply(
-                packet,
-                Some(&q),
-                Rcode::NXDOMAIN,
-                false,
-            )),
+            Route::PlainNameStaysLocal => Immediate::Reply(
+                wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false),
+                Source::Local,
+            ),
             route => Immediate::Forward(q, route),
         }
     }
 
     /// The complete answer to a query, or None when it is dropped.
     pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        match self.answer_now(packet, transport) {
-            Immediate::Reply(r) => Some(r),
-            Immediate::Cached(answer, q) => Some(answer.render(packet, &q, limit(&q, transport))),
-            Immediate::Drop => None,
-            Immediate::Forward(q, route) => Some(self.forward(packet, q, route, transport).await),
-        }
+        self.answer_from(None, packet, transport).await
+    }
+
+    /// `answer` for a query from `client`, reported (`dns::observe`).
+    pub async fn answer_from(
+        &self,
+        client: Option<SocketAddr>,
+        packet: &[u8],
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let arrival = Arrival::new(transport, client);
+        let (reply, source, upstream) = match self.answer_now(packet, transport) {
+            Immediate::Reply(reply, source) => (reply, source, None),
+            Immediate::Cached(answer, q) => {
+                let reply = answer.render(packet, &q, limit(&q, transport));
+                (reply, Source::Cache, None)
+            }
+            Immediate::Drop => {
+                arrival.dropped();
+                return None;
+            }
+            Immediate::Forward(q, route) => {
+                let forwarded = self.forward(packet, q, route, transport).await;
+                (forwarded.reply, Source::Forwarded, forwarded.upstream)
+            }
+        };
+        arrival.answered(packet, source, &reply, upstream);
+        Some(reply)
     }
 
     pub async fn forward(
@@ -160,15 +186,24 @@ impl<X: Exchanger> Resolver<X> {
         q: Query,
         route: Route,
         transport: Transport,
-    ) -> Vec<u8> {
+    ) -> Forwarded {
+        let _in_flight = crate::metrics::forwarding();
         let Route::Forward {
             servers, options, ..
         } = route
         else {
-            return wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false);
+            let reply = wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false);
+            return Forwarded {
+                reply,
+                upstream: None,
+            };
         };
         let outcome = self.forwarder.resolve(packet, &q, &servers, options).await;
-        render(outcome, packet, &q, transport)
+        let upstream = outcome.as_ref().ok().and_then(|a| a.server());
+        Forwarded {
+            reply: render(outcome, packet, &q, transport),
+            upstream,
+        }
     }
 
     /// Resolves like `answer`, bypassing the cache, and records every decision.

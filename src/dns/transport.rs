@@ -79,6 +79,8 @@ impl Exchanger for Network {
 /// dropped while waiting for it.
 #[derive(Debug)]
 pub struct Exchange {
+    /// The server that replied.
+    pub server: SocketAddr,
     pub reply: Vec<u8>,
     pub info: ReplyInfo,
     pub rtt: Duration,
@@ -107,6 +109,7 @@ pub async fn exchange(
             .map_err(|_| ExchangeError::Timeout(timeout, Dropped::default()))??,
     };
     Ok(Exchange {
+        server,
         reply,
         info,
         rtt: started.elapsed(),

@@ -212,3 +212,33 @@ fn restore_takes_back_only_this_networks_addresses() {
     assert_eq!(p.held_by(&client(9).0, NOW), Some(ip(50)));
     assert_eq!(p.held_by(&client(3).0, NOW), None);
 }
+
+#[test]
+fn usage_counts_each_range_s_addresses_by_state() {
+    // Range .10-.13; .11 is a static host's (not free, though it holds no lease).
+    let fixed = StaticHost {
+        mac: Mac([2, 0, 0, 0, 0, 7]),
+        address: Some(ip(11)),
+        name: None,
+    };
+    let mut p = pool(std::slice::from_ref(&fixed), 100);
+    let usage = |p: &Pool, now| {
+        let u = p.usage(now)[0];
+        (u.bound, u.offered, u.declined, u.free)
+    };
+    assert_eq!(usage(&p, NOW), (0, 0, 0, 3));
+    bind(&mut p, 1, ip(10), None);
+    let (b, bm) = client(2);
+    assert_eq!(p.offer(&b, bm, None, subnet(), NOW), Some(ip(12)));
+    assert_eq!(usage(&p, NOW), (1, 1, 0, 1));
+    // The static host takes its address: bound, and still not counted twice.
+    bind(&mut p, 7, ip(11), None);
+    assert_eq!(usage(&p, NOW), (2, 1, 0, 1));
+    let (c, _) = client(1);
+    assert!(p.decline(&c, ip(10), NOW).is_some());
+    assert_eq!(usage(&p, NOW), (1, 1, 1, 1));
+    // Later, offers and leases have lapsed: everything but the static address is free.
+    let later = NOW + DECLINE_HOLD_SECS + 1;
+    assert_eq!(usage(&p, later), (0, 0, 0, 3));
+    assert_eq!(p.usage(NOW)[0].range.start, ip(10));
+}

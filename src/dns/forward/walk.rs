@@ -262,6 +262,7 @@ impl<X: Exchanger> Forwarder<X> {
         attempt: u32,
         trace: &mut Trace,
     ) -> Option<Outcome> {
+        crate::metrics::upstream_exchange(server.addr, &result);
         let ex = match result {
             Ok(ex) => ex,
             Err(e) => {
@@ -447,6 +448,7 @@ fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
     let Exchange {
         mut reply,
         mut info,
+        server,
         ..
     } = ex;
     if wire::qdcount(&reply) == 0 {
@@ -464,7 +466,7 @@ fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
         &info.ttl_offsets,
         ttl.clamp(FAILURE_TTL, MAX_TTL),
     );
-    let answer = Answer::new(reply, info.ttl_offsets, ttl);
+    let answer = Answer::new(reply, info.ttl_offsets, ttl).served_by(server);
     Ok(Arc::new(match failover {
         Failover::AfterDown => answer.until_recovery(recoveries),
         _ => answer,

@@ -208,7 +208,7 @@ async fn clients_outside_the_allowed_networks_are_refused() {
     assert!(r.admits("127.0.0.1".parse().unwrap()));
     assert!(!r.admits("203.0.113.9".parse().unwrap()));
     let packet = query("www.example.com", wire::TYPE_A, None);
-    let Immediate::Reply(reply) = r.refuse(&packet) else {
+    let Immediate::Reply(reply, Source::Refused) = r.refuse(&packet) else {
         panic!("a readable query is answered REFUSED");
     };
     assert_eq!(wire::rcode(&reply), Rcode::REFUSED);

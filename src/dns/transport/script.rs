@@ -268,6 +268,7 @@ impl Exchanger for Script {
             match expect.check(&datagram) {
                 Ok(info) => {
                     return Ok(Exchange {
+                        server,
                         reply: datagram,
                         info,
                         rtt: Duration::from_millis(1),

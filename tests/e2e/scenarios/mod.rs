@@ -11,6 +11,7 @@ mod forwarders;
 mod libvirt;
 mod libvirt_virtdns;
 mod local_names;
+mod metrics;
 mod parity;
 mod publish;
 mod split_dns;
@@ -87,6 +88,18 @@ pub const ALL: &[(&str, Scenario)] = &[
         tcp_clients::cannot_lock_each_other_out,
     ),
     ("cli_check_and_explain", cli::check_and_explain),
+    (
+        "metrics_counts_match_queries_sent",
+        metrics::counts_match_the_queries_sent,
+    ),
+    (
+        "query_log_lines_and_sigusr1",
+        metrics::query_log_lines_and_sigusr1,
+    ),
+    (
+        "metrics_dhcp_addresses_messages_and_commits",
+        metrics::dhcp_addresses_messages_and_commits,
+    ),
     (
         "dhcp_three_clients_find_each_other",
         dhcp::three_clients_find_each_other,
