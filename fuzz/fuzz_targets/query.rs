@@ -228,14 +228,14 @@ fuzz_target!(|data: &[u8]| {
         let now = r.answer_now(data, transport);
         match (&parsed, now) {
             (Err(QueryProblem::Drop(_)), Immediate::Drop) => {}
-            (Err(QueryProblem::Answer(code, _)), Immediate::Reply(out)) => {
+            (Err(QueryProblem::Answer(code, _)), Immediate::Reply(out, _)) => {
                 assert_eq!(out.len(), wire::HEADER_LEN);
                 assert_eq!(wire::id(&out), wire::id(data));
                 assert!(wire::is_response(&out));
                 assert_eq!(wire::rcode(&out), *code);
                 assert!(hickory(&out).is_some(), "hickory reads our error reply");
             }
-            (Ok(q), Immediate::Reply(out)) => {
+            (Ok(q), Immediate::Reply(out, _)) => {
                 if known_local_spelling_bug(q) {
                     continue;
                 }
@@ -258,7 +258,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     match (&parsed, r.refuse(data)) {
-        (Ok(q), Immediate::Reply(out)) => {
+        (Ok(q), Immediate::Reply(out, _)) => {
             check_reply(data, q, &out, usize::MAX);
             assert_eq!(wire::rcode(&out), wire::Rcode::REFUSED);
         }
