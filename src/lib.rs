@@ -11,11 +11,12 @@
 //! Beside it, `dhcp` hands out addresses (`dhcp::server` → `dhcp::rfc2131` over `dhcp::pool`,
 //! durable in `dhcp::store`) and feeds guest names to the local names.
 //!
-//! Around both: `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
+//! Around both: `cli` (the command line, and its flags applied over the file), `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
 //! `watch` (noticing they changed), `iface` (the machine's interface addresses), `types`
 //! (the value types everything shares), `server` (the DNS service and its state), and
 //! `instance`, the composition root that owns the lifecycle of one running virtdns.
 
+pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod dns;
