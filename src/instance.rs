@@ -6,7 +6,7 @@
 //! token. A task that ends on its own is an error: it is logged and the process exits
 //! non-zero (a supervisor restarts it) rather than serve on half-dead. SIGHUP reloads the
 //! configuration: a bad new one is logged and the running one stays. SIGTERM and SIGINT stop
-//! everything, with a short grace period.
+//! everything, with a short grace period. systemd hears of each step (`notify`).
 
 use crate::config::Config;
 use crate::dhcp::service::{self, LINK_POLL, Settings};
@@ -63,6 +63,7 @@ pub async fn run(load: impl Load) -> Result<()> {
         follow_libvirt_leases(status_watch, server.clone(), cancel.clone()),
     );
     tracing::info!(listen = ?listen, "virtdns serving");
+    crate::notify::ready(&listen);
 
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -80,6 +81,7 @@ pub async fn run(load: impl Load) -> Result<()> {
             }
         }
     };
+    crate::notify::stopping();
     cancel.cancel();
     let drained =
         tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
@@ -119,10 +121,12 @@ fn reload(
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!("reload refused, the running configuration stays: {e:#}");
+            crate::notify::reloaded("reload refused, see the log");
             return;
         }
     };
     tracing::info!("SIGHUP: configuration reloaded");
+    crate::notify::reloaded("configuration reloaded");
     server.reload(config.dns.clone());
     replace(dhcp, settings(&config, &listen));
     replace(leases, libvirt_leases(&config));

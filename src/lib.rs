@@ -14,7 +14,8 @@
 //! Around both: `cli` (the command line, and its flags applied over the file), `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
 //! `watch` (noticing they changed), `iface` (the machine's interface addresses), `types`
 //! (the value types everything shares), `server` (the DNS service and its state), and
-//! `instance`, the composition root that owns the lifecycle of one running virtdns.
+//! `instance`, the composition root that owns the lifecycle of one running virtdns, telling
+//! systemd how it goes through `notify`.
 
 pub mod cli;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod hosts;
 pub mod iface;
 pub mod instance;
 pub mod libvirt;
+pub mod notify;
 pub mod ports;
 pub mod resolv_conf;
 pub mod server;
