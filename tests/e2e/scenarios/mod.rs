@@ -11,6 +11,7 @@ mod forwarders;
 mod libvirt;
 mod libvirt_virtdns;
 mod local_names;
+mod package;
 mod parity;
 mod split_dns;
 mod spoofing;
@@ -99,6 +100,8 @@ pub const ALL: &[(&str, Scenario)] = &[
         "dns_answers_only_allowed_networks",
         dhcp::only_allowed_networks_are_answered,
     ),
+    // The Debian package's unit: its user and capabilities are enough.
+    ("package_unit_privileges", package::unit_privileges),
     // Host parity, one upstream layout each; the README table they record is checked last.
     (
         "parity_vpn_full_resolver_first",
