@@ -102,6 +102,10 @@ pub const ALL: &[(&str, Scenario)] = &[
     ),
     // The Debian package's unit: its user and capabilities are enough.
     ("package_unit_privileges", package::unit_privileges),
+    (
+        "package_libvirt_access_helper",
+        package::libvirt_access_helper,
+    ),
     // Host parity, one upstream layout each; the README table they record is checked last.
     (
         "parity_vpn_full_resolver_first",

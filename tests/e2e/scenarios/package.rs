@@ -3,7 +3,8 @@
 //! setpriv. DNS on port 53 and DHCP with unicast delivery to a client without an address (the
 //! ARP entry virtdns sets) work, and systemd's notify socket hears READY=1 and STOPPING=1.
 //! The same run without CAP_NET_ADMIN shows what that capability is for: the ARP entry
-//! cannot be set and replies are broadcast instead.
+//! cannot be set and replies are broadcast instead. And the unit's `libvirt-access` helper
+//! gives that user what a [libvirt] configuration needs of libvirt's root-only files.
 
 use crate::clients::dig;
 use crate::guests::{Client, Network};
@@ -295,5 +296,102 @@ pub fn unit_privileges(lab: &mut Lab) {
                 .log_text()
                 .contains("cannot set ARP entry; broadcasting instead")
         },
+    );
+}
+
+/// The unit's `libvirt-access` helper (`dist/libvirt/libvirt-access`), on libvirt's folders as
+/// libvirt leaves them (definitions root's with mode 0600, the status folder root's): before
+/// it the service user can read no network definition and write no lease status file; after
+/// it, both; after `--remove`, neither again.
+pub fn libvirt_access_helper(lab: &mut Lab) {
+    if crate::lab::in_user_namespace() {
+        crate::lab::skip("needs root: it switches to another user with setpriv");
+    }
+    let net = lab.network();
+    let setup = setup(lab, &net);
+    let dirs = ["run", "etc", "status"].map(|d| {
+        let p = lab.path(&format!("libvirt/{d}"));
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    });
+    let xml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/libvirt-recipes/virtdns-dns-and-dhcp.xml"
+    ))
+    .unwrap();
+    for dir in &dirs[..2] {
+        let def = dir.join("default.xml");
+        std::fs::write(&def, &xml).unwrap();
+        std::fs::set_permissions(&def, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let id = SERVICE_ID.to_string();
+    let as_service = |argv: &[&std::ffi::OsStr]| {
+        Command::new("setpriv")
+            .args(["--reuid", &id, "--regid", &id, "--clear-groups", "--"])
+            .args(argv)
+            .output()
+            .unwrap()
+    };
+    let import = || {
+        as_service(&[
+            setup.bin.as_os_str(),
+            "libvirt".as_ref(),
+            "import".as_ref(),
+            "default".as_ref(),
+            "--run-dir".as_ref(),
+            dirs[0].as_os_str(),
+            "--etc-dir".as_ref(),
+            dirs[1].as_os_str(),
+        ])
+    };
+    let status_file = dirs[2].join("virbr0.status");
+    let write_status = || {
+        as_service(&[
+            "sh".as_ref(),
+            "-c".as_ref(),
+            "echo [] > \"$1\"".as_ref(),
+            "sh".as_ref(),
+            status_file.as_os_str(),
+        ])
+    };
+    let helper = |args: &[&str]| {
+        run(Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dist/libvirt/libvirt-access"
+        ))
+        .args(args)
+        .env("VIRTDNS_USER", &id)
+        .env("LIBVIRT_RUN_DIR", &dirs[0])
+        .env("LIBVIRT_ETC_DIR", &dirs[1])
+        .env("LIBVIRT_STATUS_DIR", &dirs[2]))
+    };
+
+    let before = import();
+    assert!(
+        !before.status.success() && String::from_utf8_lossy(&before.stderr).contains("default"),
+        "the service user reads a 0600 definition without the helper: {before:?}"
+    );
+    assert!(
+        !write_status().status.success(),
+        "status folder writable without the helper"
+    );
+
+    helper(&[]);
+    let after = import();
+    assert!(after.status.success(), "{after:?}");
+    assert!(
+        String::from_utf8_lossy(&after.stdout).contains("vm.test"),
+        "{after:?}"
+    );
+    let wrote = write_status();
+    assert!(wrote.status.success(), "{wrote:?}");
+    assert!(status_file.exists());
+
+    helper(&["--remove"]);
+    assert!(!import().status.success(), "access stays after --remove");
+    std::fs::remove_file(&status_file).unwrap();
+    assert!(
+        !write_status().status.success(),
+        "write access stays after --remove"
     );
 }
