@@ -8,7 +8,8 @@
 //! non-zero (a supervisor restarts it) rather than serve on half-dead. SIGHUP reloads the
 //! configuration: a bad new one is logged and the running one stays. SIGUSR1 switches the
 //! query log on or off. SIGTERM and SIGINT stop everything, with a short grace period. With
-//! `[metrics]`, the Prometheus endpoint is one more part.
+//! `[metrics]`, the Prometheus endpoint is one more part. systemd hears of each step
+//! (`notify`).
 
 use crate::config::Config;
 use crate::dhcp::service::{self, LINK_POLL, Serving, Settings};
@@ -79,6 +80,10 @@ pub async fn run(load: impl Load) -> Result<()> {
         "libvirt lease file",
         follow_libvirt_leases(status_watch, server.clone(), cancel.clone()),
     );
+    let publish_view = publisher.as_ref().map(|p| crate::metrics::PublishView {
+        progress: p.progress.clone(),
+        primaries: p.updater.clone(),
+    });
     if let Some(publisher) = publisher {
         tracing::info!(zone = %publisher.zones.forward, "publishing guests' names (RFC 2136)");
         supervise(
@@ -93,10 +98,11 @@ pub async fn run(load: impl Load) -> Result<()> {
         querylog::keep_reporting(cancel.clone()),
     );
     if let Some(endpoint) = metrics {
-        let part = endpoint.serve(server.clone(), dhcp_serving, cancel.clone());
+        let part = endpoint.serve(server.clone(), dhcp_serving, publish_view, cancel.clone());
         supervise(&mut tasks, "metrics endpoint", part);
     }
     tracing::info!(listen = ?listen, "virtdns serving");
+    crate::notify::ready(&listen);
 
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -118,6 +124,7 @@ pub async fn run(load: impl Load) -> Result<()> {
             }
         }
     };
+    crate::notify::stopping();
     cancel.cancel();
     let drained =
         tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
@@ -157,6 +164,7 @@ fn reload(
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!("reload refused, the running configuration stays: {e:#}");
+            crate::notify::reloaded("reload refused, see the log");
             return;
         }
     };
@@ -164,6 +172,7 @@ fn reload(
     if config.dns.log_queries != server.dns().log_queries {
         querylog::set(config.dns.log_queries);
     }
+    crate::notify::reloaded("configuration reloaded");
     server.reload(config.dns.clone());
     replace(dhcp, settings(&config, &listen));
     replace(leases, libvirt_leases(&config));

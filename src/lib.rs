@@ -11,13 +11,15 @@
 //! Beside it, `dhcp` hands out addresses (`dhcp::server` → `dhcp::rfc2131` over `dhcp::pool`,
 //! durable in `dhcp::store`) and feeds guest names to the local names.
 //!
-//! Around both: `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
+//! Around both: `cli` (the command line, and its flags applied over the file), `config` (the TOML file), `resolv_conf` and `hosts` (the host's files),
 //! `watch` (noticing they changed), `iface` (the machine's interface addresses), `types`
 //! (the value types everything shares), `server` (the DNS service and its state),
 //! `metrics` (counters and the Prometheus endpoint; `dns::observe` reports each query to it
 //! and to `dns::querylog`), `ratelimit` (a token bucket for log lines), and `instance`, the
-//! composition root that owns the lifecycle of one running virtdns.
+//! composition root that owns the lifecycle of one running virtdns, telling systemd how it
+//! goes through `notify`.
 
+pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod dns;
@@ -26,6 +28,7 @@ pub mod iface;
 pub mod instance;
 pub mod libvirt;
 pub mod metrics;
+pub mod notify;
 pub mod ports;
 pub mod publish;
 pub mod ratelimit;

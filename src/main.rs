@@ -1,126 +1,13 @@
 //! The `virtdns` command: parses flags, sets up logging, and hands over to the library.
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use hickory_proto::op::Message;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use virtdns::config::{Config, DEFAULT_LISTEN, DnsConfig};
+use virtdns::cli::{Cli, Command, Common, LibvirtCommand};
 use virtdns::dhcp::store;
 use virtdns::dns::wire;
 use virtdns::server::Server;
-use virtdns::types::ServerAddr;
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "DNS for virtual-machine networks: the host's view of DNS, for guests"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve DNS (defaults: 127.0.0.1:5300, forwarding per /etc/resolv.conf, /etc/hosts names).
-    Run(Common),
-    /// Validate the configuration and print the effective routing.
-    Check(Common),
-    /// List the DHCP leases in the lease database.
-    Leases {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Work with libvirt's networks.
-    Libvirt {
-        #[command(subcommand)]
-        command: LibvirtCommand,
-    },
-    /// Resolve NAME once and print every decision taken on the way.
-    Explain {
-        name: String,
-        #[arg(default_value = "A")]
-        rtype: String,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Subcommand)]
-enum LibvirtCommand {
-    /// Print the virtdns configuration equivalent to a libvirt network's definition, for
-    /// review (read from libvirt's files; libvirt is not called).
-    Import {
-        /// The network's name, as `virsh net-list` shows it.
-        network: String,
-        /// Live definitions (default /run/libvirt/network).
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// Persistent definitions (default /etc/libvirt/qemu/networks).
-        #[arg(long)]
-        etc_dir: Option<PathBuf>,
-    },
-}
-
-#[derive(Args)]
-struct Common {
-    /// TOML configuration file.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Address to serve on (repeatable); a bare address means port 53.
-    #[arg(long)]
-    listen: Vec<ServerAddr>,
-    /// The resolver configuration to follow (default /etc/resolv.conf).
-    #[arg(long)]
-    resolv_conf: Option<PathBuf>,
-    /// Hosts file to answer from (repeatable; default /etc/hosts).
-    #[arg(long)]
-    hosts: Vec<PathBuf>,
-    /// Answer no names from hosts files.
-    #[arg(long)]
-    no_hosts: bool,
-}
-
-impl Common {
-    fn config(&self) -> Result<Config> {
-        Ok(match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        })
-    }
-
-    /// The `[dns]` settings with command-line flags applied, and the listen addresses.
-    fn settings(&self) -> Result<(DnsConfig, Vec<SocketAddr>)> {
-        let (config, listen) = self.load()?;
-        Ok((config.dns, listen))
-    }
-
-    /// The config file, read once, with command-line flags applied over it; and the
-    /// listen addresses.
-    fn load(&self) -> Result<(Config, Vec<SocketAddr>)> {
-        let mut config = self.config()?;
-        let dns = &mut config.dns;
-        if !self.listen.is_empty() {
-            dns.listen = self.listen.clone();
-        }
-        if let Some(p) = &self.resolv_conf {
-            dns.resolv_conf = p.clone();
-        }
-        if !self.hosts.is_empty() {
-            dns.hosts = self.hosts.clone();
-        }
-        dns.no_hosts |= self.no_hosts;
-        let mut listen: Vec<SocketAddr> = dns.listen.iter().map(|a| a.0).collect();
-        if listen.is_empty() {
-            listen.push(DEFAULT_LISTEN.parse().expect("default listen address"));
-        }
-        Ok((config, listen))
-    }
-}
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -155,9 +42,11 @@ fn main() -> Result<()> {
                     etc_dir,
                 },
         } => {
-            let mut paths = virtdns::libvirt::LibvirtPaths::default();
-            paths.run_dir = run_dir.unwrap_or(paths.run_dir);
-            paths.etc_dir = etc_dir.unwrap_or(paths.etc_dir);
+            let paths = virtdns::libvirt::LibvirtPaths {
+                run_dir,
+                etc_dir,
+                ..Default::default()
+            };
             let loaded = virtdns::libvirt::load(&paths, &network)?;
             print!(
                 "{}",

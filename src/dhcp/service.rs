@@ -70,6 +70,7 @@ pub async fn follow_interface(
         let Some(link) = iface::link(&interface) else {
             if waiting_for.as_deref() != Some(interface.as_str()) {
                 tracing::warn!(%interface, "DHCP waits for the interface to exist and have an IPv4 address");
+                crate::notify::dhcp(&format!("waits for {interface}"));
                 waiting_for = Some(interface);
             }
             ready.take().map(|r| r.send(()));
@@ -91,6 +92,7 @@ pub async fn follow_interface(
         let server = Arc::new(server);
         serving.set(&server);
         tracing::info!(%interface, index = link.index, addr = %link.v4.addr, "DHCP serving");
+        crate::notify::dhcp(&format!("serving on {interface} ({})", link.v4.addr));
         dns.set_guest_names(server.domain(), &server.names().borrow());
         ready.take().map(|r| r.send(()));
         let names = publish_guest_names(server.clone(), dns.clone());

@@ -2,7 +2,7 @@
 //! thread (`shard`; the calls it makes are `record`'s, re-exported here), so counting takes
 //! no lock and shares no cache line between cores; everything else is read from the parts
 //! when scraped (`scrape`): the cache's size, what is known of each upstream, each DHCP
-//! range's addresses. `render` turns a scrape into the Prometheus text format; `endpoint`
+//! range's addresses, the name publisher's progress. `render` turns a scrape into the Prometheus text format; `endpoint`
 //! serves it over HTTP. Counters are the process's: one virtdns serves one network per
 //! process.
 
@@ -20,7 +20,7 @@ use crate::server::Server;
 use render::{Snapshot, UpstreamState};
 
 /// A scrape: the counters summed and the parts read now, rendered.
-pub fn scrape(server: &Server, dhcp: &Serving) -> String {
+pub fn scrape(server: &Server, dhcp: &Serving, publish: Option<&PublishView>) -> String {
     let upstreams = server
         .upstreams()
         .iter()
@@ -38,7 +38,28 @@ pub fn scrape(server: &Server, dhcp: &Serving) -> String {
         started: started(),
         version: env!("CARGO_PKG_VERSION"),
         query_log: crate::dns::querylog::is_on(),
+        publish: publish.map(PublishView::state),
     })
+}
+
+/// What a scrape reads of the name publisher.
+#[derive(Clone)]
+pub struct PublishView {
+    pub progress: std::sync::Arc<std::sync::Mutex<crate::publish::publisher::Progress>>,
+    pub primaries: std::sync::Arc<crate::publish::primary::Primaries>,
+}
+
+impl PublishView {
+    fn state(&self) -> render::PublishState {
+        let p = self.progress.lock().unwrap().clone();
+        render::PublishState {
+            applied: p.applied,
+            failed: p.failed,
+            conflicts: p.conflicts,
+            pending: p.pending,
+            servers: self.primaries.health(),
+        }
+    }
 }
 
 /// The endpoint `[metrics]` asks for, its address bound: bound before the DNS sockets, so it
@@ -63,9 +84,11 @@ impl Endpoint {
         self,
         server: std::sync::Arc<Server>,
         dhcp: std::sync::Arc<Serving>,
+        publish: Option<PublishView>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<(), String> {
-        let scrape: endpoint::Scrape = std::sync::Arc::new(move || scrape(&server, &dhcp));
+        let scrape: endpoint::Scrape =
+            std::sync::Arc::new(move || scrape(&server, &dhcp, publish.as_ref()));
         endpoint::serve(self.listener, scrape, cancel).await
     }
 }

@@ -41,6 +41,20 @@ pub struct Snapshot {
     pub started: SystemTime,
     pub version: &'static str,
     pub query_log: bool,
+    /// The name publisher's progress and each primary's last error; None without
+    /// `[publish]`.
+    pub publish: Option<PublishState>,
+}
+
+/// What the name publisher has done, at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct PublishState {
+    pub applied: u64,
+    pub failed: u64,
+    pub conflicts: u64,
+    pub pending: usize,
+    /// Each primary with its last error (None: its last answer was one).
+    pub servers: Vec<(SocketAddr, Option<String>)>,
 }
 
 /// The snapshot in the Prometheus text format.
@@ -317,6 +331,39 @@ impl Collector for Snapshot {
             "DHCP messages received and sent, by type.",
             messages,
         )?;
+        if let Some(p) = &self.publish {
+            let outcome = |o: &str| vec![("outcome", o.to_string())];
+            counters(
+                &mut e,
+                "virtdns_publish_steps",
+                "Steps of publishing guests' names ([publish]): applied (a name added, confirmed \
+                 or removed), failed (retried), conflict (the name is someone else's).",
+                vec![
+                    (outcome("applied"), p.applied),
+                    (outcome("failed"), p.failed),
+                    (outcome("conflict"), p.conflicts),
+                ],
+            )?;
+            gauges(
+                &mut e,
+                "virtdns_publish_pending",
+                "Steps the last publishing round could not complete (retried with backoff).",
+                vec![(none(), p.pending as i64)],
+            )?;
+            gauges(
+                &mut e,
+                "virtdns_publish_server_ok",
+                "1 if the primary's last answer to an update was one, else 0 with the error.",
+                p.servers
+                    .iter()
+                    .map(|(addr, error)| {
+                        let mut labels = server(*addr);
+                        labels.push(("error", error.clone().unwrap_or_default()));
+                        (labels, i64::from(error.is_none()))
+                    })
+                    .collect(),
+            )?;
+        }
         let commits = t.commits();
         let mut histogram = e.encode_descriptor(
             "virtdns_dhcp_lease_commit_seconds",
@@ -374,6 +421,13 @@ mod tests {
             started: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
             version: "1.2.3",
             query_log: true,
+            publish: Some(PublishState {
+                applied: 7,
+                failed: 2,
+                conflicts: 1,
+                pending: 1,
+                servers: vec![("192.0.2.53:53".parse().unwrap(), Some("timed out".into()))],
+            }),
         }
     }
 
@@ -449,6 +503,22 @@ mod tests {
             !text.contains("srtt_seconds{server=\"192.0.2.2:53\"}"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_publishers_steps_and_each_primarys_state_are_rendered() {
+        let text = render(snapshot(Totals::new()));
+        for line in [
+            "virtdns_publish_steps_total{outcome=\"applied\"} 7",
+            "virtdns_publish_steps_total{outcome=\"conflict\"} 1",
+            "virtdns_publish_pending 1",
+            "virtdns_publish_server_ok{server=\"192.0.2.53:53\",error=\"timed out\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
     }
 
     #[test]

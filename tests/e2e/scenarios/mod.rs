@@ -12,6 +12,7 @@ mod libvirt;
 mod libvirt_virtdns;
 mod local_names;
 mod metrics;
+mod package;
 mod parity;
 mod publish;
 mod split_dns;
@@ -132,6 +133,12 @@ pub const ALL: &[(&str, Scenario)] = &[
     (
         "dns_answers_only_allowed_networks",
         dhcp::only_allowed_networks_are_answered,
+    ),
+    // The Debian package's unit: its user and capabilities are enough.
+    ("package_unit_privileges", package::unit_privileges),
+    (
+        "package_libvirt_access_helper",
+        package::libvirt_access_helper,
     ),
     // Host parity, one upstream layout each; the README table they record is checked last.
     (
