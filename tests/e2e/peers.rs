@@ -60,6 +60,21 @@ impl Drop for FakeUpstream {
     }
 }
 
+/// Waits until the server at `addr` answers for `zone` with authority: BIND accepts
+/// connections before its zones are loaded, and answers REFUSED until then.
+pub fn wait_for_zone(addr: SocketAddr, zone: &str) {
+    crate::lab::wait_until(Duration::from_secs(10), "the zone loaded", || {
+        let out = Command::new("dig")
+            .args([&format!("@{}", addr.ip()), "-p", &addr.port().to_string()])
+            .args([zone, "SOA", "+norec", "+tries=1", "+time=1"])
+            .output();
+        out.is_ok_and(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.contains("status: NOERROR") && text.contains(" aa")
+        })
+    });
+}
+
 impl Lab {
     /// BIND with `recursion no`, authoritative for corp.example only: REFUSED for the rest.
     pub fn bind_internal(&mut self, host: u8) -> SocketAddr {
@@ -87,6 +102,7 @@ impl Lab {
             Command::new("named").args(["-g", "-c"]).arg(conf),
         );
         wait_for_tcp(addr, "BIND");
+        wait_for_zone(addr, "corp.example");
         addr
     }
 

@@ -79,6 +79,7 @@ fn start_named(lab: &mut Lab, addr: SocketAddr) {
         Command::new("named").args(["-g", "-c"]).arg(conf),
     );
     wait_for_tcp(addr, "BIND");
+    crate::peers::wait_for_zone(addr, ZONE);
 }
 
 /// Knot DNS as the organisation's primary, the same policy.
@@ -107,6 +108,7 @@ fn knot_primary(lab: &mut Lab, host: u8, net: &Network, key_text: &str) -> Socke
     );
     lab.spawn("knotd-primary", Command::new("knotd").arg("-c").arg(conf));
     wait_for_tcp(addr, "Knot");
+    crate::peers::wait_for_zone(addr, ZONE);
     addr
 }
 
