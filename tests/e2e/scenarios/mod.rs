@@ -123,6 +123,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         publish::three_hypervisors_into_bind,
     ),
     (
+        "publish_three_hypervisors_into_knot",
+        publish::three_hypervisors_into_knot,
+    ),
+    (
         "publish_knot_primary_and_a_wrong_key",
         publish::knot_primary_and_a_wrong_key,
     ),

@@ -88,7 +88,7 @@ fn knot_primary(lab: &mut Lab, host: u8, net: &Network, key_text: &str) -> Socke
     let dir = lab.path("knot-primary");
     std::fs::create_dir_all(&dir).unwrap();
     zone_files(lab, "knot-primary", net);
-    let conf = lab.write(
+    lab.write(
         "knot-primary/knot.conf",
         &format!(
             "server:\n  listen: {ip}@53\n  rundir: \"{dir}\"\n\
@@ -106,10 +106,45 @@ fn knot_primary(lab: &mut Lab, host: u8, net: &Network, key_text: &str) -> Socke
             rev = reverse_zone(net),
         ),
     );
+    start_knot(lab, addr);
+    addr
+}
+
+/// Starts (or starts again, zone data and journal as they are) the Knot primary.
+fn start_knot(lab: &mut Lab, addr: SocketAddr) {
+    let conf = lab.path("knot-primary/knot.conf");
     lab.spawn("knotd-primary", Command::new("knotd").arg("-c").arg(conf));
     wait_for_tcp(addr, "Knot");
     crate::peers::wait_for_zone(addr, ZONE);
-    addr
+}
+
+/// The organisation's primary a scenario runs against.
+#[derive(Clone, Copy)]
+enum Primary {
+    Bind,
+    Knot,
+}
+
+impl Primary {
+    fn start(self, lab: &mut Lab, host: u8, net: &Network, key_text: &str) -> SocketAddr {
+        match self {
+            Primary::Bind => bind_primary(lab, host, net, key_text),
+            Primary::Knot => knot_primary(lab, host, net, key_text),
+        }
+    }
+    fn stop(self, lab: &mut Lab) {
+        lab.proc(match self {
+            Primary::Bind => "named-primary",
+            Primary::Knot => "knotd-primary",
+        })
+        .kill();
+    }
+    fn restart(self, lab: &mut Lab, addr: SocketAddr) {
+        match self {
+            Primary::Bind => start_named(lab, addr),
+            Primary::Knot => start_knot(lab, addr),
+        }
+    }
 }
 
 /// Hypervisor `i` (1-based): virtdns with DNS on 127.N.0.i, DHCP on the bridge at port
@@ -261,14 +296,23 @@ fn leases_text(lab: &Lab, i: u8) -> String {
         .arg(lab.path(&format!("virtdns{i}.toml"))))
 }
 
-/// Three hypervisors publish into BIND: names resolve from every host through the primary;
+/// Three hypervisors publish into one zone: names resolve from every host through the primary;
 /// a name two hypervisors' guests both want stays with the first; an administrator's record
 /// is left alone; PTRs follow; after the primary is stopped during churn and one
 /// hypervisor is killed with SIGKILL, the zone converges to exactly the live leases.
 pub fn three_hypervisors_into_bind(lab: &mut Lab) {
+    three_hypervisors(lab, Primary::Bind);
+}
+
+/// The same with Knot DNS as the primary.
+pub fn three_hypervisors_into_knot(lab: &mut Lab) {
+    three_hypervisors(lab, Primary::Knot);
+}
+
+fn three_hypervisors(lab: &mut Lab, kind: Primary) {
     let net = lab.network();
     let (key, key_text) = keygen(lab, "hv.key", "hv", "hmac-sha256");
-    let primary = bind_primary(lab, 10, &net, &key_text);
+    let primary = kind.start(lab, 10, &net, &key_text);
     let n = net.host.octets()[2];
     let fixed: Ipv4Addr = format!("198.18.{n}.9").parse().unwrap();
     let statics =
@@ -342,7 +386,7 @@ pub fn three_hypervisors_into_bind(lab: &mut Lab) {
     }
     // The primary goes away during churn; hypervisor 1 loses bravo and gains echo, then is
     // killed with SIGKILL before it could publish; both come back.
-    lab.proc("named-primary").kill();
+    kind.stop(lab);
     release(&relay, &net, ports[0], 1, &[("bravo", one["bravo"])]);
     let echo = lease(&relay, &net, ports[0], 1, &["echo"])["echo"];
     let foxtrot = lease(&relay, &net, ports[1], 2, &["foxtrot"])["foxtrot"];
@@ -350,7 +394,7 @@ pub fn three_hypervisors_into_bind(lab: &mut Lab) {
         leases_text(lab, 1).contains("echo")
     });
     lab.proc("virtdns-1").kill();
-    start_named(lab, primary);
+    kind.restart(lab, primary);
     hypervisor(lab, &net, 1, primary, &key, &statics);
     let want = expect(&[
         ("alpha", one["alpha"]),
