@@ -19,6 +19,9 @@
 //! composition root that owns the lifecycle of one running virtdns, telling systemd how it
 //! goes through `notify`.
 
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
 pub mod config;
 pub mod dhcp;
@@ -34,5 +37,6 @@ pub mod publish;
 pub mod ratelimit;
 pub mod resolv_conf;
 pub mod server;
+mod sys;
 pub mod types;
 pub mod watch;

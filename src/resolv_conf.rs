@@ -315,8 +315,7 @@ fn scope_id(addr: &Ipv6Addr, scope: &str, if_index: &dyn Fn(&str) -> Option<u32>
 /// The interface index of `name`, from the kernel.
 fn interface_index(name: &str) -> Option<u32> {
     let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string that lives across the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    let index = crate::sys::if_nametoindex(&name);
     (index != 0).then_some(index)
 }
 

@@ -3,6 +3,8 @@
 //! virtdns.toml(5) is written by hand (`dist/man/virtdns.toml.5`); the tests below check that
 //! it names every key the configuration accepts, and that the shipped example loads.
 
+#![forbid(unsafe_code)]
+
 use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::Man;

@@ -2,14 +2,14 @@
 //! when the client has an address, broadcast when it asks (and for NAKs), otherwise unicast to
 //! the offered address at the client's MAC — for which the kernel's ARP table is primed with
 //! SIOCSARP, since the client cannot answer ARP for an address it does not have yet. The ioctl
-//! is made through libc by hand: no crate we use offers it.
+//! is made through libc by hand (in `sys`): no crate we use offers it.
 
 use crate::types::Mac;
 use dhcproto::v4::{Message, MessageType};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use tokio::net::UdpSocket;
 
 /// Receive buffer asked for on the DHCP socket.
@@ -99,38 +99,7 @@ pub async fn deliver(
 
 /// Adds `addr` → `mac` to the kernel's ARP table for `interface` (SIOCSARP).
 fn prime_arp(socket: &UdpSocket, interface: &str, addr: Ipv4Addr, mac: Mac) -> io::Result<()> {
-    // SAFETY: arpreq is plain old data; all-zero is a valid starting value.
-    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
-    let pa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: arp_pa is a sockaddr large enough for a sockaddr_in (both 16 bytes).
-    unsafe {
-        std::ptr::write(
-            &mut req.arp_pa as *mut libc::sockaddr as *mut libc::sockaddr_in,
-            pa,
-        );
-    }
-    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
-    for (dst, src) in req.arp_ha.sa_data.iter_mut().zip(mac.0) {
-        *dst = src as libc::c_char;
-    }
-    req.arp_flags = libc::ATF_COM;
-    for (dst, src) in req.arp_dev.iter_mut().zip(interface.bytes().take(15)) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCSARP reads one arpreq from the pointer; the fd is a valid socket.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSARP, &req) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::set_arp_entry(socket.as_fd(), interface, addr, mac.0)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::dns::resolver::{self, Immediate, Resolver, Source, Transport};
 use crate::dns::udp_batch;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::Interest;
@@ -81,7 +81,6 @@ impl UdpWorkers {
 /// local data, errors) go back in one batched send, the rest are forwarded in tasks of their
 /// own.
 pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> String {
-    let fd = socket.as_raw_fd();
     let mut batch = udp_batch::RecvBatch::default();
     // Reply buffers, reused from batch to batch.
     let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(udp_batch::BATCH);
@@ -90,7 +89,7 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> Strin
         if let Err(e) = socket.readable().await {
             return format!("UDP socket failed: {e}");
         }
-        let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+        let n = match socket.try_io(Interest::READABLE, || batch.recv(socket.as_fd())) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
@@ -142,9 +141,10 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> Strin
 
 /// Sends a batch of replies; whatever the socket cannot take at once is sent as it drains.
 async fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
-    let fd = socket.as_raw_fd();
     let sent = socket
-        .try_io(Interest::WRITABLE, || udp_batch::send(fd, replies))
+        .try_io(Interest::WRITABLE, || {
+            udp_batch::send(socket.as_fd(), replies)
+        })
         .unwrap_or(0);
     for (reply, peer) in &replies[sent..] {
         let _ = socket.send_to(reply, *peer).await;

@@ -128,8 +128,7 @@ fn process_start() -> Option<SystemTime> {
         .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = crate::sys::clock_ticks_per_second();
     (hz > 0).then(|| {
         std::time::UNIX_EPOCH
             + Duration::from_secs(boot)
