@@ -137,16 +137,16 @@ pub struct Common {
     /// Serve DNS on ADDR (repeatable; IPv4 or [IPv6], with an optional :PORT; a bare address
     /// means port 53). Replaces the configuration's [dns] listen.
     #[arg(long, value_name = "ADDR[:PORT]")]
-    pub listen: Vec<ServerAddr>,
+    pub(crate) listen: Vec<ServerAddr>,
     /// Follow PATH as the host's resolver configuration (default /etc/resolv.conf).
     #[arg(long, value_name = "PATH")]
-    pub resolv_conf: Option<PathBuf>,
+    pub(crate) resolv_conf: Option<PathBuf>,
     /// Answer names from the hosts file PATH (repeatable; default /etc/hosts).
     #[arg(long, value_name = "PATH")]
-    pub hosts: Vec<PathBuf>,
+    pub(crate) hosts: Vec<PathBuf>,
     /// Answer no names from hosts files.
     #[arg(long)]
-    pub no_hosts: bool,
+    pub(crate) no_hosts: bool,
 }
 
 impl Common {

@@ -10,7 +10,7 @@ pub struct HostsEntry {
     pub names: Vec<String>,
 }
 
-pub fn parse(text: &str) -> Vec<HostsEntry> {
+pub(crate) fn parse(text: &str) -> Vec<HostsEntry> {
     text.lines()
         .filter_map(|line| {
             let line = line.split('#').next().unwrap_or("");

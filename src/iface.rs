@@ -16,13 +16,13 @@ pub struct InterfaceAddr {
 /// One address of one interface, with its prefix length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
-    pub interface: String,
-    pub addr: IpAddr,
-    pub prefix: u8,
+    pub(crate) interface: String,
+    pub(crate) addr: IpAddr,
+    pub(crate) prefix: u8,
 }
 
 /// Every IPv4 and IPv6 address of every interface.
-pub fn addresses() -> Vec<Address> {
+pub(crate) fn addresses() -> Vec<Address> {
     let Ok(list) = sys::InterfaceAddresses::read() else {
         return Vec::new();
     };
@@ -36,7 +36,7 @@ pub fn addresses() -> Vec<Address> {
 }
 
 /// The first IPv4 address of `name`, or None if it has none (or does not exist).
-pub fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
+pub(crate) fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
     addresses().into_iter().find_map(|a| match a.addr {
         IpAddr::V4(v4) if a.interface == name => Some(InterfaceAddr {
             addr: v4,
@@ -48,7 +48,7 @@ pub fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
 
 /// The networks virtdns serves: those of the interfaces carrying a listen address (every
 /// interface's when listening on 0.0.0.0 or ::). Loopback counts only when listened on.
-pub fn served_networks(listen: &[std::net::SocketAddr], interfaces: &[Address]) -> Vec<Net> {
+pub(crate) fn served_networks(listen: &[std::net::SocketAddr], interfaces: &[Address]) -> Vec<Net> {
     let mut nets: Vec<Net> = Vec::new();
     for l in listen {
         let mine = interfaces
@@ -68,7 +68,7 @@ pub fn served_networks(listen: &[std::net::SocketAddr], interfaces: &[Address]) 
 /// its IPv4 address. When either changes, sockets bound to it must be bound again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
-    pub index: u32,
+    pub(crate) index: u32,
     pub v4: InterfaceAddr,
 }
 

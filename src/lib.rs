@@ -20,7 +20,7 @@
 //! goes through `notify`.
 
 #![deny(unsafe_code)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(unreachable_pub, clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
 pub mod config;
@@ -30,13 +30,13 @@ pub mod hosts;
 pub mod iface;
 pub mod instance;
 pub mod libvirt;
-pub mod metrics;
-pub mod notify;
-pub mod ports;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod ports;
 pub mod publish;
-pub mod ratelimit;
-pub mod resolv_conf;
+pub(crate) mod ratelimit;
+pub(crate) mod resolv_conf;
 pub mod server;
 mod sys;
 pub mod types;
-pub mod watch;
+pub(crate) mod watch;

@@ -98,14 +98,14 @@ impl Server {
     }
 
     /// The `[dns]` settings in force.
-    pub fn dns(&self) -> Arc<DnsConfig> {
+    pub(crate) fn dns(&self) -> Arc<DnsConfig> {
         self.dns.load_full()
     }
 
     /// Applies new `[dns]` settings (SIGHUP): clients answered, local names and routes are
     /// rebuilt where their settings changed, and only then is the cache emptied. Listen
     /// addresses and TCP limits take effect at the next start.
-    pub fn reload(&self, dns: DnsConfig) {
+    pub(crate) fn reload(&self, dns: DnsConfig) {
         let old = self.dns();
         if dns.listen != old.listen {
             tracing::warn!("[dns] listen changed: the new addresses take effect at the next start");
@@ -141,7 +141,7 @@ impl Server {
     /// Follows the interfaces as they are now: which clients are answered, and which
     /// networks are served (whose reverse zones are local). An interface that appeared or
     /// changed brings its subnet.
-    pub fn refresh_interfaces(&self) {
+    pub(crate) fn refresh_interfaces(&self) {
         let dns = self.dns();
         let interfaces = crate::iface::addresses();
         let acl = Acl::new(&dns.allow, &self.listen, &interfaces);
@@ -207,7 +207,7 @@ impl Server {
     }
 
     /// Probes what kind of server each upstream is (see `dns::probe`), and waits for it.
-    pub async fn learn_upstreams(&self) {
+    pub(crate) async fn learn_upstreams(&self) {
         let routes = self.resolver.routes();
         let mut servers: Vec<_> = routes.default.to_vec();
         for r in &routes.domains {
@@ -228,7 +228,7 @@ impl Server {
     }
 
     /// Probes the search domains and applies the routes found. Returns the probes.
-    pub async fn discover(&self) -> Vec<Probe> {
+    pub(crate) async fn discover(&self) -> Vec<Probe> {
         let generation = self.generation.load(Ordering::SeqCst);
         let (domains, servers) = {
             let state = self.state.lock().unwrap();
@@ -268,7 +268,7 @@ impl Server {
 
     /// Rereads resolv.conf; keeps the last good list if it is gone or lists no usable server.
     /// Returns true when the routes changed.
-    pub fn reload_resolv_conf(&self) -> bool {
+    pub(crate) fn reload_resolv_conf(&self) -> bool {
         let dns = self.dns();
         let path = &dns.resolv_conf;
         let Some(resolv) = ResolvConf::read(path) else {
@@ -300,7 +300,7 @@ impl Server {
         self.pool.retain(&servers);
     }
 
-    pub fn reload_local(&self) {
+    pub(crate) fn reload_local(&self) {
         let (guests, served) = {
             let state = self.state.lock().unwrap();
             (state.guests.clone(), state.served.clone())
@@ -311,7 +311,7 @@ impl Server {
     }
 
     /// Publishes DHCP guests' names (`label.domain`, with PTR) and rebuilds local names.
-    pub fn set_guest_names(&self, domain: Option<&str>, names: &[(String, Ipv4Addr)]) {
+    pub(crate) fn set_guest_names(&self, domain: Option<&str>, names: &[(String, Ipv4Addr)]) {
         let entries = names
             .iter()
             .map(|(label, addr)| HostsEntry {
@@ -328,7 +328,7 @@ impl Server {
     }
 
     /// Changes whenever guests' names do.
-    pub fn guest_names_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn guest_names_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.names_changed.subscribe()
     }
 
@@ -365,7 +365,7 @@ impl Server {
 
     /// Serves until `cancel` fires. Returns an error if a listener died: nothing serves on
     /// silently half-dead.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         udp: Vec<std::net::UdpSocket>,
         tcp: Vec<TcpListener>,

@@ -221,8 +221,11 @@ fn config_keys(files: &[PathBuf]) -> Vec<String> {
                     }
                     continue;
                 }
-                let Some((name, _)) = field.strip_prefix("pub ").unwrap_or(field).split_once(':')
-                else {
+                let field = ["pub ", "pub(crate) "]
+                    .iter()
+                    .find_map(|p| field.strip_prefix(p))
+                    .unwrap_or(field);
+                let Some((name, _)) = field.split_once(':') else {
                     continue;
                 };
                 let name = name.trim();

@@ -11,22 +11,22 @@ use std::path::PathBuf;
 #[serde(try_from = "RawDhcp")]
 pub struct DhcpConfig {
     pub interface: String,
-    pub ranges: Vec<Range>,
-    pub lease_time_secs: u32,
+    pub(crate) ranges: Vec<Range>,
+    pub(crate) lease_time_secs: u32,
     /// Option 3; default: the interface's address.
-    pub router: Option<Ipv4Addr>,
+    pub(crate) router: Option<Ipv4Addr>,
     /// Option 6; default: virtdns's address on the interface.
-    pub dns_servers: Vec<Ipv4Addr>,
+    pub(crate) dns_servers: Vec<Ipv4Addr>,
     /// Option 15; default: the DNS local domain.
-    pub domain: Option<DomainName>,
+    pub(crate) domain: Option<DomainName>,
     /// Option 119; default: the domain.
-    pub search: Vec<DomainName>,
-    pub hosts: Vec<StaticHost>,
-    pub max_leases: usize,
+    pub(crate) search: Vec<DomainName>,
+    pub(crate) hosts: Vec<StaticHost>,
+    pub(crate) max_leases: usize,
     pub lease_db: PathBuf,
     /// UDP ports: 67 and 68 unless testing.
-    pub server_port: u16,
-    pub client_port: u16,
+    pub(crate) server_port: u16,
+    pub(crate) client_port: u16,
 }
 
 #[derive(Deserialize)]
@@ -118,12 +118,8 @@ impl TryFrom<RawRange> for Range {
 }
 
 impl Range {
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
+    pub(crate) fn contains(&self, a: Ipv4Addr) -> bool {
         (u32::from(self.start)..=u32::from(self.end)).contains(&u32::from(a))
-    }
-    /// Every address of the range, in order.
-    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
-        (u32::from(self.start)..=u32::from(self.end)).map(Ipv4Addr::from)
     }
     fn overlaps(&self, other: &Range) -> bool {
         self.contains(other.start) || self.contains(other.end) || other.contains(self.start)

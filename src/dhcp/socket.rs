@@ -62,7 +62,7 @@ pub fn destination(
 /// SO_REUSEADDR, so it fails with `AddrInUse` when another DHCP server would see the same
 /// packets (a socket on the port bound to this interface, or to none): two servers answering
 /// one network must never happen silently. `holder` says who that is.
-pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
+pub(crate) fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_broadcast(true)?;
     // Room for bursts (a relay's retries, or many guests booting at once) while a batch of
@@ -75,7 +75,7 @@ pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
 }
 
 /// Sends `bytes` to `dest` through `socket`, bound to `interface`.
-pub async fn deliver(
+pub(crate) async fn deliver(
     socket: &UdpSocket,
     interface: &str,
     bytes: &[u8],

@@ -18,9 +18,9 @@ const SHARDS: usize = 16;
 /// Entries looked at to choose one to evict from a full shard.
 const EVICTION_SAMPLE: usize = 8;
 /// Upper bound on any cached TTL.
-pub const MAX_TTL: u32 = 86_400;
+pub(crate) const MAX_TTL: u32 = 86_400;
 /// How long a failure (SERVFAIL and the like) is remembered.
-pub const FAILURE_TTL: u32 = 2;
+pub(crate) const FAILURE_TTL: u32 = 2;
 
 /// What identifies a cached answer: DO/CD/RD flags, type, class and the lower-cased name,
 /// packed into one byte string on the stack (no allocation to look one up).
@@ -95,19 +95,19 @@ impl Answer {
     }
 
     /// Notes the upstream server the answer came from.
-    pub fn served_by(mut self, server: std::net::SocketAddr) -> Answer {
+    pub(crate) fn served_by(mut self, server: std::net::SocketAddr) -> Answer {
         self.server = Some(server);
         self
     }
 
     /// The upstream server it came from, if it is known.
-    pub fn server(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn server(&self) -> Option<std::net::SocketAddr> {
         self.server
     }
 
     /// Marks this answer as obtained while a server was down: it stops being served once the
     /// recovery count moves past `recoveries`.
-    pub fn until_recovery(mut self, recoveries: u64) -> Answer {
+    pub(crate) fn until_recovery(mut self, recoveries: u64) -> Answer {
         self.until_recovery = Some(recoveries);
         self
     }
@@ -116,11 +116,12 @@ impl Answer {
         self.expired(now) || self.until_recovery.is_some_and(|r| r != recoveries)
     }
 
-    pub fn rcode(&self) -> wire::Rcode {
+    pub(crate) fn rcode(&self) -> wire::Rcode {
         wire::rcode(&self.bytes)
     }
 
-    pub fn ttl(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn ttl(&self) -> u32 {
         self.ttl
     }
 
@@ -165,13 +166,13 @@ struct Entries {
 
 /// What the cache holds and has let go of, summed over its shards (for the metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    pub entries: usize,
+pub(crate) struct CacheStats {
+    pub(crate) entries: usize,
     /// Answers dropped to make room for another.
-    pub evicted: u64,
+    pub(crate) evicted: u64,
     /// Answers found outlived when asked for (TTL run out, or a failover answer after a
     /// recovery).
-    pub expired: u64,
+    pub(crate) expired: u64,
 }
 
 pub struct Cache {
@@ -231,13 +232,14 @@ impl Cache {
         shard.map.insert(key.as_slice().into(), answer);
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for shard in self.shards.iter() {
             shard.lock().unwrap().map.clear();
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap().map.len())
@@ -245,7 +247,7 @@ impl Cache {
     }
 
     /// Entries held, evicted and expired so far (each shard locked in turn: a scrape's view).
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         self.shards.iter().fold(CacheStats::default(), |sum, s| {
             let s = s.lock().unwrap();
             CacheStats {
@@ -256,7 +258,8 @@ impl Cache {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -5,7 +5,7 @@
 
 mod walk;
 
-pub use walk::{NextReason, Verdict, verdict};
+pub(crate) use walk::{Verdict, verdict};
 
 use crate::dns::cache::{Answer, Cache, CacheKey};
 use crate::dns::probe;
@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, oneshot};
 const LEARN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The outcome shared by everyone who asked the same question.
-pub type Outcome = Result<Arc<Answer>, Rcode>;
+pub(crate) type Outcome = Result<Arc<Answer>, Rcode>;
 
 pub struct Forwarder<X: Exchanger = Network> {
     exchanger: Arc<X>,
@@ -65,18 +65,19 @@ impl<X: Exchanger> Forwarder<X> {
         &self.cache
     }
 
-    pub fn pool(&self) -> &UpstreamPool {
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &UpstreamPool {
         &self.pool
     }
 
-    pub fn exchanger(&self) -> &X {
+    pub(crate) fn exchanger(&self) -> &X {
         &self.exchanger
     }
 
     /// A cached answer for `key` that is still the host's answer. Answers cached before a
     /// server turned out to be something else are dropped (learning is rare: emptying the
     /// whole cache then costs nothing worth counting).
-    pub fn cached(&self, key: &CacheKey) -> Option<Arc<Answer>> {
+    pub(crate) fn cached(&self, key: &CacheKey) -> Option<Arc<Answer>> {
         self.forget_old_lessons();
         self.cache.get(key, self.pool.recoveries())
     }

@@ -52,7 +52,7 @@ impl Arrival {
     }
 
     /// The packet gets no answer.
-    pub fn dropped(&self) {
+    pub(crate) fn dropped(&self) {
         crate::metrics::dropped(self.transport);
     }
 }

@@ -373,7 +373,7 @@ async fn read_replies(set: AsyncFd<Arc<Epoll>>, running: Running) {
 
 /// A query sent from a port of its own; `reply` waits for the answer. Dropping it (at a
 /// timeout) ends the query and frees its port.
-pub struct Sent {
+pub(crate) struct Sent {
     reader: Arc<Reader>,
     key: u64,
     token: u64,
@@ -382,7 +382,7 @@ pub struct Sent {
 
 /// Sends `query` to `server` from a fresh port drawn at random; its reply is the first
 /// datagram `expect` accepts.
-pub fn send(server: SocketAddr, expect: &Expect, query: &[u8]) -> io::Result<Sent> {
+pub(crate) fn send(server: SocketAddr, expect: &Expect, query: &[u8]) -> io::Result<Sent> {
     let ports = ports();
     for _ in 0..BIND_TRIES {
         match ports.draw() {
@@ -446,7 +446,7 @@ fn new_socket(server: SocketAddr) -> io::Result<Socket> {
 
 impl Sent {
     /// The matching reply, or the socket's error (an ICMP error: this query's alone).
-    pub async fn reply(&mut self) -> Reply {
+    pub(crate) async fn reply(&mut self) -> Reply {
         match (&mut self.reply).await {
             Ok(reply) => reply,
             Err(_) => Err(io::Error::other("upstream reader stopped")),
@@ -454,7 +454,7 @@ impl Sent {
     }
 
     /// What was dropped so far while this query waits (read at its timeout).
-    pub fn dropped(&self) -> Dropped {
+    pub(crate) fn dropped(&self) -> Dropped {
         let mut slots = self.reader.slots.lock().unwrap();
         slots
             .slot(self.key)

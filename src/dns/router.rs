@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A server list, shared by the table and every route taken from it (no copy per query).
-pub type Servers = Arc<[Arc<Upstream>]>;
+pub(crate) type Servers = Arc<[Arc<Upstream>]>;
 
 /// Where a domain route came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +80,12 @@ impl Default for WalkOptions {
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
     /// Longest domain first.
-    pub domains: Vec<DomainRoute>,
+    pub(crate) domains: Vec<DomainRoute>,
     /// The default servers, in the host's order: never reordered.
-    pub default: Servers,
-    pub default_source: DefaultSource,
-    pub forward_plain_names: bool,
-    pub options: WalkOptions,
+    pub(crate) default: Servers,
+    pub(crate) default_source: DefaultSource,
+    pub(crate) forward_plain_names: bool,
+    pub(crate) options: WalkOptions,
 }
 
 /// The decision for one name that local data did not answer.
@@ -146,7 +146,7 @@ impl RoutingTable {
     }
 
     /// The route for `name` (lower-cased, dotted, no trailing dot).
-    pub fn route(&self, name: &str) -> Route {
+    pub(crate) fn route(&self, name: &str) -> Route {
         if !self.forward_plain_names && is_single_label(name) {
             return Route::PlainNameStaysLocal;
         }
@@ -168,7 +168,7 @@ impl RoutingTable {
     }
 
     /// Every server the table routes to.
-    pub fn servers(&self) -> Vec<SocketAddr> {
+    pub(crate) fn servers(&self) -> Vec<SocketAddr> {
         let mut all: Vec<SocketAddr> = self.default.iter().map(|s| s.addr).collect();
         for r in &self.domains {
             all.extend(r.servers.iter().map(|s| s.addr));
@@ -180,7 +180,7 @@ impl RoutingTable {
 
     /// Discovered routes replaced by `found`, configured ones kept. The default order is the
     /// host's and stays as it is.
-    pub fn with_discovered(&self, found: Vec<DomainRoute>) -> RoutingTable {
+    pub(crate) fn with_discovered(&self, found: Vec<DomainRoute>) -> RoutingTable {
         let mut domains: Vec<DomainRoute> = self
             .domains
             .iter()
@@ -199,7 +199,7 @@ impl RoutingTable {
 }
 
 /// True if forwarding to `server` would send queries back to ourselves.
-pub fn is_own_address(server: SocketAddr, listen: &[SocketAddr]) -> bool {
+pub(crate) fn is_own_address(server: SocketAddr, listen: &[SocketAddr]) -> bool {
     listen.iter().any(|l| {
         *l == server
             || (l.port() == server.port()
@@ -212,7 +212,7 @@ impl RoutingTable {
     /// The table the config and the host's resolv.conf give: forwarders' domains, and the
     /// default servers (addr-only forwarders if any, else resolv.conf's, in its order). A
     /// server that is one of virtdns's own listen addresses is refused (it would loop).
-    pub fn from_config(
+    pub(crate) fn from_config(
         dns: &DnsConfig,
         listen: &[SocketAddr],
         pool: &UpstreamPool,

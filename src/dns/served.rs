@@ -10,9 +10,9 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+    pub(crate) const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
@@ -20,7 +20,7 @@ impl Transport {
     }
 
     /// Its place in `ALL`.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -44,7 +44,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [
+    pub(crate) const ALL: [Source; 5] = [
         Source::Cache,
         Source::Local,
         Source::Forwarded,
@@ -52,7 +52,7 @@ impl Source {
         Source::Invalid,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Source::Cache => "cache",
             Source::Local => "local",
@@ -63,7 +63,7 @@ impl Source {
     }
 
     /// Its place in `ALL`.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }

@@ -88,7 +88,7 @@ pub struct Exchange {
 }
 
 /// Sends `query` to `server` and waits up to `timeout` for the reply `expect` accepts.
-pub async fn exchange(
+pub(crate) async fn exchange(
     server: SocketAddr,
     query: &[u8],
     expect: &Expect,
@@ -146,7 +146,7 @@ async fn read_message(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) 
 }
 
 #[cfg(test)]
-pub mod script;
+pub(crate) mod script;
 
 #[cfg(test)]
 mod tests {

@@ -9,12 +9,12 @@ use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
 /// Datagrams per system call.
-pub const BATCH: usize = 32;
+pub(crate) const BATCH: usize = 32;
 /// Largest query read (bigger ones arrive cut and are answered FORMERR or dropped).
 const QUERY_MAX: usize = 4096;
 
 /// Receive buffers for one batch.
-pub struct RecvBatch {
+pub(crate) struct RecvBatch {
     bufs: Box<[[u8; QUERY_MAX]; BATCH]>,
     addrs: Box<[SockAddrBuf; BATCH]>,
     lens: [usize; BATCH],
@@ -35,19 +35,19 @@ impl Default for RecvBatch {
 
 impl RecvBatch {
     /// Reads up to `BATCH` datagrams without blocking; returns how many arrived.
-    pub fn recv(&mut self, socket: BorrowedFd<'_>) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, socket: BorrowedFd<'_>) -> io::Result<usize> {
         sys::recvmmsg(socket, &mut self.bufs, &mut self.addrs, &mut self.lens)
     }
 
     /// Datagram `i` of the last `recv` and its sender.
-    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+    pub(crate) fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
         (&self.bufs[i][..self.lens[i]], self.addrs[i].get())
     }
 }
 
 /// Sends each `(reply, peer)` with as few sendmmsg calls as the socket allows; returns how
 /// many went out (the rest would have blocked).
-pub fn send(socket: BorrowedFd<'_>, replies: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+pub(crate) fn send(socket: BorrowedFd<'_>, replies: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < replies.len() {
         let chunk = &replies[sent..replies.len().min(sent + BATCH)];

@@ -25,11 +25,11 @@ use thiserror::Error;
 
 pub const HEADER_LEN: usize = 12;
 /// Largest name in wire form (RFC 1035 2.3.4).
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 /// What we advertise upstream and to clients (DNS Flag Day 2020).
 pub const EDNS_PAYLOAD: u16 = 1232;
 /// Size of an OPT record without options.
-pub const OPT_LEN: usize = 11;
+pub(crate) const OPT_LEN: usize = 11;
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_NS: u16 = 2;
@@ -38,16 +38,16 @@ pub const TYPE_SOA: u16 = 6;
 pub const TYPE_PTR: u16 = 12;
 pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_OPT: u16 = 41;
-pub const CLASS_IN: u16 = 1;
+pub(crate) const CLASS_IN: u16 = 1;
 /// EDNS option COOKIE (RFC 7873 4): an 8-byte client cookie, then 8 to 32 bytes of the
 /// server's.
-pub const OPTION_COOKIE: u16 = 10;
+pub(crate) const OPTION_COOKIE: u16 = 10;
 /// Extended RCODE BADCOOKIE (RFC 7873 8): header code 7, OPT high bits 1.
-pub const BADCOOKIE: u16 = 23;
+pub(crate) const BADCOOKIE: u16 = 23;
 
 pub use crate::dns::rcode::Rcode;
 /// Extended RCODE 16 (BADVERS, RFC 6891), carried in the OPT TTL's high byte as 1.
-pub const BADVERS_HIGH: u8 = 1;
+pub(crate) const BADVERS_HIGH: u8 = 1;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
@@ -82,33 +82,33 @@ pub fn set_id(p: &mut [u8], id: u16) {
 pub fn is_response(p: &[u8]) -> bool {
     p[2] & 0x80 != 0
 }
-pub fn opcode(p: &[u8]) -> u8 {
+pub(crate) fn opcode(p: &[u8]) -> u8 {
     (p[2] >> 3) & 0x0f
 }
-pub fn aa(p: &[u8]) -> bool {
+pub(crate) fn aa(p: &[u8]) -> bool {
     p[2] & 0x04 != 0
 }
 /// Sets or clears AA (Authoritative Answer).
-pub fn set_aa(p: &mut [u8], on: bool) {
+pub(crate) fn set_aa(p: &mut [u8], on: bool) {
     p[2] = (p[2] & !0x04) | if on { 0x04 } else { 0 };
 }
-pub fn tc(p: &[u8]) -> bool {
+pub(crate) fn tc(p: &[u8]) -> bool {
     p[2] & 0x02 != 0
 }
-pub fn rd(p: &[u8]) -> bool {
+pub(crate) fn rd(p: &[u8]) -> bool {
     p[2] & 0x01 != 0
 }
-pub fn ra(p: &[u8]) -> bool {
+pub(crate) fn ra(p: &[u8]) -> bool {
     p[3] & 0x80 != 0
 }
-pub fn cd(p: &[u8]) -> bool {
+pub(crate) fn cd(p: &[u8]) -> bool {
     p[3] & 0x10 != 0
 }
 pub fn rcode(p: &[u8]) -> Rcode {
     Rcode::from_header(p[3])
 }
 /// The AA, TC and RA flags of a header, rendered as `[aa ra]` when displayed.
-pub struct Flags<'a>(pub &'a [u8]);
+pub(crate) struct Flags<'a>(pub(crate) &'a [u8]);
 
 impl std::fmt::Display for Flags<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,10 +130,10 @@ pub fn qdcount(p: &[u8]) -> u16 {
 pub fn ancount(p: &[u8]) -> u16 {
     count(p, 1)
 }
-pub fn nscount(p: &[u8]) -> u16 {
+pub(crate) fn nscount(p: &[u8]) -> u16 {
     count(p, 2)
 }
-pub fn arcount(p: &[u8]) -> u16 {
+pub(crate) fn arcount(p: &[u8]) -> u16 {
     count(p, 3)
 }
 
@@ -160,7 +160,7 @@ pub struct WireName {
 impl WireName {
     /// A name in wire form kept exactly as written, case and all (what a query sent upstream
     /// spelled, to check the reply against). None if longer than a name may be.
-    pub fn verbatim(wire: &[u8]) -> Option<WireName> {
+    pub(crate) fn verbatim(wire: &[u8]) -> Option<WireName> {
         if wire.len() > MAX_NAME_LEN {
             return None;
         }
@@ -225,7 +225,7 @@ impl std::fmt::Debug for WireName {
 }
 
 /// Offset just past the name starting at `off` (compression pointers end a name).
-pub fn skip_name(p: &[u8], mut off: usize) -> Result<usize, WireError> {
+pub(crate) fn skip_name(p: &[u8], mut off: usize) -> Result<usize, WireError> {
     loop {
         let len = *p.get(off).ok_or(WireError::BadName)? as usize;
         match len {
@@ -244,7 +244,7 @@ pub fn skip_name(p: &[u8], mut off: usize) -> Result<usize, WireError> {
 
 /// Reads the (possibly compressed) name at `off` into lower-cased wire form.
 /// Returns the name and the offset just past it in the original stream.
-pub fn read_name(p: &[u8], start: usize) -> Result<(WireName, usize), WireError> {
+pub(crate) fn read_name(p: &[u8], start: usize) -> Result<(WireName, usize), WireError> {
     let mut name = WireName {
         len: 0,
         bytes: [0; MAX_NAME_LEN],
@@ -319,7 +319,7 @@ pub struct Edns {
     pub version: u8,
     pub dnssec_ok: bool,
     /// Upper 8 bits of the extended RCODE.
-    pub rcode_high: u8,
+    pub(crate) rcode_high: u8,
 }
 
 /// Where the OPT record sits in a message, so it can be cut out.
@@ -506,7 +506,7 @@ pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, rcode_high: u8) {
 
 /// Appends an OPT record carrying our payload size, the given DO bit and, if given, one
 /// option (code, data).
-pub fn push_opt_with(
+pub(crate) fn push_opt_with(
     out: &mut Vec<u8>,
     dnssec_ok: bool,
     rcode_high: u8,
@@ -534,7 +534,7 @@ pub fn push_opt_with(
 
 /// The data of the first option `code` in the OPT record at `opt` (RFC 6891 6.1.2: options
 /// are code, length, data, one after another), if it has one that fits in the record.
-pub fn opt_option<'a>(p: &'a [u8], opt: &OptSpan, code: u16) -> Option<&'a [u8]> {
+pub(crate) fn opt_option<'a>(p: &'a [u8], opt: &OptSpan, code: u16) -> Option<&'a [u8]> {
     let mut off = opt.start + OPT_LEN;
     while off + 4 <= opt.end {
         let this = u16_at(p, off).ok()?;
@@ -560,7 +560,7 @@ pub fn upstream_query(client: &[u8], q: &Query, new_id: u16, with_edns: bool) ->
 
 /// `upstream_query` whose OPT, if it has one, carries `cookie` (client cookie, then the
 /// server's if known; RFC 7873 4) unless it is empty. One allocation, of the final size.
-pub fn upstream_query_with(
+pub(crate) fn upstream_query_with(
     client: &[u8],
     q: &Query,
     new_id: u16,
@@ -588,7 +588,7 @@ pub fn upstream_query_with(
 /// Sets the case of every ASCII letter of `name` (uncompressed wire form) from one random bit
 /// each, drawn 64 at a time from `bits` (0x20, draft-vixie-dnsext-dns0x20). Returns how many
 /// letters there are and how many came out in capitals.
-pub fn randomize_case(name: &mut [u8], mut bits: impl FnMut() -> u64) -> (u32, u32) {
+pub(crate) fn randomize_case(name: &mut [u8], mut bits: impl FnMut() -> u64) -> (u32, u32) {
     let (mut letters, mut upper) = (0u32, 0u32);
     let mut pool = 0u64;
     let mut off = 0;
@@ -623,7 +623,12 @@ pub fn randomize_case(name: &mut [u8], mut bits: impl FnMut() -> u64) -> (u32, u
 /// exactly `from`: the same name in another spelling (same length), so a reply to a query
 /// whose name went out in random case reads as the client spelled it. Owners compressed to
 /// the question follow it by themselves.
-pub fn respell(p: &mut [u8], question_end: usize, from: &[u8], to: &[u8]) -> Result<(), WireError> {
+pub(crate) fn respell(
+    p: &mut [u8],
+    question_end: usize,
+    from: &[u8],
+    to: &[u8],
+) -> Result<(), WireError> {
     if from.len() != to.len() || from == to || qdcount(p) != 1 {
         return Ok(());
     }
@@ -679,7 +684,7 @@ pub fn header_only_reply(
 }
 
 /// BADVERS reply for a query with an EDNS version we do not speak (RFC 6891 6.1.3).
-pub fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
+pub(crate) fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
     let mut out = header_only_reply(client, Some(q), Rcode::NOERROR, false);
     if q.edns.is_none() {
         push_opt(&mut out, false, BADVERS_HIGH);
@@ -700,10 +705,10 @@ pub struct ReplyInfo {
     /// TTL offsets of every record except OPT.
     pub ttl_offsets: Vec<u16>,
     /// How long this reply may be cached (RFC 2308 for negative answers), if at all.
-    pub cache_ttl: Option<u32>,
+    pub(crate) cache_ttl: Option<u32>,
     /// Labels in the owner of the authority section's SOA, if there is one: the zone a
     /// negative answer speaks for (0 is the root).
-    pub soa_labels: Option<u8>,
+    pub(crate) soa_labels: Option<u8>,
     pub opt: Option<OptSpan>,
 }
 
@@ -794,7 +799,7 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
 
 /// The full 12-bit RCODE of a reply read by `read_reply`: the header's four bits and the
 /// OPT's upper eight (RFC 6891 6.1.3).
-pub fn extended_rcode(p: &[u8], info: &ReplyInfo) -> u16 {
+pub(crate) fn extended_rcode(p: &[u8], info: &ReplyInfo) -> u16 {
     u16::from(info.opt.map_or(0, |o| o.edns.rcode_high)) << 4 | u16::from(p[3] & 0x0f)
 }
 
@@ -878,7 +883,7 @@ fn rewrite_ttls(p: &mut [u8], offsets: &[u16], f: impl Fn(u32) -> u32) {
 /// client's ID, its spelling of the name, RA set, and our OPT if the client used EDNS.
 /// Returns false if it does not fit the client's UDP limit (`limit`), in which case the
 /// caller sends a truncated reply instead.
-pub fn finish_reply(out: &mut Vec<u8>, client: &[u8], q: &Query, limit: usize) -> bool {
+pub(crate) fn finish_reply(out: &mut Vec<u8>, client: &[u8], q: &Query, limit: usize) -> bool {
     set_id(out, q.id);
     out[HEADER_LEN..q.question_end].copy_from_slice(&client[HEADER_LEN..q.question_end]);
     out[2] = (out[2] & !0x01) | u8::from(q.rd);
