@@ -20,6 +20,7 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// The command line of `virtdns`.
 #[derive(Parser)]
 #[command(
     name = "virtdns",
@@ -41,10 +42,12 @@ virtdns.toml(5). Logging: the environment variable VIRTDNS_LOG (error, warn, inf
 default info) sets what is written to standard error."
 )]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve DNS, and DHCP when configured, until stopped.
@@ -80,11 +83,13 @@ left. Reads the database without locking out a running virtdns."
         /// instead of a table.
         #[arg(long)]
         json: bool,
+        /// The shared flags.
         #[command(flatten)]
         common: Common,
     },
     /// Work with libvirt's networks.
     Libvirt {
+        /// What to do with libvirt.
         #[command(subcommand)]
         command: LibvirtCommand,
     },
@@ -101,11 +106,13 @@ and the final answer. What to run when a guest cannot resolve something."
         /// The record type to ask for (A, AAAA, MX, SRV, TXT, PTR, ...).
         #[arg(default_value = "A")]
         rtype: String,
+        /// The shared flags.
         #[command(flatten)]
         common: Common,
     },
 }
 
+/// The subcommands of `virtdns libvirt`.
 #[derive(Subcommand)]
 pub enum LibvirtCommand {
     /// Print the virtdns configuration equivalent to a libvirt network's definition, for

@@ -18,22 +18,31 @@ pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:5300";
 /// A configuration problem, located in its file.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file is not valid TOML, or a value in it is wrong.
     #[error("{path}:{line}: {message}")]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The line the problem is on, counted from 1.
         line: usize,
+        /// What is wrong.
         message: String,
     },
 }
 
+/// The configuration file (virtdns.toml(5)): one section per service.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The `[dns]` section; its defaults when absent.
     #[serde(default)]
     pub dns: DnsConfig,
     /// DHCPv4 service; absent means no DHCP.
@@ -49,6 +58,8 @@ pub struct Config {
     pub(crate) network: Option<LibvirtNetwork>,
 }
 
+/// The `[dns]` section: where to listen, whom to answer, where to forward and what to answer
+/// locally.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
@@ -207,25 +218,41 @@ impl TryFrom<RawForwarder> for Forwarder {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawRecord")]
 pub struct StaticRecord {
+    /// The owner name.
     pub name: DomainName,
+    /// The record's type and data.
     pub data: RecordData,
 }
 
+/// The type and data of a static record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordData {
+    /// An IPv4 address.
     A(std::net::Ipv4Addr),
+    /// An IPv6 address.
     Aaaa(std::net::Ipv6Addr),
+    /// The canonical name of an alias.
     Cname(DomainName),
+    /// The name an address points to.
     Ptr(DomainName),
+    /// Text: its character strings.
     Txt(Vec<String>),
+    /// A mail exchanger.
     Mx {
+        /// Lower is preferred.
         preference: u16,
+        /// The mail server's name.
         exchange: DomainName,
     },
+    /// A service's location (RFC 2782).
     Srv {
+        /// Lower is tried first.
         priority: u16,
+        /// The relative share among records of equal priority.
         weight: u16,
+        /// The service's port.
         port: u16,
+        /// The host providing the service.
         target: DomainName,
     },
 }

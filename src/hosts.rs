@@ -5,6 +5,7 @@ use std::net::IpAddr;
 /// One line of a hosts file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostsEntry {
+    /// The address.
     pub addr: IpAddr,
     /// Lower-cased, without a trailing dot; the first is the canonical name.
     pub names: Vec<String>,

@@ -7,9 +7,12 @@ use crate::sys;
 use crate::types::{Net, Subnet};
 use std::net::{IpAddr, Ipv4Addr};
 
+/// An interface's IPv4 address, and the subnet it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterfaceAddr {
+    /// The address.
     pub addr: Ipv4Addr,
+    /// The subnet (the address's network and prefix length).
     pub subnet: Subnet,
 }
 
@@ -69,6 +72,7 @@ pub(crate) fn served_networks(listen: &[std::net::SocketAddr], interfaces: &[Add
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
     pub(crate) index: u32,
+    /// Its IPv4 address.
     pub v4: InterfaceAddr,
 }
 

@@ -20,7 +20,7 @@
 //! goes through `notify`.
 
 #![deny(unsafe_code)]
-#![warn(unreachable_pub, clippy::undocumented_unsafe_blocks)]
+#![warn(unreachable_pub, missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
 pub mod config;

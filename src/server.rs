@@ -30,20 +30,32 @@ const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 /// How often the rediscovery loop looks for a recovered server.
 const RECOVERY_CHECK: Duration = Duration::from_millis(250);
 
+/// Why DNS could not start serving.
 #[derive(Debug, Error)]
 pub enum StartError {
+    /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The listen address.
         addr: SocketAddr,
+        /// The error binding it.
         source: std::io::Error,
     },
+    /// Another DNS server holds the port.
     #[error(
         "cannot listen on {addr}: another DNS server holds the port: {holder} (for libvirt: \
          <dnsmasq:option value='port=0'/> in the network, or <dns enable='no'/>)"
     )]
-    Taken { addr: SocketAddr, holder: String },
+    Taken {
+        /// The listen address.
+        addr: SocketAddr,
+        /// The processes holding the port, as /proc shows them (`ports::holder_text`).
+        holder: String,
+    },
 }
 
+/// The DNS service: the resolver, its upstream servers, and the state that follows
+/// resolv.conf, hosts files, interfaces and guests' names.
 pub struct Server {
     /// The `[dns]` settings in force; replaced whole by `reload`.
     dns: ArcSwap<DnsConfig>,
@@ -93,6 +105,7 @@ impl Server {
         }
     }
 
+    /// The resolver that answers queries.
     pub fn resolver(&self) -> &Arc<Resolver> {
         &self.resolver
     }

@@ -7,9 +7,12 @@ use serde::Deserialize;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+/// The `[dhcp]` section: the interface served, its ranges, the options handed to guests,
+/// static hosts and the lease database.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawDhcp")]
 pub struct DhcpConfig {
+    /// The interface served: the network's bridge.
     pub interface: String,
     pub(crate) ranges: Vec<Range>,
     pub(crate) lease_time_secs: u32,
@@ -23,6 +26,7 @@ pub struct DhcpConfig {
     pub(crate) search: Vec<DomainName>,
     pub(crate) hosts: Vec<StaticHost>,
     pub(crate) max_leases: usize,
+    /// The SQLite lease database.
     pub lease_db: PathBuf,
     /// UDP ports: 67 and 68 unless testing.
     pub(crate) server_port: u16,
@@ -78,7 +82,9 @@ fn default_client_port() -> u16 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawRange")]
 pub struct Range {
+    /// The first address of the range.
     pub start: Ipv4Addr,
+    /// The last address of the range.
     pub end: Ipv4Addr,
     /// The subnet the range serves; default: the interface's. Required for ranges served
     /// through a relay (matched against giaddr or option 118).
@@ -130,8 +136,11 @@ impl Range {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticHost {
+    /// The guest's MAC.
     pub mac: Mac,
+    /// Its fixed address, if it has one.
     pub address: Option<Ipv4Addr>,
+    /// Its host name, if it has one.
     pub name: Option<DomainName>,
 }
 

@@ -16,6 +16,8 @@ pub(crate) const DECLINE_HOLD_SECS: u64 = 600;
 /// Who a client is: option 61 when it sends one, else hardware type 1 and its MAC.
 pub(crate) type ClientId = Vec<u8>;
 
+/// The client identifier of a client that sends none: hardware type 1 (Ethernet), then the
+/// MAC.
 pub fn client_id_from_mac(mac: Mac) -> ClientId {
     let mut id = vec![1];
     id.extend_from_slice(&mac.0);
@@ -25,8 +27,11 @@ pub fn client_id_from_mac(mac: Mac) -> ClientId {
 /// An acknowledged lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// The address leased.
     pub addr: Ipv4Addr,
+    /// The client holding it.
     pub client: ClientId,
+    /// The client's MAC.
     pub mac: Mac,
     /// The guest's host name (one label), published as `name.<domain>`.
     pub name: Option<String>,
@@ -70,6 +75,8 @@ pub(crate) struct RangeUsage {
     pub(crate) free: u64,
 }
 
+/// The addresses of the served ranges and who holds each: leases, offers, and addresses kept
+/// out of use.
 pub struct Pool {
     /// Each range with the subnet it serves.
     ranges: Vec<(Range, Subnet)>,
@@ -90,6 +97,8 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A pool over `ranges` (each with the subnet it serves) without leases, static hosts'
+    /// addresses reserved for them, holding at most `max_leases` leases.
     pub fn new(
         ranges: Vec<(Range, Subnet)>,
         statics: &[StaticHost],

@@ -11,17 +11,24 @@ use std::net::Ipv4Addr;
 /// What the server hands to every client of a subnet.
 #[derive(Debug, Clone)]
 pub struct Offerings {
+    /// Option 54, the server identifier: our address on the subnet.
     pub server: Ipv4Addr,
+    /// Option 51, the lease time in seconds (renewal at half of it, rebinding at 7/8).
     pub lease_time: u32,
+    /// Option 3, the router.
     pub router: Option<Ipv4Addr>,
+    /// Option 6, the DNS servers.
     pub dns_servers: Vec<Ipv4Addr>,
+    /// Option 15, the domain name.
     pub domain: Option<String>,
+    /// Option 119, the domain search list.
     pub search: Vec<String>,
 }
 
 /// The outcome for one message.
 #[derive(Debug, Default)]
 pub struct Decision {
+    /// The reply to send, if any.
     pub reply: Option<Message>,
     /// Made durable before the reply is sent.
     pub changes: Vec<Change>,
@@ -78,17 +85,24 @@ impl LeaseEvent {
 /// Why a message was not looked at.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rejected {
+    /// Not a BOOTREQUEST.
     NotRequest,
+    /// Not Ethernet, or a hardware address length other than 6.
     NotEthernet,
+    /// No DHCP magic cookie.
     BadMagic,
+    /// No DHCP message type (option 53).
     NoMessageType,
 }
 
 /// The parts of a client message every decision needs, checked once.
 pub struct ClientMessage<'a> {
     pub(crate) msg: &'a Message,
+    /// The DHCP message type (option 53).
     pub kind: MessageType,
+    /// The client's hardware address (chaddr).
     pub mac: Mac,
+    /// Who the client is: option 61 when it sends one, else hardware type 1 and its MAC.
     pub client: ClientId,
 }
 

@@ -72,6 +72,7 @@ pub(crate) struct DhcpServer {
     expiry_changed: Notify,
 }
 
+/// The current Unix time in seconds (0 for a clock set before 1970).
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -25,7 +25,14 @@ pub enum Destination {
     /// 255.255.255.255 on the interface.
     Broadcast(u16),
     /// A client without an address: unicast to `addr` at `mac`.
-    Hardware { addr: Ipv4Addr, mac: Mac, port: u16 },
+    Hardware {
+        /// The address offered.
+        addr: Ipv4Addr,
+        /// The client's MAC, which the kernel's ARP table is given for `addr`.
+        mac: Mac,
+        /// The client's port.
+        port: u16,
+    },
 }
 
 /// RFC 2131 4.1's choice of destination for `reply` to `request`, received from `source`.

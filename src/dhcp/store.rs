@@ -15,15 +15,21 @@ use tokio::sync::oneshot;
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// Why the lease database failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// The database could not be opened or set up.
     #[error("lease database {path}: {source}")]
     Open {
+        /// The database file.
         path: String,
+        /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// A statement failed.
     #[error("lease database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The writer thread has stopped: nothing more is made durable.
     #[error("lease database writer has stopped")]
     Stopped,
 }
@@ -31,7 +37,9 @@ pub enum StoreError {
 /// A change to make durable.
 #[derive(Debug, Clone)]
 pub enum Change {
+    /// Stores the lease, replacing any other of its address.
     Put(Lease),
+    /// Deletes the lease of this address.
     Remove(Ipv4Addr),
 }
 

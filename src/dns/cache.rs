@@ -31,6 +31,7 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// The key of the answer to `q`.
     pub fn of(q: &Query) -> CacheKey {
         // DO, CD and RD: DNSSEC-aware, validating and non-recursive clients get their own
         // answers.
@@ -47,6 +48,7 @@ impl CacheKey {
         }
     }
 
+    /// The key's bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
@@ -83,6 +85,8 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An answer from a reply's `bytes` (its OPT record cut out) and the offsets of its TTLs,
+    /// to be reissued for `ttl` seconds (at most `MAX_TTL`).
     pub fn new(bytes: Vec<u8>, ttl_offsets: Vec<u16>, ttl: u32) -> Answer {
         Answer {
             bytes: bytes.into_boxed_slice(),
@@ -175,12 +179,15 @@ pub(crate) struct CacheStats {
     pub(crate) expired: u64,
 }
 
+/// Answers by question, with a bounded number of entries, in shards each behind a lock of
+/// its own.
 pub struct Cache {
     shards: Box<[Shard]>,
     per_shard: usize,
 }
 
 impl Cache {
+    /// A cache of about `capacity` answers, spread over its shards.
     pub fn new(capacity: usize) -> Cache {
         Cache {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -210,6 +217,8 @@ impl Cache {
         Some(answer.clone())
     }
 
+    /// Stores `answer` under `key`, first evicting a sampled entry if the shard is full. An
+    /// answer with TTL 0 is not stored.
     pub fn insert(&self, key: CacheKey, answer: Arc<Answer>) {
         if answer.ttl == 0 {
             return;

@@ -26,6 +26,8 @@ const LEARN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The outcome shared by everyone who asked the same question.
 pub(crate) type Outcome = Result<Arc<Answer>, Rcode>;
 
+/// Forwards queries upstream: walks a route's servers, caches what they answer, and has
+/// concurrent identical questions share one walk.
 pub struct Forwarder<X: Exchanger = Network> {
     exchanger: Arc<X>,
     pool: UpstreamPool,
@@ -38,12 +40,16 @@ pub struct Forwarder<X: Exchanger = Network> {
 }
 
 impl Forwarder<Network> {
+    /// A forwarder over the real network, with a cache of `cache_size` answers and at most
+    /// `max_inflight` walks at once.
     pub fn new(pool: UpstreamPool, cache_size: usize, max_inflight: usize) -> Forwarder {
         Forwarder::with_exchanger(Network, pool, cache_size, max_inflight)
     }
 }
 
 impl<X: Exchanger> Forwarder<X> {
+    /// A forwarder whose upstream exchanges go through `exchanger` (a script, in tests and
+    /// fuzzing).
     pub fn with_exchanger(
         exchanger: X,
         pool: UpstreamPool,
@@ -61,6 +67,7 @@ impl<X: Exchanger> Forwarder<X> {
         }
     }
 
+    /// Its answer cache.
     pub fn cache(&self) -> &Cache {
         &self.cache
     }

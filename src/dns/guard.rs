@@ -194,12 +194,16 @@ fn valid_cookie_len(len: usize) -> bool {
 /// Why a datagram was not taken as the reply to a query.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Rejection {
+    /// Not an answer to the query (ID, question), or malformed.
     #[error("{0}")]
     Mismatch(#[from] ReplyMismatch),
+    /// The question is spelled in another case than it was sent (0x20).
     #[error("the question is spelled in another case than it was sent (0x20)")]
     Case,
+    /// Its COOKIE names another client cookie, or is malformed.
     #[error("its COOKIE names another client cookie, or is malformed")]
     WrongCookie,
+    /// No COOKIE, from a server that returns ours.
     #[error("no COOKIE, from a server that returns ours")]
     NoCookie,
 }
@@ -215,6 +219,7 @@ pub struct Dropped {
 }
 
 impl Dropped {
+    /// Counts one datagram dropped for `why`.
     pub fn note(&mut self, why: &Rejection) {
         let count = match why {
             Rejection::Mismatch(_) => &mut self.other,

@@ -97,6 +97,8 @@ impl LocalNames {
         )
     }
 
+    /// Local names from their parts: the local domain, the local-only domains, static records
+    /// and hosts entries, answered with TTL `ttl`.
     pub fn build(
         domain: Option<&str>,
         local_only: &[String],

@@ -18,6 +18,7 @@ pub struct Arrival {
 }
 
 impl Arrival {
+    /// A query that came in now over `transport`, from `client` when known.
     #[inline]
     pub fn new(transport: Transport, client: Option<SocketAddr>) -> Arrival {
         Arrival {

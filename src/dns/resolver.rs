@@ -27,6 +27,7 @@ pub enum Immediate {
     Reply(Vec<u8>, Source),
     /// A cache hit: the caller renders it (into a buffer it reuses).
     Cached(Arc<Answer>, Query),
+    /// No reply: the packet is dropped (not a query that can be answered, even with an error).
     Drop,
     /// Needs the forwarder.
     Forward(Query, Route),
@@ -39,6 +40,8 @@ pub(crate) struct Forwarded {
     pub(crate) upstream: Option<SocketAddr>,
 }
 
+/// Answers client queries: after the ACL, from the cache, local names or routing table, and
+/// failing those through the forwarder.
 pub struct Resolver<X: Exchanger = Network> {
     /// Read on every packet, replaced when interfaces change: lock-free reads.
     acl: ArcSwap<Acl>,
@@ -48,6 +51,7 @@ pub struct Resolver<X: Exchanger = Network> {
 }
 
 impl<X: Exchanger> Resolver<X> {
+    /// A resolver from its parts.
     pub fn new(
         acl: Acl,
         local: LocalNames,

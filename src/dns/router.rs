@@ -29,10 +29,14 @@ pub enum RouteSource {
     Discovered,
 }
 
+/// The servers for a domain and every name under it.
 #[derive(Debug, Clone)]
 pub struct DomainRoute {
+    /// The domain, lower-cased, without the trailing dot.
     pub domain: Arc<str>,
+    /// Its servers, in order.
     pub servers: Servers,
+    /// Where the route came from.
     pub source: RouteSource,
 }
 
@@ -57,7 +61,9 @@ impl fmt::Display for DefaultSource {
 /// How to walk a server list (resolv.conf `options`, and the route's scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkOptions {
+    /// How many times the server list is walked (`options attempts:`).
     pub attempts: u32,
+    /// Each walk starts one server further along (`options rotate`).
     pub rotate: bool,
     /// glibc's per-try timeout (`options timeout:`): no attempt waits longer than this.
     pub timeout_cap: Duration,
@@ -93,8 +99,11 @@ pub struct RoutingTable {
 pub enum Route {
     /// Forward to these servers, in order.
     Forward {
+        /// The servers, in order.
         servers: Servers,
+        /// Which rule chose them.
         rule: Rule,
+        /// How to walk them.
         options: WalkOptions,
     },
     /// A single-label name with `forward_plain_names = false`: NXDOMAIN, never forwarded.
@@ -104,7 +113,9 @@ pub enum Route {
 /// Which rule picked the servers, for logs and `explain`; rendered only when displayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
+    /// A domain route: the domain, and where the route came from.
     Domain(Arc<str>, RouteSource),
+    /// The default servers, and where they came from.
     Default(DefaultSource),
 }
 
@@ -122,6 +133,8 @@ impl fmt::Display for Rule {
 }
 
 impl RoutingTable {
+    /// A table from its domain routes (sorted here: longest domain first), the default servers,
+    /// and how to treat plain names and walk the lists.
     pub fn new(
         mut domains: Vec<DomainRoute>,
         default: Vec<Arc<Upstream>>,

@@ -5,7 +5,9 @@
 /// The transport a query came in on: it decides how large a reply may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// UDP: a reply is bounded by the client's payload size.
     Udp,
+    /// TCP: a reply may take up to 65535 bytes.
     Tcp,
 }
 

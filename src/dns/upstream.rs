@@ -97,6 +97,8 @@ pub(crate) struct Evidence {
     pub(crate) at: Instant,
 }
 
+/// One upstream server and what is known of it: its RTT, whether it is down, and whether its
+/// TCP works.
 #[derive(Debug)]
 pub struct Upstream {
     pub(crate) addr: SocketAddr,
@@ -347,6 +349,7 @@ struct PoolInner {
 }
 
 impl UpstreamPool {
+    /// An empty pool; per-attempt timeouts stay within `bounds` (least, most).
     pub fn new(bounds: (Duration, Duration)) -> UpstreamPool {
         UpstreamPool {
             inner: Arc::new(PoolInner {
@@ -362,6 +365,7 @@ impl UpstreamPool {
         self.inner.bounds
     }
 
+    /// The server at `addr`, added on first use.
     pub fn get(&self, addr: SocketAddr) -> Arc<Upstream> {
         let mut servers = self.inner.servers.lock().unwrap();
         servers

@@ -23,6 +23,7 @@
 
 use thiserror::Error;
 
+/// Size of the fixed DNS header (RFC 1035 4.1.1).
 pub const HEADER_LEN: usize = 12;
 /// Largest name in wire form (RFC 1035 2.3.4).
 pub(crate) const MAX_NAME_LEN: usize = 255;
@@ -31,12 +32,19 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 /// Size of an OPT record without options.
 pub(crate) const OPT_LEN: usize = 11;
 
+/// RR type A: an IPv4 address (RFC 1035).
 pub const TYPE_A: u16 = 1;
+/// RR type NS: a zone's name server (RFC 1035).
 pub const TYPE_NS: u16 = 2;
+/// RR type CNAME: the canonical name of an alias (RFC 1035).
 pub const TYPE_CNAME: u16 = 5;
+/// RR type SOA: the start of a zone's authority (RFC 1035).
 pub const TYPE_SOA: u16 = 6;
+/// RR type PTR: the name an address points to (RFC 1035).
 pub const TYPE_PTR: u16 = 12;
+/// RR type AAAA: an IPv6 address (RFC 3596).
 pub const TYPE_AAAA: u16 = 28;
+/// RR type OPT: the EDNS pseudo-record (RFC 6891).
 pub const TYPE_OPT: u16 = 41;
 pub(crate) const CLASS_IN: u16 = 1;
 /// EDNS option COOKIE (RFC 7873 4): an 8-byte client cookie, then 8 to 32 bytes of the
@@ -49,36 +57,50 @@ pub use crate::dns::rcode::Rcode;
 /// Extended RCODE 16 (BADVERS, RFC 6891), carried in the OPT TTL's high byte as 1.
 pub(crate) const BADVERS_HIGH: u8 = 1;
 
+/// Why a packet could not be read.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
+    /// Shorter than a DNS header.
     #[error("packet shorter than a DNS header")]
     Short,
+    /// A name runs past the end of the packet, or is malformed.
     #[error("a name runs past the end of the packet or is malformed")]
     BadName,
+    /// A record runs past the end of the packet.
     #[error("a record runs past the end of the packet")]
     Truncated,
+    /// More than one OPT record.
     #[error("more than one OPT record")]
     DuplicateOpt,
+    /// An OPT record outside the additional section, or not owned by the root.
     #[error("an OPT record outside the additional section or not owned by the root")]
     MisplacedOpt,
+    /// A compression pointer in the question, which this reader does not follow.
     #[error("a compression pointer in the question")]
     CompressedQuestion,
+    /// The packet is a response, not a query.
     #[error("the packet is a response, not a query")]
     NotQuery,
+    /// An opcode other than QUERY (0).
     #[error("opcode {0} is not QUERY")]
     Opcode(u8),
+    /// A question count other than one.
     #[error("{0} questions; exactly one is supported")]
     QuestionCount(u16),
 }
 
 // ---- header ---------------------------------------------------------------------------------
 
+/// The message ID. Panics if `p` is shorter than a header, as every header accessor here
+/// does: callers check the length first.
 pub fn id(p: &[u8]) -> u16 {
     u16::from_be_bytes([p[0], p[1]])
 }
+/// Sets the message ID.
 pub fn set_id(p: &mut [u8], id: u16) {
     p[0..2].copy_from_slice(&id.to_be_bytes());
 }
+/// Whether QR is set: the message is a response.
 pub fn is_response(p: &[u8]) -> bool {
     p[2] & 0x80 != 0
 }
@@ -104,6 +126,7 @@ pub(crate) fn ra(p: &[u8]) -> bool {
 pub(crate) fn cd(p: &[u8]) -> bool {
     p[3] & 0x10 != 0
 }
+/// The 4-bit RCODE of the header (an extended RCODE's upper bits are in the OPT record).
 pub fn rcode(p: &[u8]) -> Rcode {
     Rcode::from_header(p[3])
 }
@@ -124,9 +147,11 @@ fn count(p: &[u8], index: usize) -> u16 {
 fn set_count(p: &mut [u8], index: usize, value: u16) {
     p[4 + 2 * index..6 + 2 * index].copy_from_slice(&value.to_be_bytes());
 }
+/// QDCOUNT: the number of questions.
 pub fn qdcount(p: &[u8]) -> u16 {
     count(p, 0)
 }
+/// ANCOUNT: the number of answer records.
 pub fn ancount(p: &[u8]) -> u16 {
     count(p, 1)
 }
@@ -172,6 +197,8 @@ impl WireName {
         Some(name)
     }
 
+    /// The name in wire form: each label after its length byte, ending with the root's zero
+    /// byte.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
@@ -181,6 +208,7 @@ impl WireName {
         self.labels().count()
     }
 
+    /// Its labels in order, each without its length byte; the root is not one.
     pub fn labels(&self) -> impl Iterator<Item = &[u8]> {
         let b = self.as_bytes();
         let mut off = 0;
@@ -315,8 +343,11 @@ pub fn name_from_dotted(dotted: &str) -> Option<WireName> {
 /// The EDNS0 parameters of a message (RFC 6891 6.1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edns {
+    /// The largest UDP payload the sender can take.
     pub payload: u16,
+    /// The EDNS version (0, the only one defined).
     pub version: u8,
+    /// DO: the sender wants DNSSEC records.
     pub dnssec_ok: bool,
     /// Upper 8 bits of the extended RCODE.
     pub(crate) rcode_high: u8,
@@ -325,22 +356,32 @@ pub struct Edns {
 /// Where the OPT record sits in a message, so it can be cut out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptSpan {
+    /// Offset of the OPT record's first byte.
     pub start: usize,
+    /// Offset just past the OPT record.
     pub end: usize,
+    /// What the OPT record says.
     pub edns: Edns,
 }
 
 /// A client query, read in place.
 #[derive(Debug, Clone, Copy)]
 pub struct Query {
+    /// The query's ID.
     pub id: u16,
+    /// The question's name, lower-cased.
     pub name: WireName,
+    /// The question's type.
     pub qtype: u16,
+    /// The question's class.
     pub qclass: u16,
     /// Offset just past the question.
     pub question_end: usize,
+    /// RD: the client wants recursion.
     pub rd: bool,
+    /// CD: the client does its own DNSSEC checking.
     pub cd: bool,
+    /// The query's EDNS parameters, if it has an OPT record.
     pub edns: Option<Edns>,
 }
 
@@ -353,6 +394,7 @@ impl Query {
             None => 512,
         }
     }
+    /// Whether the client set DO: it wants DNSSEC records.
     pub fn dnssec_ok(&self) -> bool {
         self.edns.is_some_and(|e| e.dnssec_ok)
     }
@@ -700,7 +742,9 @@ pub(crate) fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
 /// What the forwarder needs to know about an upstream reply, read in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyInfo {
+    /// The reply's header RCODE.
     pub rcode: Rcode,
+    /// ANCOUNT: its number of answer records.
     pub answers: u16,
     /// TTL offsets of every record except OPT.
     pub ttl_offsets: Vec<u16>,
@@ -709,6 +753,7 @@ pub struct ReplyInfo {
     /// Labels in the owner of the authority section's SOA, if there is one: the zone a
     /// negative answer speaks for (0 is the root).
     pub(crate) soa_labels: Option<u8>,
+    /// Where its OPT record sits, if it has one.
     pub opt: Option<OptSpan>,
 }
 
@@ -747,10 +792,13 @@ pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo
 /// Why an upstream datagram was not accepted as the reply to our query.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ReplyMismatch {
+    /// Too short, not a response, or with another ID.
     #[error("ID or header does not match our query")]
     Header,
+    /// The question is not the one asked.
     #[error("question does not match our query")]
     Question,
+    /// The records cannot be read.
     #[error("malformed reply: {0}")]
     Malformed(WireError),
 }

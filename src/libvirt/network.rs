@@ -163,24 +163,39 @@ pub(crate) enum LeaseTime {
 /// A definition that could not be read, located in its file.
 #[derive(Debug, Error)]
 pub enum NetworkError {
+    /// The name is not one a network may have.
     #[error("'{0}' is not a network name")]
     BadName(String),
+    /// There is neither a live nor a persistent definition.
     #[error(
         "network {name} is not defined: neither {} nor {} exists",
         live.display(),
         persistent.display()
     )]
     NotFound {
+        /// The network's name.
         name: String,
+        /// The live definition looked for.
         live: PathBuf,
+        /// The persistent definition looked for.
         persistent: PathBuf,
     },
+    /// The definition could not be read.
     #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: io::Error,
+    },
+    /// The definition is not well-formed XML, or says something unusable.
     #[error("{}:{line}: {message}", path.display())]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The line the problem is on, counted from 1.
         line: u32,
+        /// What is wrong.
         message: String,
     },
 }
@@ -188,7 +203,9 @@ pub enum NetworkError {
 /// A definition read by [`load`], with the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
+    /// The definition.
     pub def: NetworkDef,
+    /// The file it was read from.
     pub path: PathBuf,
     /// Read from the live definition (the network is running).
     pub(crate) live: bool,

@@ -64,7 +64,9 @@ impl State {
 /// One row of `published`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
+    /// The name and address published.
     pub entry: Entry,
+    /// Where it stands.
     pub state: State,
     /// The last error or conflict, as a person reads it.
     pub detail: Option<String>,
