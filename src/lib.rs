@@ -18,6 +18,10 @@
 //! and to `dns::querylog`), `ratelimit` (a token bucket for log lines), and `instance`, the
 //! composition root that owns the lifecycle of one running virtdns, telling systemd how it
 //! goes through `notify`.
+//!
+//! Underneath: `sys`, the only module allowed `unsafe`: the system calls made through libc
+//! by hand, each behind a small safe function. The lints below keep it that way, keep
+//! internal items `pub(crate)` (`unreachable_pub`) and what is `pub` documented.
 
 #![deny(unsafe_code)]
 #![warn(unreachable_pub, missing_docs, clippy::undocumented_unsafe_blocks)]
