@@ -20,6 +20,7 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// The command line of `virtdns`.
 #[derive(Parser)]
 #[command(
     name = "virtdns",
@@ -41,10 +42,12 @@ virtdns.toml(5). Logging: the environment variable VIRTDNS_LOG (error, warn, inf
 default info) sets what is written to standard error."
 )]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve DNS, and DHCP when configured, until stopped.
@@ -80,11 +83,13 @@ left. Reads the database without locking out a running virtdns."
         /// instead of a table.
         #[arg(long)]
         json: bool,
+        /// The shared flags.
         #[command(flatten)]
         common: Common,
     },
     /// Work with libvirt's networks.
     Libvirt {
+        /// What to do with libvirt.
         #[command(subcommand)]
         command: LibvirtCommand,
     },
@@ -101,11 +106,13 @@ and the final answer. What to run when a guest cannot resolve something."
         /// The record type to ask for (A, AAAA, MX, SRV, TXT, PTR, ...).
         #[arg(default_value = "A")]
         rtype: String,
+        /// The shared flags.
         #[command(flatten)]
         common: Common,
     },
 }
 
+/// The subcommands of `virtdns libvirt`.
 #[derive(Subcommand)]
 pub enum LibvirtCommand {
     /// Print the virtdns configuration equivalent to a libvirt network's definition, for
@@ -137,16 +144,16 @@ pub struct Common {
     /// Serve DNS on ADDR (repeatable; IPv4 or [IPv6], with an optional :PORT; a bare address
     /// means port 53). Replaces the configuration's [dns] listen.
     #[arg(long, value_name = "ADDR[:PORT]")]
-    pub listen: Vec<ServerAddr>,
+    pub(crate) listen: Vec<ServerAddr>,
     /// Follow PATH as the host's resolver configuration (default /etc/resolv.conf).
     #[arg(long, value_name = "PATH")]
-    pub resolv_conf: Option<PathBuf>,
+    pub(crate) resolv_conf: Option<PathBuf>,
     /// Answer names from the hosts file PATH (repeatable; default /etc/hosts).
     #[arg(long, value_name = "PATH")]
-    pub hosts: Vec<PathBuf>,
+    pub(crate) hosts: Vec<PathBuf>,
     /// Answer no names from hosts files.
     #[arg(long)]
-    pub no_hosts: bool,
+    pub(crate) no_hosts: bool,
 }
 
 impl Common {

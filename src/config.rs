@@ -13,27 +13,36 @@ use thiserror::Error;
 /// Where virtdns listens when neither the config nor the command line says.
 /// Where DNS listens without configuration: loopback, on a port that needs no privilege and
 /// that no common service takes (5353 is mDNS, which avahi-daemon holds on most desktops).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5300";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:5300";
 
 /// A configuration problem, located in its file.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file is not valid TOML, or a value in it is wrong.
     #[error("{path}:{line}: {message}")]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The line the problem is on, counted from 1.
         line: usize,
+        /// What is wrong.
         message: String,
     },
 }
 
+/// The configuration file (virtdns.toml(5)): one section per service.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The `[dns]` section; its defaults when absent.
     #[serde(default)]
     pub dns: DnsConfig,
     /// DHCPv4 service; absent means no DHCP.
@@ -41,53 +50,55 @@ pub struct Config {
     /// Publishing guests' names to an organisation's DNS (RFC 2136); absent means none.
     pub publish: Option<PublishConfig>,
     /// The libvirt network this instance serves, whose definition fills `[dns]`.
-    pub libvirt: Option<LibvirtConfig>,
+    pub(crate) libvirt: Option<LibvirtConfig>,
     /// The Prometheus endpoint; absent means none.
-    pub metrics: Option<MetricsConfig>,
+    pub(crate) metrics: Option<MetricsConfig>,
     /// What `[libvirt]` settled when the config was loaded (not a key of the file).
     #[serde(skip)]
-    pub network: Option<LibvirtNetwork>,
+    pub(crate) network: Option<LibvirtNetwork>,
 }
 
+/// The `[dns]` section: where to listen, whom to answer, where to forward and what to answer
+/// locally.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     /// Addresses to serve on; a bare address means port 53.
-    pub listen: Vec<ServerAddr>,
+    pub(crate) listen: Vec<ServerAddr>,
     /// Networks whose clients are answered (loopback always is); default: the subnets of the
     /// interfaces carrying a listen address.
-    pub allow: Vec<crate::types::Net>,
+    pub(crate) allow: Vec<crate::types::Net>,
     /// The host's resolver configuration, followed as it changes.
-    pub resolv_conf: PathBuf,
+    pub(crate) resolv_conf: PathBuf,
     /// Hosts files answered locally, reloaded on change.
-    pub hosts: Vec<PathBuf>,
+    pub(crate) hosts: Vec<PathBuf>,
     /// Ignore hosts files entirely.
-    pub no_hosts: bool,
+    pub(crate) no_hosts: bool,
     /// The network's own domain: answered from local data only.
-    pub domain: Option<DomainName>,
+    pub(crate) domain: Option<DomainName>,
     /// When false, names without a dot are never forwarded.
-    pub forward_plain_names: bool,
+    pub(crate) forward_plain_names: bool,
     /// Route each resolv.conf search domain to the nameserver authoritative for it.
-    pub discover_split_domains: bool,
+    pub(crate) discover_split_domains: bool,
     /// Upper bound on cached answers.
-    pub cache_size: usize,
+    pub(crate) cache_size: usize,
     /// Upper bound on queries being forwarded at once; beyond it clients get SERVFAIL.
-    pub max_inflight: usize,
+    pub(crate) max_inflight: usize,
     /// TTL of answers built from local data.
-    pub local_ttl: u32,
+    pub(crate) local_ttl: u32,
     /// Bounds of the per-attempt upstream timeout, which follows each server's RTT.
-    pub min_timeout_ms: u64,
-    pub max_timeout_ms: u64,
+    pub(crate) min_timeout_ms: u64,
+    pub(crate) max_timeout_ms: u64,
     /// Simultaneous TCP clients.
-    pub tcp_max_connections: usize,
+    pub(crate) tcp_max_connections: usize,
     /// A TCP connection without a query for this long is closed.
-    pub tcp_idle_timeout_ms: u64,
+    pub(crate) tcp_idle_timeout_ms: u64,
     /// One log line per client query (`dns::querylog`); SIGUSR1 toggles it at run time.
-    pub log_queries: bool,
+    pub(crate) log_queries: bool,
     #[serde(rename = "forwarder")]
-    pub forwarders: Vec<Forwarder>,
+    pub(crate) forwarders: Vec<Forwarder>,
     #[serde(rename = "record")]
-    pub records: Vec<StaticRecord>,
+    pub(crate) records: Vec<StaticRecord>,
 }
 
 impl Default for DnsConfig {
@@ -117,19 +128,19 @@ impl Default for DnsConfig {
 
 impl DnsConfig {
     /// Forwarders with only an address replace resolv.conf as the default servers.
-    pub fn forwarders_replace_resolv_conf(&self) -> bool {
+    pub(crate) fn forwarders_replace_resolv_conf(&self) -> bool {
         self.forwarders.iter().any(|f| f.domain.is_none())
     }
 
     /// Domains given as forwarders without an address: answered locally, never forwarded.
-    pub fn local_only_domains(&self) -> impl Iterator<Item = String> + '_ {
+    pub(crate) fn local_only_domains(&self) -> impl Iterator<Item = String> + '_ {
         self.forwarders
             .iter()
             .filter(|f| f.addrs.is_empty())
             .filter_map(|f| f.domain.as_ref().map(|d| d.0.clone()))
     }
 
-    pub fn timeout_bounds(&self) -> (Duration, Duration) {
+    pub(crate) fn timeout_bounds(&self) -> (Duration, Duration) {
         (
             Duration::from_millis(self.min_timeout_ms),
             Duration::from_millis(self.max_timeout_ms),
@@ -142,9 +153,11 @@ mod libvirt;
 mod metrics;
 mod publish;
 pub use dhcp::{DhcpConfig, Range, StaticHost, default_lease_db};
-pub use libvirt::{LibvirtConfig, LibvirtNetwork};
-pub use metrics::{DEFAULT_METRICS_LISTEN, MetricsConfig, MetricsListen};
-pub use publish::{KeyAlgorithm, PublishConfig};
+pub(crate) use libvirt::{LibvirtConfig, LibvirtNetwork};
+#[cfg(test)]
+pub(crate) use metrics::DEFAULT_METRICS_LISTEN;
+pub(crate) use metrics::MetricsConfig;
+pub(crate) use publish::{KeyAlgorithm, PublishConfig};
 
 /// One or several values: `addr = "x"` or `addr = ["x", "y"]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -175,9 +188,9 @@ impl<T> From<OneOrMany<T>> for Vec<T> {
 /// A `[[dns.forwarder]]` entry, with libvirt's `<forwarder>` meaning.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawForwarder")]
-pub struct Forwarder {
-    pub domain: Option<DomainName>,
-    pub addrs: Vec<ServerAddr>,
+pub(crate) struct Forwarder {
+    pub(crate) domain: Option<DomainName>,
+    pub(crate) addrs: Vec<ServerAddr>,
 }
 
 #[derive(Deserialize)]
@@ -205,25 +218,41 @@ impl TryFrom<RawForwarder> for Forwarder {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawRecord")]
 pub struct StaticRecord {
+    /// The owner name.
     pub name: DomainName,
+    /// The record's type and data.
     pub data: RecordData,
 }
 
+/// The type and data of a static record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordData {
+    /// An IPv4 address.
     A(std::net::Ipv4Addr),
+    /// An IPv6 address.
     Aaaa(std::net::Ipv6Addr),
+    /// The canonical name of an alias.
     Cname(DomainName),
+    /// The name an address points to.
     Ptr(DomainName),
+    /// Text: its character strings.
     Txt(Vec<String>),
+    /// A mail exchanger.
     Mx {
+        /// Lower is preferred.
         preference: u16,
+        /// The mail server's name.
         exchange: DomainName,
     },
+    /// A service's location (RFC 2782).
     Srv {
+        /// Lower is tried first.
         priority: u16,
+        /// The relative share among records of equal priority.
         weight: u16,
+        /// The service's port.
         port: u16,
+        /// The host providing the service.
         target: DomainName,
     },
 }
@@ -319,7 +348,7 @@ impl Config {
     }
 
     /// Reads and checks the file at `path`, then applies the libvirt network it names.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -330,7 +359,7 @@ impl Config {
     }
 
     /// The zone guests' names are published in: `[publish] zone`, else the DHCP domain.
-    pub fn publish_zone(&self) -> Option<&DomainName> {
+    pub(crate) fn publish_zone(&self) -> Option<&DomainName> {
         let publish = self.publish.as_ref()?;
         publish
             .zone

@@ -5,12 +5,13 @@ use std::net::IpAddr;
 /// One line of a hosts file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostsEntry {
+    /// The address.
     pub addr: IpAddr,
     /// Lower-cased, without a trailing dot; the first is the canonical name.
     pub names: Vec<String>,
 }
 
-pub fn parse(text: &str) -> Vec<HostsEntry> {
+pub(crate) fn parse(text: &str) -> Vec<HostsEntry> {
     text.lines()
         .filter_map(|line| {
             let line = line.split('#').next().unwrap_or("");

@@ -3,86 +3,43 @@
 //! Written by hand (through libc) because none of our dependencies lists interface addresses,
 //! and a netlink crate would be a large dependency for a read at start.
 
+use crate::sys;
 use crate::types::{Net, Subnet};
-use std::ffi::CStr;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
+/// An interface's IPv4 address, and the subnet it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterfaceAddr {
+    /// The address.
     pub addr: Ipv4Addr,
+    /// The subnet (the address's network and prefix length).
     pub subnet: Subnet,
 }
 
 /// One address of one interface, with its prefix length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
-    pub interface: String,
-    pub addr: IpAddr,
-    pub prefix: u8,
+    pub(crate) interface: String,
+    pub(crate) addr: IpAddr,
+    pub(crate) prefix: u8,
 }
 
 /// Every IPv4 and IPv6 address of every interface.
-pub fn addresses() -> Vec<Address> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+pub(crate) fn addresses() -> Vec<Address> {
+    let Ok(list) = sys::InterfaceAddresses::read() else {
         return Vec::new();
-    }
-    let mut found = Vec::new();
-    let mut cursor = list;
-    while !cursor.is_null() {
-        // SAFETY: cursor is a non-null node of the list getifaddrs returned.
-        let ifa = unsafe { &*cursor };
-        cursor = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let interface = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: ifa_addr is non-null; sa_family says which sockaddr both pointers hold.
-        let (addr, prefix) = unsafe {
-            match (*ifa.ifa_addr).sa_family as i32 {
-                libc::AF_INET => {
-                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
-                    let addr = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                    (
-                        IpAddr::V4(addr),
-                        u32::from_be(m.sin_addr.s_addr).count_ones() as u8,
-                    )
-                }
-                libc::AF_INET6 => {
-                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in6);
-                    let prefix = m
-                        .sin6_addr
-                        .s6_addr
-                        .iter()
-                        .map(|b| b.count_ones())
-                        .sum::<u32>();
-                    (
-                        IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
-                        prefix as u8,
-                    )
-                }
-                _ => continue,
-            }
-        };
-        found.push(Address {
-            interface,
+    };
+    list.iter()
+        .map(|(name, addr, prefix)| Address {
+            interface: name.to_string_lossy().into_owned(),
             addr,
             prefix,
-        });
-    }
-    // SAFETY: list came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(list) };
-    found
+        })
+        .collect()
 }
 
 /// The first IPv4 address of `name`, or None if it has none (or does not exist).
-pub fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
+pub(crate) fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
     addresses().into_iter().find_map(|a| match a.addr {
         IpAddr::V4(v4) if a.interface == name => Some(InterfaceAddr {
             addr: v4,
@@ -94,7 +51,7 @@ pub fn ipv4_of(name: &str) -> Option<InterfaceAddr> {
 
 /// The networks virtdns serves: those of the interfaces carrying a listen address (every
 /// interface's when listening on 0.0.0.0 or ::). Loopback counts only when listened on.
-pub fn served_networks(listen: &[std::net::SocketAddr], interfaces: &[Address]) -> Vec<Net> {
+pub(crate) fn served_networks(listen: &[std::net::SocketAddr], interfaces: &[Address]) -> Vec<Net> {
     let mut nets: Vec<Net> = Vec::new();
     for l in listen {
         let mine = interfaces
@@ -114,16 +71,15 @@ pub fn served_networks(listen: &[std::net::SocketAddr], interfaces: &[Address]) 
 /// its IPv4 address. When either changes, sockets bound to it must be bound again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
-    pub index: u32,
+    pub(crate) index: u32,
+    /// Its IPv4 address.
     pub v4: InterfaceAddr,
 }
 
 /// The interface called `name`, if it exists and has an IPv4 address.
 pub fn link(name: &str) -> Option<Link> {
     let c_name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string and returns 0 when there is no
-    // such interface.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    let index = sys::if_nametoindex(&c_name);
     let v4 = ipv4_of(name)?;
     (index != 0).then_some(Link { index, v4 })
 }

@@ -18,6 +18,13 @@
 //! and to `dns::querylog`), `ratelimit` (a token bucket for log lines), and `instance`, the
 //! composition root that owns the lifecycle of one running virtdns, telling systemd how it
 //! goes through `notify`.
+//!
+//! Underneath: `sys`, the only module allowed `unsafe`: the system calls made through libc
+//! by hand, each behind a small safe function. The lints below keep it that way, keep
+//! internal items `pub(crate)` (`unreachable_pub`) and what is `pub` documented.
+
+#![deny(unsafe_code)]
+#![warn(unreachable_pub, missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
 pub mod config;
@@ -27,12 +34,13 @@ pub mod hosts;
 pub mod iface;
 pub mod instance;
 pub mod libvirt;
-pub mod metrics;
-pub mod notify;
-pub mod ports;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod ports;
 pub mod publish;
-pub mod ratelimit;
-pub mod resolv_conf;
+pub(crate) mod ratelimit;
+pub(crate) mod resolv_conf;
 pub mod server;
+mod sys;
 pub mod types;
-pub mod watch;
+pub(crate) mod watch;

@@ -1,5 +1,7 @@
 //! The `virtdns` command: parses flags, sets up logging, and hands over to the library.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hickory_proto::op::Message;

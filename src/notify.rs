@@ -11,26 +11,26 @@ use std::sync::Mutex;
 static STATUS: Mutex<(String, String)> = Mutex::new((String::new(), String::new()));
 
 /// DNS serves on `listen`: the service is ready.
-pub fn ready(listen: &[SocketAddr]) {
+pub(crate) fn ready(listen: &[SocketAddr]) {
     let addrs: Vec<String> = listen.iter().map(ToString::to_string).collect();
     let line = set(|s| s.0 = format!("DNS on {}", addrs.join(", ")));
     send(&[NotifyState::Ready, NotifyState::Status(&line)]);
 }
 
 /// What DHCP is doing now (serving on an interface, waiting for it).
-pub fn dhcp(what: &str) {
+pub(crate) fn dhcp(what: &str) {
     let line = set(|s| s.1 = format!("DHCP {what}"));
     send(&[NotifyState::Status(&line)]);
 }
 
 /// The configuration was reloaded (SIGHUP), or a reload was refused.
-pub fn reloaded(outcome: &str) {
+pub(crate) fn reloaded(outcome: &str) {
     let line = set(|_| ());
     send(&[NotifyState::Status(&format!("{line} ({outcome})"))]);
 }
 
 /// virtdns is stopping.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 

@@ -7,7 +7,7 @@
 
 /// Who holds UDP `port` on this machine, as `name (pid N)` entries, read from /proc: the
 /// socket's inode in /proc/net/udp, and the process whose descriptors include it.
-pub fn holders(port: u16) -> Vec<String> {
+pub(crate) fn holders(port: u16) -> Vec<String> {
     let table: String = ["/proc/net/udp", "/proc/net/udp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
@@ -48,7 +48,7 @@ pub fn holders(port: u16) -> Vec<String> {
 }
 
 /// `holders(port)` as one phrase for an error message.
-pub fn holder_text(port: u16) -> String {
+pub(crate) fn holder_text(port: u16) -> String {
     let holders = holders(port);
     if holders.is_empty() {
         "a process not visible from here".to_string()
@@ -59,20 +59,10 @@ pub fn holder_text(port: u16) -> String {
 
 /// Asks for a `bytes` receive buffer on `socket`: SO_RCVBUFFORCE when privileged (not capped
 /// by net.core.rmem_max), else SO_RCVBUF (capped). Returns what the kernel granted.
-pub fn set_receive_buffer(socket: &socket2::Socket, bytes: usize) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
+pub(crate) fn set_receive_buffer(socket: &socket2::Socket, bytes: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsFd;
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int on a socket we own.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if forced != 0 {
+    if crate::sys::set_recv_buffer_force(socket.as_fd(), value).is_err() {
         socket.set_recv_buffer_size(bytes)?;
     }
     socket.recv_buffer_size()

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     per_second: f64,
     burst: f64,
     tokens: f64,
@@ -16,7 +16,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket at `now`.
-    pub fn new(per_second: u32, burst: u32, now: Instant) -> TokenBucket {
+    pub(crate) fn new(per_second: u32, burst: u32, now: Instant) -> TokenBucket {
         TokenBucket {
             per_second: f64::from(per_second),
             burst: f64::from(burst.max(1)),
@@ -27,7 +27,7 @@ impl TokenBucket {
     }
 
     /// Whether a line may go out at `now`; a refused line is counted.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
@@ -43,7 +43,7 @@ impl TokenBucket {
     }
 
     /// The lines refused since the last call, and starts counting again.
-    pub fn take_suppressed(&mut self) -> u64 {
+    pub(crate) fn take_suppressed(&mut self) -> u64 {
         std::mem::take(&mut self.suppressed)
     }
 }

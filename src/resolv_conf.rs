@@ -28,9 +28,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 /// glibc uses at most this many nameservers (MAXNS), the first ones it accepted.
-pub const MAX_NAMESERVERS: usize = 3;
+pub(crate) const MAX_NAMESERVERS: usize = 3;
 /// The systemd-resolved stub listener.
-pub const RESOLVED_STUB: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53));
+pub(crate) const RESOLVED_STUB: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53));
 
 /// `RES_MAXNDOTS`: `ndots:` above this is cut to it.
 const MAX_NDOTS: i32 = 15;
@@ -42,53 +42,53 @@ const MAX_ATTEMPTS: i32 = 5;
 const DNS_PORT: u16 = 53;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvConf {
+pub(crate) struct ResolvConf {
     /// The nameservers glibc queries, in file order: the first [`MAX_NAMESERVERS`] accepted
     /// `nameserver` lines. A link-local IPv6 server whose `%scope` could not be resolved keeps
     /// scope 0, as in glibc (queries to it then fail there too).
-    pub nameservers: Vec<SocketAddr>,
+    pub(crate) nameservers: Vec<SocketAddr>,
     /// True when no `nameserver` line was accepted. glibc then queries 127.0.0.1
     /// (INADDR_LOOPBACK); this is left out of `nameservers` on purpose, because for virtdns
     /// that would usually be itself: the caller decides (virtdns keeps its last good list).
-    pub nameservers_defaulted: bool,
+    pub(crate) nameservers_defaulted: bool,
     /// The search list from the last `search` or `domain` line, in order, duplicates kept.
     /// Each entry is lower-cased, with one leading dot (glibc's `res_nsearch` skips it) and
     /// trailing dots removed, for matching. Root entries (`.`) are understood but left out:
     /// for glibc they only mean "try the name as it is".
-    pub search: Vec<String>,
+    pub(crate) search: Vec<String>,
     /// True when the file gives no search list; glibc then uses the host name's domain
     /// (everything after its first dot), which is not filled in here.
-    pub search_from_hostname: bool,
+    pub(crate) search_from_hostname: bool,
     /// `options ndots:` as glibc applies it, default 1, at most 15.
-    pub ndots: u32,
+    pub(crate) ndots: u32,
     /// glibc's per-try timeout in seconds (`options timeout:`), default 5, at most 30.
     /// `timeout:0` (or negative) is stored as 1: `res_send` waits at least one second.
-    pub timeout_secs: u32,
+    pub(crate) timeout_secs: u32,
     /// Rounds over the server list (`options attempts:`), default 2, at most 5. This is 0 after
     /// `attempts:0` (or negative), for which glibc sends no query at all and fails at once;
     /// the forwarder makes at least one round regardless.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// `options rotate`.
-    pub rotate: bool,
+    pub(crate) rotate: bool,
     /// `options edns0`.
-    pub edns0: bool,
+    pub(crate) edns0: bool,
     /// `options use-vc`: glibc queries over TCP.
-    pub use_vc: bool,
+    pub(crate) use_vc: bool,
     /// `options no-tld-query` (or `no_tld_query`).
-    pub no_tld_query: bool,
+    pub(crate) no_tld_query: bool,
     /// `options single-request`.
-    pub single_request: bool,
+    pub(crate) single_request: bool,
     /// `options single-request-reopen`.
-    pub single_request_reopen: bool,
+    pub(crate) single_request_reopen: bool,
     /// `options trust-ad`.
-    pub trust_ad: bool,
+    pub(crate) trust_ad: bool,
     /// `options no-aaaa` (new in glibc 2.36).
-    pub no_aaaa: bool,
+    pub(crate) no_aaaa: bool,
     /// `options no-reload`.
-    pub no_reload: bool,
+    pub(crate) no_reload: bool,
     /// What glibc skips or does not use, for the log: unknown lines, rejected or surplus
     /// nameservers, keyword lines without a value, and unknown options.
-    pub ignored: Vec<String>,
+    pub(crate) ignored: Vec<String>,
 }
 
 impl Default for ResolvConf {
@@ -117,13 +117,13 @@ impl Default for ResolvConf {
 
 impl ResolvConf {
     /// Parses resolv.conf text, resolving `%interface` scopes with `if_nametoindex`.
-    pub fn parse(text: &str) -> ResolvConf {
+    pub(crate) fn parse(text: &str) -> ResolvConf {
         Self::parse_with(text, &interface_index)
     }
 
     /// Parses resolv.conf text; `if_index` maps an interface name to its index (`None` when
     /// there is no such interface), so tests need not depend on the host's interfaces.
-    pub fn parse_with(text: &str, if_index: &dyn Fn(&str) -> Option<u32>) -> ResolvConf {
+    pub(crate) fn parse_with(text: &str, if_index: &dyn Fn(&str) -> Option<u32>) -> ResolvConf {
         let mut rc = ResolvConf::default();
         // glibc's search list before our normalisation; it decides the hostname fallback.
         let mut search: Vec<&str> = Vec::new();
@@ -206,7 +206,7 @@ impl ResolvConf {
 
     /// Reads and parses `path`; None if it cannot be read. Lines glibc ignores are logged
     /// at debug level.
-    pub fn read(path: &std::path::Path) -> Option<ResolvConf> {
+    pub(crate) fn read(path: &std::path::Path) -> Option<ResolvConf> {
         let text = std::fs::read_to_string(path).ok()?;
         let rc = ResolvConf::parse(&text);
         for line in &rc.ignored {
@@ -215,7 +215,7 @@ impl ResolvConf {
         Some(rc)
     }
 
-    pub fn uses_resolved_stub(&self) -> bool {
+    pub(crate) fn uses_resolved_stub(&self) -> bool {
         self.nameservers.iter().any(|s| s.ip() == RESOLVED_STUB)
     }
 }
@@ -315,8 +315,7 @@ fn scope_id(addr: &Ipv6Addr, scope: &str, if_index: &dyn Fn(&str) -> Option<u32>
 /// The interface index of `name`, from the kernel.
 fn interface_index(name: &str) -> Option<u32> {
     let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string that lives across the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    let index = crate::sys::if_nametoindex(&name);
     (index != 0).then_some(index)
 }
 

@@ -30,20 +30,32 @@ const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 /// How often the rediscovery loop looks for a recovered server.
 const RECOVERY_CHECK: Duration = Duration::from_millis(250);
 
+/// Why DNS could not start serving.
 #[derive(Debug, Error)]
 pub enum StartError {
+    /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The listen address.
         addr: SocketAddr,
+        /// The error binding it.
         source: std::io::Error,
     },
+    /// Another DNS server holds the port.
     #[error(
         "cannot listen on {addr}: another DNS server holds the port: {holder} (for libvirt: \
          <dnsmasq:option value='port=0'/> in the network, or <dns enable='no'/>)"
     )]
-    Taken { addr: SocketAddr, holder: String },
+    Taken {
+        /// The listen address.
+        addr: SocketAddr,
+        /// The processes holding the port, as /proc shows them (`ports::holder_text`).
+        holder: String,
+    },
 }
 
+/// The DNS service: the resolver, its upstream servers, and the state that follows
+/// resolv.conf, hosts files, interfaces and guests' names.
 pub struct Server {
     /// The `[dns]` settings in force; replaced whole by `reload`.
     dns: ArcSwap<DnsConfig>,
@@ -93,19 +105,20 @@ impl Server {
         }
     }
 
+    /// The resolver that answers queries.
     pub fn resolver(&self) -> &Arc<Resolver> {
         &self.resolver
     }
 
     /// The `[dns]` settings in force.
-    pub fn dns(&self) -> Arc<DnsConfig> {
+    pub(crate) fn dns(&self) -> Arc<DnsConfig> {
         self.dns.load_full()
     }
 
     /// Applies new `[dns]` settings (SIGHUP): clients answered, local names and routes are
     /// rebuilt where their settings changed, and only then is the cache emptied. Listen
     /// addresses and TCP limits take effect at the next start.
-    pub fn reload(&self, dns: DnsConfig) {
+    pub(crate) fn reload(&self, dns: DnsConfig) {
         let old = self.dns();
         if dns.listen != old.listen {
             tracing::warn!("[dns] listen changed: the new addresses take effect at the next start");
@@ -141,7 +154,7 @@ impl Server {
     /// Follows the interfaces as they are now: which clients are answered, and which
     /// networks are served (whose reverse zones are local). An interface that appeared or
     /// changed brings its subnet.
-    pub fn refresh_interfaces(&self) {
+    pub(crate) fn refresh_interfaces(&self) {
         let dns = self.dns();
         let interfaces = crate::iface::addresses();
         let acl = Acl::new(&dns.allow, &self.listen, &interfaces);
@@ -207,7 +220,7 @@ impl Server {
     }
 
     /// Probes what kind of server each upstream is (see `dns::probe`), and waits for it.
-    pub async fn learn_upstreams(&self) {
+    pub(crate) async fn learn_upstreams(&self) {
         let routes = self.resolver.routes();
         let mut servers: Vec<_> = routes.default.to_vec();
         for r in &routes.domains {
@@ -228,7 +241,7 @@ impl Server {
     }
 
     /// Probes the search domains and applies the routes found. Returns the probes.
-    pub async fn discover(&self) -> Vec<Probe> {
+    pub(crate) async fn discover(&self) -> Vec<Probe> {
         let generation = self.generation.load(Ordering::SeqCst);
         let (domains, servers) = {
             let state = self.state.lock().unwrap();
@@ -268,7 +281,7 @@ impl Server {
 
     /// Rereads resolv.conf; keeps the last good list if it is gone or lists no usable server.
     /// Returns true when the routes changed.
-    pub fn reload_resolv_conf(&self) -> bool {
+    pub(crate) fn reload_resolv_conf(&self) -> bool {
         let dns = self.dns();
         let path = &dns.resolv_conf;
         let Some(resolv) = ResolvConf::read(path) else {
@@ -300,7 +313,7 @@ impl Server {
         self.pool.retain(&servers);
     }
 
-    pub fn reload_local(&self) {
+    pub(crate) fn reload_local(&self) {
         let (guests, served) = {
             let state = self.state.lock().unwrap();
             (state.guests.clone(), state.served.clone())
@@ -311,7 +324,7 @@ impl Server {
     }
 
     /// Publishes DHCP guests' names (`label.domain`, with PTR) and rebuilds local names.
-    pub fn set_guest_names(&self, domain: Option<&str>, names: &[(String, Ipv4Addr)]) {
+    pub(crate) fn set_guest_names(&self, domain: Option<&str>, names: &[(String, Ipv4Addr)]) {
         let entries = names
             .iter()
             .map(|(label, addr)| HostsEntry {
@@ -328,7 +341,7 @@ impl Server {
     }
 
     /// Changes whenever guests' names do.
-    pub fn guest_names_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn guest_names_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.names_changed.subscribe()
     }
 
@@ -365,7 +378,7 @@ impl Server {
 
     /// Serves until `cancel` fires. Returns an error if a listener died: nothing serves on
     /// silently half-dead.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         udp: Vec<std::net::UdpSocket>,
         tcp: Vec<TcpListener>,

@@ -27,21 +27,21 @@ macro_rules! deserialize_from_str {
 pub struct Net(IpNet);
 
 impl Net {
-    pub fn new(addr: IpAddr, prefix: u8) -> Net {
+    pub(crate) fn new(addr: IpAddr, prefix: u8) -> Net {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         Net(IpNet::new(addr, prefix.min(max)).expect("prefix within the family's length"))
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.contains(&ip)
     }
 
     /// The network address (host bits cleared).
-    pub fn network(&self) -> IpAddr {
+    pub(crate) fn network(&self) -> IpAddr {
         self.0.network()
     }
 
-    pub fn prefix(&self) -> u8 {
+    pub(crate) fn prefix(&self) -> u8 {
         self.0.prefix_len()
     }
 }
@@ -71,26 +71,27 @@ impl fmt::Display for Net {
 pub struct Subnet(Ipv4Net);
 
 impl Subnet {
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Subnet {
+    pub(crate) fn new(addr: Ipv4Addr, prefix: u8) -> Subnet {
         Subnet(
             Ipv4Net::new(addr, prefix.min(32))
                 .expect("prefix at most 32")
                 .trunc(),
         )
     }
-    pub fn network(&self) -> Ipv4Addr {
+    pub(crate) fn network(&self) -> Ipv4Addr {
         self.0.network()
     }
-    pub fn prefix(&self) -> u8 {
+    #[cfg(test)]
+    pub(crate) fn prefix(&self) -> u8 {
         self.0.prefix_len()
     }
-    pub fn mask(&self) -> Ipv4Addr {
+    pub(crate) fn mask(&self) -> Ipv4Addr {
         self.0.netmask()
     }
-    pub fn broadcast(&self) -> Ipv4Addr {
+    pub(crate) fn broadcast(&self) -> Ipv4Addr {
         self.0.broadcast()
     }
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
+    pub(crate) fn contains(&self, a: Ipv4Addr) -> bool {
         self.0.contains(&a)
     }
 }
@@ -144,25 +145,21 @@ impl fmt::Display for Mac {
 pub struct DomainName(pub String);
 
 impl DomainName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The first label (`guest1` of `guest1.vm.test`).
-    pub fn first_label(&self) -> &str {
+    pub(crate) fn first_label(&self) -> &str {
         self.0.split('.').next().unwrap_or(&self.0)
     }
 
     /// The name a host is published under: its first label, as a host label (`my_vm` is
     /// published as `myvm`, as a DHCP client asking for it would be).
-    pub fn host_label(&self) -> Option<String> {
+    pub(crate) fn host_label(&self) -> Option<String> {
         host_label(self.first_label())
     }
 }
 
 /// A host name usable as one DNS label: letters, digits and inner hyphens, lower-case, at
 /// most 63 characters; None if nothing is left.
-pub fn host_label(s: &str) -> Option<String> {
+pub(crate) fn host_label(s: &str) -> Option<String> {
     let label: String = s
         .chars()
         .map(|c| c.to_ascii_lowercase())
@@ -202,7 +199,7 @@ impl fmt::Display for DomainName {
 
 /// `ADDR` or `ADDR:PORT` (`[v6]:PORT` for IPv6); a bare address means port 53.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ServerAddr(pub SocketAddr);
+pub(crate) struct ServerAddr(pub(crate) SocketAddr);
 
 impl FromStr for ServerAddr {
     type Err = String;

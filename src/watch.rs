@@ -9,11 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What identifies one version of a file's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     target: Option<PathBuf>,
     inode: u64,
     len: u64,
@@ -23,7 +23,7 @@ pub struct Fingerprint {
 }
 
 /// The current fingerprint of `path`, or None if it does not exist.
-pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
+pub(crate) fn fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     Some(Fingerprint {
@@ -38,7 +38,7 @@ pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
 
 /// Calls `on_change` every time any of the files `paths()` names changes, or the list
 /// itself changes (a reload named other files), until the task is dropped.
-pub async fn watch_files(paths: impl Fn() -> Vec<PathBuf>, mut on_change: impl FnMut()) {
+pub(crate) async fn watch_files(paths: impl Fn() -> Vec<PathBuf>, mut on_change: impl FnMut()) {
     let look = |paths: Vec<PathBuf>| {
         let prints: Vec<_> = paths.iter().map(|p| fingerprint(p)).collect();
         (paths, prints)

@@ -3,6 +3,8 @@
 //! virtdns.toml(5) is written by hand (`dist/man/virtdns.toml.5`); the tests below check that
 //! it names every key the configuration accepts, and that the shipped example loads.
 
+#![forbid(unsafe_code)]
+
 use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::Man;
@@ -219,8 +221,11 @@ fn config_keys(files: &[PathBuf]) -> Vec<String> {
                     }
                     continue;
                 }
-                let Some((name, _)) = field.strip_prefix("pub ").unwrap_or(field).split_once(':')
-                else {
+                let field = ["pub ", "pub(crate) "]
+                    .iter()
+                    .find_map(|p| field.strip_prefix(p))
+                    .unwrap_or(field);
+                let Some((name, _)) = field.split_once(':') else {
                     continue;
                 };
                 let name = name.trim();

@@ -7,26 +7,30 @@ use serde::Deserialize;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+/// The `[dhcp]` section: the interface served, its ranges, the options handed to guests,
+/// static hosts and the lease database.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawDhcp")]
 pub struct DhcpConfig {
+    /// The interface served: the network's bridge.
     pub interface: String,
-    pub ranges: Vec<Range>,
-    pub lease_time_secs: u32,
+    pub(crate) ranges: Vec<Range>,
+    pub(crate) lease_time_secs: u32,
     /// Option 3; default: the interface's address.
-    pub router: Option<Ipv4Addr>,
+    pub(crate) router: Option<Ipv4Addr>,
     /// Option 6; default: virtdns's address on the interface.
-    pub dns_servers: Vec<Ipv4Addr>,
+    pub(crate) dns_servers: Vec<Ipv4Addr>,
     /// Option 15; default: the DNS local domain.
-    pub domain: Option<DomainName>,
+    pub(crate) domain: Option<DomainName>,
     /// Option 119; default: the domain.
-    pub search: Vec<DomainName>,
-    pub hosts: Vec<StaticHost>,
-    pub max_leases: usize,
+    pub(crate) search: Vec<DomainName>,
+    pub(crate) hosts: Vec<StaticHost>,
+    pub(crate) max_leases: usize,
+    /// The SQLite lease database.
     pub lease_db: PathBuf,
     /// UDP ports: 67 and 68 unless testing.
-    pub server_port: u16,
-    pub client_port: u16,
+    pub(crate) server_port: u16,
+    pub(crate) client_port: u16,
 }
 
 #[derive(Deserialize)]
@@ -78,7 +82,9 @@ fn default_client_port() -> u16 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawRange")]
 pub struct Range {
+    /// The first address of the range.
     pub start: Ipv4Addr,
+    /// The last address of the range.
     pub end: Ipv4Addr,
     /// The subnet the range serves; default: the interface's. Required for ranges served
     /// through a relay (matched against giaddr or option 118).
@@ -118,12 +124,8 @@ impl TryFrom<RawRange> for Range {
 }
 
 impl Range {
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
+    pub(crate) fn contains(&self, a: Ipv4Addr) -> bool {
         (u32::from(self.start)..=u32::from(self.end)).contains(&u32::from(a))
-    }
-    /// Every address of the range, in order.
-    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
-        (u32::from(self.start)..=u32::from(self.end)).map(Ipv4Addr::from)
     }
     fn overlaps(&self, other: &Range) -> bool {
         self.contains(other.start) || self.contains(other.end) || other.contains(self.start)
@@ -134,8 +136,11 @@ impl Range {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticHost {
+    /// The guest's MAC.
     pub mac: Mac,
+    /// Its fixed address, if it has one.
     pub address: Option<Ipv4Addr>,
+    /// Its host name, if it has one.
     pub name: Option<DomainName>,
 }
 

@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 /// The `[libvirt]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LibvirtConfig {
+pub(crate) struct LibvirtConfig {
     /// The libvirt network this instance serves.
-    pub network: String,
+    pub(crate) network: String,
     #[serde(default = "default_run_dir")]
-    pub run_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
     #[serde(default = "default_etc_dir")]
-    pub etc_dir: PathBuf,
+    pub(crate) etc_dir: PathBuf,
     #[serde(default = "default_status_dir")]
-    pub status_dir: PathBuf,
+    pub(crate) status_dir: PathBuf,
 }
 
 fn default_run_dir() -> PathBuf {
@@ -36,7 +36,7 @@ fn default_status_dir() -> PathBuf {
 }
 
 impl LibvirtConfig {
-    pub fn paths(&self) -> LibvirtPaths {
+    pub(crate) fn paths(&self) -> LibvirtPaths {
         LibvirtPaths {
             run_dir: self.run_dir.clone(),
             etc_dir: self.etc_dir.clone(),
@@ -47,18 +47,18 @@ impl LibvirtConfig {
 
 /// What the network's definition settled, beside the `[dns]` it gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LibvirtNetwork {
+pub(crate) struct LibvirtNetwork {
     /// The definition read (live or persistent).
-    pub definition: PathBuf,
-    pub bridge: Option<String>,
+    pub(crate) definition: PathBuf,
+    pub(crate) bridge: Option<String>,
     /// Lease status file to write: virtdns serves DHCP on the bridge.
-    pub write_status: Option<PathBuf>,
+    pub(crate) write_status: Option<PathBuf>,
     /// Lease status file to read guests' names from: libvirt's dnsmasq serves DHCP.
-    pub read_status: Option<PathBuf>,
+    pub(crate) read_status: Option<PathBuf>,
 }
 
 /// Applies the network's definition to `config`, parsed from `text` (the TOML at `path`).
-pub fn apply(config: &mut Config, text: &str, path: &Path) -> Result<(), ConfigError> {
+pub(crate) fn apply(config: &mut Config, text: &str, path: &Path) -> Result<(), ConfigError> {
     let Some(lv) = config.libvirt.clone() else {
         return Ok(());
     };

@@ -5,20 +5,20 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 /// Where the endpoint listens when `[metrics]` names no address.
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9153";
+pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9153";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
+pub(crate) struct MetricsConfig {
     /// Address and port of the HTTP endpoint (`GET /metrics`).
     #[serde(default = "default_listen")]
-    pub listen: MetricsListen,
+    pub(crate) listen: MetricsListen,
 }
 
 /// The endpoint's address: an address and a port, the port not 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct MetricsListen(pub SocketAddr);
+pub(crate) struct MetricsListen(pub(crate) SocketAddr);
 
 impl TryFrom<String> for MetricsListen {
     type Error = String;

@@ -12,23 +12,23 @@ use std::path::PathBuf;
 pub struct PublishConfig {
     /// The zone's primary servers, asked in this order until one answers.
     #[serde(rename = "server", deserialize_with = "super::one_or_many")]
-    pub servers: Vec<ServerAddr>,
+    pub(crate) servers: Vec<ServerAddr>,
     /// The zone guests' names go into; default: the DHCP domain (`[dhcp] domain`, else
     /// `[dns] domain`).
-    pub zone: Option<DomainName>,
+    pub(crate) zone: Option<DomainName>,
     /// Reverse zones PTR records go into; an address in none of them gets no PTR.
     #[serde(default)]
-    pub reverse_zones: Vec<DomainName>,
+    pub(crate) reverse_zones: Vec<DomainName>,
     /// TTL of the published records.
     #[serde(default = "default_ttl")]
-    pub ttl_secs: u32,
+    pub(crate) ttl_secs: u32,
     /// The TSIG key: a file that is not world-readable, holding either a key clause as
     /// `tsig-keygen` writes it (name, algorithm and secret) or the base64 secret alone.
-    pub key_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     /// The key's name; default: the name in `key_file`.
-    pub key_name: Option<DomainName>,
+    pub(crate) key_name: Option<DomainName>,
     /// hmac-sha256 (default), hmac-sha384 or hmac-sha512; default: the file's.
-    pub key_algorithm: Option<KeyAlgorithm>,
+    pub(crate) key_algorithm: Option<KeyAlgorithm>,
 }
 
 fn default_ttl() -> u32 {
@@ -39,7 +39,7 @@ fn default_ttl() -> u32 {
 /// implement; SHA-1 and MD5 are not offered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub enum KeyAlgorithm {
+pub(crate) enum KeyAlgorithm {
     HmacSha256,
     HmacSha384,
     HmacSha512,

@@ -7,6 +7,6 @@
 pub mod pool;
 pub mod rfc2131;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 pub mod socket;
 pub mod store;

@@ -9,13 +9,15 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 /// How long an offered address is held for the client it was offered to.
-pub const OFFER_HOLD_SECS: u64 = 30;
+pub(crate) const OFFER_HOLD_SECS: u64 = 30;
 /// How long a declined address stays out of use.
-pub const DECLINE_HOLD_SECS: u64 = 600;
+pub(crate) const DECLINE_HOLD_SECS: u64 = 600;
 
 /// Who a client is: option 61 when it sends one, else hardware type 1 and its MAC.
-pub type ClientId = Vec<u8>;
+pub(crate) type ClientId = Vec<u8>;
 
+/// The client identifier of a client that sends none: hardware type 1 (Ethernet), then the
+/// MAC.
 pub fn client_id_from_mac(mac: Mac) -> ClientId {
     let mut id = vec![1];
     id.extend_from_slice(&mac.0);
@@ -25,8 +27,11 @@ pub fn client_id_from_mac(mac: Mac) -> ClientId {
 /// An acknowledged lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// The address leased.
     pub addr: Ipv4Addr,
+    /// The client holding it.
     pub client: ClientId,
+    /// The client's MAC.
     pub mac: Mac,
     /// The guest's host name (one label), published as `name.<domain>`.
     pub name: Option<String>,
@@ -59,17 +64,19 @@ impl Slot {
 
 /// How the addresses of one range are used at one moment (for the metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RangeUsage {
-    pub range: Range,
-    pub bound: u64,
-    pub offered: u64,
+pub(crate) struct RangeUsage {
+    pub(crate) range: Range,
+    pub(crate) bound: u64,
+    pub(crate) offered: u64,
     /// Quarantined after a DECLINE.
-    pub declined: u64,
+    pub(crate) declined: u64,
     /// Neither held nor kept out of use (the server's own address and static hosts'
     /// addresses are not free).
-    pub free: u64,
+    pub(crate) free: u64,
 }
 
+/// The addresses of the served ranges and who holds each: leases, offers, and addresses kept
+/// out of use.
 pub struct Pool {
     /// Each range with the subnet it serves.
     ranges: Vec<(Range, Subnet)>,
@@ -90,6 +97,8 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A pool over `ranges` (each with the subnet it serves) without leases, static hosts'
+    /// addresses reserved for them, holding at most `max_leases` leases.
     pub fn new(
         ranges: Vec<(Range, Subnet)>,
         statics: &[StaticHost],
@@ -129,13 +138,13 @@ impl Pool {
         left_out
     }
 
-    pub fn static_host(&self, mac: Mac) -> Option<&StaticHost> {
+    pub(crate) fn static_host(&self, mac: Mac) -> Option<&StaticHost> {
         self.statics.get(&mac)
     }
 
     /// The subnet served for a request: the relay's (giaddr or option 118), else the
     /// interface's.
-    pub fn subnet_for(&self, selector: Option<Ipv4Addr>) -> Option<Subnet> {
+    pub(crate) fn subnet_for(&self, selector: Option<Ipv4Addr>) -> Option<Subnet> {
         let probe = selector.unwrap_or(self.server);
         self.ranges
             .iter()
@@ -144,13 +153,13 @@ impl Pool {
     }
 
     /// The address held by `client` (bound or offered, not expired).
-    pub fn held_by(&self, client: &ClientId, now: u64) -> Option<Ipv4Addr> {
+    pub(crate) fn held_by(&self, client: &ClientId, now: u64) -> Option<Ipv4Addr> {
         let addr = *self.by_client.get(client)?;
         let slot = self.slots.get(&addr)?;
         (slot.live(now) && slot.client() == Some(client)).then_some(addr)
     }
 
-    pub fn lease_of(&self, client: &ClientId, now: u64) -> Option<&Lease> {
+    pub(crate) fn lease_of(&self, client: &ClientId, now: u64) -> Option<&Lease> {
         let addr = self.held_by(client, now)?;
         match self.slots.get(&addr)? {
             Slot::Bound(l) => Some(l),
@@ -159,7 +168,7 @@ impl Pool {
     }
 
     /// Whether `addr` may be given to `client` (with `mac`) in `subnet`.
-    pub fn available(
+    pub(crate) fn available(
         &self,
         addr: Ipv4Addr,
         client: &ClientId,
@@ -206,7 +215,7 @@ impl Pool {
 
     /// Picks an address for `client` and holds it as offered: its current one, its static
     /// one, the one it asked for if free, or the next free one of the subnet's ranges.
-    pub fn offer(
+    pub(crate) fn offer(
         &mut self,
         client: &ClientId,
         mac: Mac,
@@ -296,7 +305,7 @@ impl Pool {
     /// Binds `lease`; returns the lease the client held at another address, if any. Only
     /// what this client holds is given up: an address it was once offered may since have
     /// gone to someone else.
-    pub fn bind(&mut self, lease: Lease) -> Option<Lease> {
+    pub(crate) fn bind(&mut self, lease: Lease) -> Option<Lease> {
         let previous = self.by_client.insert(lease.client.clone(), lease.addr);
         let old = previous
             .filter(|a| *a != lease.addr)
@@ -311,7 +320,7 @@ impl Pool {
     }
 
     /// Ends `client`'s lease of `addr` (RELEASE).
-    pub fn release(&mut self, client: &ClientId, addr: Ipv4Addr) -> Option<Lease> {
+    pub(crate) fn release(&mut self, client: &ClientId, addr: Ipv4Addr) -> Option<Lease> {
         match self.slots.get(&addr) {
             Some(Slot::Bound(l)) if &l.client == client => {}
             _ => return None,
@@ -325,7 +334,7 @@ impl Pool {
     }
 
     /// Numbers a decision just taken for `client`.
-    pub fn note_decision(&mut self, client: &ClientId) -> u64 {
+    pub(crate) fn note_decision(&mut self, client: &ClientId) -> u64 {
         self.decisions += 1;
         if self.latest.len() >= 4 * self.max_leases && !self.latest.contains_key(client) {
             let holders = &self.by_client;
@@ -342,7 +351,7 @@ impl Pool {
 
     /// Whether decision `seq` is still the latest taken for `client`: a reply to an earlier
     /// message must not contradict a later decision (an ACK after the client's RELEASE).
-    pub fn is_latest(&self, client: &ClientId, seq: u64) -> bool {
+    pub(crate) fn is_latest(&self, client: &ClientId, seq: u64) -> bool {
         self.latest.get(client).is_none_or(|&latest| latest == seq)
     }
 
@@ -358,7 +367,7 @@ impl Pool {
     }
 
     /// When the next bound lease expires (Unix seconds), if any is bound.
-    pub fn next_expiry(&self) -> Option<u64> {
+    pub(crate) fn next_expiry(&self) -> Option<u64> {
         self.slots
             .values()
             .filter_map(|s| match s {
@@ -370,7 +379,7 @@ impl Pool {
 
     /// Quarantines `addr` (DECLINE: the client found it in use). None when `addr` is not the
     /// client's to decline; else the lease it ends, if it was bound.
-    pub fn decline(
+    pub(crate) fn decline(
         &mut self,
         client: &ClientId,
         addr: Ipv4Addr,
@@ -393,7 +402,7 @@ impl Pool {
     }
 
     /// Removes expired entries; returns the bound leases that expired.
-    pub fn expire(&mut self, now: u64) -> Vec<Lease> {
+    pub(crate) fn expire(&mut self, now: u64) -> Vec<Lease> {
         let dead: Vec<Ipv4Addr> = self
             .slots
             .iter()
@@ -418,7 +427,7 @@ impl Pool {
     }
 
     /// The client whose live lease carries `name`, if any.
-    pub fn name_holder(&self, name: &str, now: u64) -> Option<&ClientId> {
+    pub(crate) fn name_holder(&self, name: &str, now: u64) -> Option<&ClientId> {
         self.slots.values().find_map(|s| match s {
             Slot::Bound(l) if l.expires > now && l.name.as_deref() == Some(name) => Some(&l.client),
             _ => None,
@@ -426,7 +435,7 @@ impl Pool {
     }
 
     /// How each range's addresses are used at `now`, in the ranges' order.
-    pub fn usage(&self, now: u64) -> Vec<RangeUsage> {
+    pub(crate) fn usage(&self, now: u64) -> Vec<RangeUsage> {
         self.ranges
             .iter()
             .map(|(range, _)| {
@@ -464,7 +473,7 @@ impl Pool {
 
     /// (name, address) of every live named lease and every named static host.
     /// Every bound lease not expired at `now`, in address order.
-    pub fn leases(&self, now: u64) -> Vec<Lease> {
+    pub(crate) fn leases(&self, now: u64) -> Vec<Lease> {
         let mut leases: Vec<Lease> = self
             .slots
             .values()
@@ -477,7 +486,7 @@ impl Pool {
         leases
     }
 
-    pub fn names(&self, now: u64) -> Vec<(String, Ipv4Addr)> {
+    pub(crate) fn names(&self, now: u64) -> Vec<(String, Ipv4Addr)> {
         let mut out: Vec<_> = self
             .slots
             .values()

@@ -11,34 +11,41 @@ use std::net::Ipv4Addr;
 /// What the server hands to every client of a subnet.
 #[derive(Debug, Clone)]
 pub struct Offerings {
+    /// Option 54, the server identifier: our address on the subnet.
     pub server: Ipv4Addr,
+    /// Option 51, the lease time in seconds (renewal at half of it, rebinding at 7/8).
     pub lease_time: u32,
+    /// Option 3, the router.
     pub router: Option<Ipv4Addr>,
+    /// Option 6, the DNS servers.
     pub dns_servers: Vec<Ipv4Addr>,
+    /// Option 15, the domain name.
     pub domain: Option<String>,
+    /// Option 119, the domain search list.
     pub search: Vec<String>,
 }
 
 /// The outcome for one message.
 #[derive(Debug, Default)]
 pub struct Decision {
+    /// The reply to send, if any.
     pub reply: Option<Message>,
     /// Made durable before the reply is sent.
     pub changes: Vec<Change>,
     /// True when published names changed (DNS must be updated).
-    pub names_changed: bool,
+    pub(crate) names_changed: bool,
     /// One line for the debug log.
     pub note: String,
     /// What changed for a lease, for the one info line a person greps for.
-    pub event: Option<LeaseEvent>,
+    pub(crate) event: Option<LeaseEvent>,
     /// When the lease this decision binds ends, if it binds one.
-    pub earliest_expiry: Option<u64>,
+    pub(crate) earliest_expiry: Option<u64>,
 }
 
 /// A decision that changes, or refuses, a lease: logged at info level in dnsmasq's words
 /// (`DHCPACK(virbr0) 192.168.122.45 52:54:00:11:22:33 guest1`), which users grep for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseEvent {
+pub(crate) enum LeaseEvent {
     Ack {
         addr: Ipv4Addr,
         mac: Mac,
@@ -60,7 +67,7 @@ pub enum LeaseEvent {
 
 impl LeaseEvent {
     /// The log line for an event on `interface`.
-    pub fn line(&self, interface: &str) -> String {
+    pub(crate) fn line(&self, interface: &str) -> String {
         match self {
             LeaseEvent::Ack { addr, mac, name } => format!(
                 "DHCPACK({interface}) {addr} {mac}{}",
@@ -78,17 +85,24 @@ impl LeaseEvent {
 /// Why a message was not looked at.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rejected {
+    /// Not a BOOTREQUEST.
     NotRequest,
+    /// Not Ethernet, or a hardware address length other than 6.
     NotEthernet,
+    /// No DHCP magic cookie.
     BadMagic,
+    /// No DHCP message type (option 53).
     NoMessageType,
 }
 
 /// The parts of a client message every decision needs, checked once.
 pub struct ClientMessage<'a> {
-    pub msg: &'a Message,
+    pub(crate) msg: &'a Message,
+    /// The DHCP message type (option 53).
     pub kind: MessageType,
+    /// The client's hardware address (chaddr).
     pub mac: Mac,
+    /// Who the client is: option 61 when it sends one, else hardware type 1 and its MAC.
     pub client: ClientId,
 }
 
@@ -168,19 +182,19 @@ pub fn requested_name(msg: &Message, domain: Option<&str>) -> Option<String> {
 }
 
 /// A decision whose changes are already queued, in decision order.
-pub struct Logged<P> {
-    pub decision: Decision,
+pub(crate) struct Logged<P> {
+    pub(crate) decision: Decision,
     /// The queued changes' durability, if the decision changed anything.
-    pub pending: Option<P>,
+    pub(crate) pending: Option<P>,
     /// This decision's number, for `Pool::is_latest` (0 when it changed nothing).
-    pub seq: u64,
+    pub(crate) seq: u64,
 }
 
 /// Decides `m` and queues its changes to `log` in the same step. The caller holds the pool
 /// while this runs, so no other message is decided in between: the log receives every
 /// change in the order the decisions were taken, and only waiting for durability is left to
 /// do asynchronously.
-pub fn decide_logged<L: LeaseLog>(
+pub(crate) fn decide_logged<L: LeaseLog>(
     pool: &mut Pool,
     offer: &Offerings,
     m: &ClientMessage,

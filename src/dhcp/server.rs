@@ -28,7 +28,7 @@ const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
 const STATUS_COALESCE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Error)]
-pub enum DhcpError {
+pub(crate) enum DhcpError {
     #[error("[dhcp] interface {0} has no IPv4 address (or does not exist)")]
     NoInterface(String),
     #[error("[dhcp] {0}")]
@@ -53,9 +53,9 @@ pub enum DhcpError {
 }
 
 /// Published guest names: (label, address), under the DHCP domain.
-pub type Names = Vec<(String, Ipv4Addr)>;
+pub(crate) type Names = Vec<(String, Ipv4Addr)>;
 
-pub struct DhcpServer {
+pub(crate) struct DhcpServer {
     pool: Mutex<Pool>,
     store: Store,
     offerings: Offerings,
@@ -72,6 +72,7 @@ pub struct DhcpServer {
     expiry_changed: Notify,
 }
 
+/// The current Unix time in seconds (0 for a clock set before 1970).
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -80,7 +81,7 @@ pub fn now() -> u64 {
 
 impl DhcpServer {
     /// Checks the config against the interface, restores leases, binds the socket.
-    pub fn start(
+    pub(crate) fn start(
         cfg: &DhcpConfig,
         dns: &DnsConfig,
         listen: &[SocketAddr],
@@ -168,16 +169,16 @@ impl DhcpServer {
     }
 
     /// Guest names as they change.
-    pub fn names(&self) -> watch::Receiver<Names> {
+    pub(crate) fn names(&self) -> watch::Receiver<Names> {
         self.names.subscribe()
     }
 
-    pub fn domain(&self) -> Option<&str> {
+    pub(crate) fn domain(&self) -> Option<&str> {
         self.offerings.domain.as_deref()
     }
 
     /// Serves until the task is dropped.
-    pub async fn run(self: Arc<Self>) {
+    pub(crate) async fn run(self: Arc<Self>) {
         let _expiry = AbortOnDrop(tokio::spawn(self.clone().expire_loop()));
         let _status = AbortOnDrop(tokio::spawn(self.clone().status_loop()));
         let mut buf = vec![0u8; 1500];
@@ -309,7 +310,7 @@ impl DhcpServer {
     }
 
     /// How each range's addresses are used now (for the metrics).
-    pub fn usage(&self) -> Vec<crate::dhcp::pool::RangeUsage> {
+    pub(crate) fn usage(&self) -> Vec<crate::dhcp::pool::RangeUsage> {
         self.pool.lock().unwrap().usage(now())
     }
 

@@ -16,21 +16,21 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How often the interface is looked at.
-pub const LINK_POLL: Duration = Duration::from_millis(250);
+pub(crate) const LINK_POLL: Duration = Duration::from_millis(250);
 
 /// What the DHCP service runs with; replaced whole on reload. None: no `[dhcp]`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub dhcp: DhcpConfig,
-    pub dns: DnsConfig,
-    pub listen: Vec<SocketAddr>,
+pub(crate) struct Settings {
+    pub(crate) dhcp: DhcpConfig,
+    pub(crate) dns: DnsConfig,
+    pub(crate) listen: Vec<SocketAddr>,
     /// libvirt's lease status file for this network, to keep current.
-    pub status_file: Option<PathBuf>,
+    pub(crate) status_file: Option<PathBuf>,
 }
 
 /// The DHCP service serving now, if any, for whoever reads its state (the metrics).
 #[derive(Default)]
-pub struct Serving(Mutex<Weak<DhcpServer>>);
+pub(crate) struct Serving(Mutex<Weak<DhcpServer>>);
 
 impl Serving {
     fn set(&self, server: &Arc<DhcpServer>) {
@@ -38,7 +38,7 @@ impl Serving {
     }
 
     /// The service serving now; None while none does.
-    pub fn get(&self) -> Option<Arc<DhcpServer>> {
+    pub(crate) fn get(&self) -> Option<Arc<DhcpServer>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).upgrade()
     }
 }
@@ -48,7 +48,7 @@ impl Serving {
 /// `ready` fires once the first attempt is made: the service serves and its guests' names
 /// (static hosts among them) are published, or it waits for its interface, or there is none.
 /// `serving` holds the service while it serves.
-pub async fn follow_interface(
+pub(crate) async fn follow_interface(
     mut settings: watch::Receiver<Option<Settings>>,
     dns: Arc<Server>,
     serving: Arc<Serving>,

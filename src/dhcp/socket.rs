@@ -2,14 +2,14 @@
 //! when the client has an address, broadcast when it asks (and for NAKs), otherwise unicast to
 //! the offered address at the client's MAC — for which the kernel's ARP table is primed with
 //! SIOCSARP, since the client cannot answer ARP for an address it does not have yet. The ioctl
-//! is made through libc by hand: no crate we use offers it.
+//! is made through libc by hand (in `sys`): no crate we use offers it.
 
 use crate::types::Mac;
 use dhcproto::v4::{Message, MessageType};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use tokio::net::UdpSocket;
 
 /// Receive buffer asked for on the DHCP socket.
@@ -25,7 +25,14 @@ pub enum Destination {
     /// 255.255.255.255 on the interface.
     Broadcast(u16),
     /// A client without an address: unicast to `addr` at `mac`.
-    Hardware { addr: Ipv4Addr, mac: Mac, port: u16 },
+    Hardware {
+        /// The address offered.
+        addr: Ipv4Addr,
+        /// The client's MAC, which the kernel's ARP table is given for `addr`.
+        mac: Mac,
+        /// The client's port.
+        port: u16,
+    },
 }
 
 /// RFC 2131 4.1's choice of destination for `reply` to `request`, received from `source`.
@@ -62,7 +69,7 @@ pub fn destination(
 /// SO_REUSEADDR, so it fails with `AddrInUse` when another DHCP server would see the same
 /// packets (a socket on the port bound to this interface, or to none): two servers answering
 /// one network must never happen silently. `holder` says who that is.
-pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
+pub(crate) fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_broadcast(true)?;
     // Room for bursts (a relay's retries, or many guests booting at once) while a batch of
@@ -75,7 +82,7 @@ pub fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
 }
 
 /// Sends `bytes` to `dest` through `socket`, bound to `interface`.
-pub async fn deliver(
+pub(crate) async fn deliver(
     socket: &UdpSocket,
     interface: &str,
     bytes: &[u8],
@@ -99,38 +106,7 @@ pub async fn deliver(
 
 /// Adds `addr` → `mac` to the kernel's ARP table for `interface` (SIOCSARP).
 fn prime_arp(socket: &UdpSocket, interface: &str, addr: Ipv4Addr, mac: Mac) -> io::Result<()> {
-    // SAFETY: arpreq is plain old data; all-zero is a valid starting value.
-    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
-    let pa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: arp_pa is a sockaddr large enough for a sockaddr_in (both 16 bytes).
-    unsafe {
-        std::ptr::write(
-            &mut req.arp_pa as *mut libc::sockaddr as *mut libc::sockaddr_in,
-            pa,
-        );
-    }
-    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
-    for (dst, src) in req.arp_ha.sa_data.iter_mut().zip(mac.0) {
-        *dst = src as libc::c_char;
-    }
-    req.arp_flags = libc::ATF_COM;
-    for (dst, src) in req.arp_dev.iter_mut().zip(interface.bytes().take(15)) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCSARP reads one arpreq from the pointer; the fd is a valid socket.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSARP, &req) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::set_arp_entry(socket.as_fd(), interface, addr, mac.0)
 }
 
 #[cfg(test)]

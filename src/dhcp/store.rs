@@ -15,15 +15,21 @@ use tokio::sync::oneshot;
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// Why the lease database failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// The database could not be opened or set up.
     #[error("lease database {path}: {source}")]
     Open {
+        /// The database file.
         path: String,
+        /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// A statement failed.
     #[error("lease database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The writer thread has stopped: nothing more is made durable.
     #[error("lease database writer has stopped")]
     Stopped,
 }
@@ -31,7 +37,9 @@ pub enum StoreError {
 /// A change to make durable.
 #[derive(Debug, Clone)]
 pub enum Change {
+    /// Stores the lease, replacing any other of its address.
     Put(Lease),
+    /// Deletes the lease of this address.
     Remove(Ipv4Addr),
 }
 
@@ -39,7 +47,7 @@ type Job = (Vec<Change>, oneshot::Sender<Result<(), String>>);
 
 /// Handle to the writer thread.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     jobs: mpsc::Sender<Job>,
 }
 
@@ -52,7 +60,7 @@ const SCHEMA: &str = "
         expires  INTEGER NOT NULL
     );";
 
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let wrap = |source| StoreError::Open {
         path: path.display().to_string(),
         source,
@@ -115,7 +123,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 
 impl Store {
     /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection) -> Store {
+    pub(crate) fn start(conn: Connection) -> Store {
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("lease-writer".into())
@@ -125,25 +133,26 @@ impl Store {
     }
 
     /// Makes `changes` durable; returns once they are committed to disk.
-    pub async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         self.enqueue(changes).durable().await
     }
 }
 
 /// Where decisions' lease changes go, in the order they are queued: the seam between the
 /// DHCP decisions and the database (a scripted log in tests).
-pub trait LeaseLog {
+pub(crate) trait LeaseLog {
     type Pending;
     /// Queues `changes` behind everything queued before; returns at once.
     fn enqueue(&self, changes: Vec<Change>) -> Self::Pending;
 }
 
 /// Changes queued to the writer, not yet known to be on disk.
-pub struct Pending(Option<oneshot::Receiver<Result<(), String>>>);
+pub(crate) struct Pending(Option<oneshot::Receiver<Result<(), String>>>);
 
 impl Pending {
     /// Waits until the changes are committed to disk.
-    pub async fn durable(self) -> Result<(), StoreError> {
+    pub(crate) async fn durable(self) -> Result<(), StoreError> {
         let Some(wait) = self.0 else {
             return Err(StoreError::Stopped);
         };

@@ -32,7 +32,7 @@ impl Acl {
         Acl { nets }
     }
 
-    pub fn admits(&self, ip: IpAddr) -> bool {
+    pub(crate) fn admits(&self, ip: IpAddr) -> bool {
         // A dual-stack TCP listener sees IPv4 clients as ::ffff:a.b.c.d.
         let ip = ip.to_canonical();
         self.nets.iter().any(|n| n.contains(ip))

@@ -18,9 +18,9 @@ const SHARDS: usize = 16;
 /// Entries looked at to choose one to evict from a full shard.
 const EVICTION_SAMPLE: usize = 8;
 /// Upper bound on any cached TTL.
-pub const MAX_TTL: u32 = 86_400;
+pub(crate) const MAX_TTL: u32 = 86_400;
 /// How long a failure (SERVFAIL and the like) is remembered.
-pub const FAILURE_TTL: u32 = 2;
+pub(crate) const FAILURE_TTL: u32 = 2;
 
 /// What identifies a cached answer: DO/CD/RD flags, type, class and the lower-cased name,
 /// packed into one byte string on the stack (no allocation to look one up).
@@ -31,6 +31,7 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// The key of the answer to `q`.
     pub fn of(q: &Query) -> CacheKey {
         // DO, CD and RD: DNSSEC-aware, validating and non-recursive clients get their own
         // answers.
@@ -47,6 +48,7 @@ impl CacheKey {
         }
     }
 
+    /// The key's bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
@@ -83,6 +85,8 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An answer from a reply's `bytes` (its OPT record cut out) and the offsets of its TTLs,
+    /// to be reissued for `ttl` seconds (at most `MAX_TTL`).
     pub fn new(bytes: Vec<u8>, ttl_offsets: Vec<u16>, ttl: u32) -> Answer {
         Answer {
             bytes: bytes.into_boxed_slice(),
@@ -95,19 +99,19 @@ impl Answer {
     }
 
     /// Notes the upstream server the answer came from.
-    pub fn served_by(mut self, server: std::net::SocketAddr) -> Answer {
+    pub(crate) fn served_by(mut self, server: std::net::SocketAddr) -> Answer {
         self.server = Some(server);
         self
     }
 
     /// The upstream server it came from, if it is known.
-    pub fn server(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn server(&self) -> Option<std::net::SocketAddr> {
         self.server
     }
 
     /// Marks this answer as obtained while a server was down: it stops being served once the
     /// recovery count moves past `recoveries`.
-    pub fn until_recovery(mut self, recoveries: u64) -> Answer {
+    pub(crate) fn until_recovery(mut self, recoveries: u64) -> Answer {
         self.until_recovery = Some(recoveries);
         self
     }
@@ -116,11 +120,12 @@ impl Answer {
         self.expired(now) || self.until_recovery.is_some_and(|r| r != recoveries)
     }
 
-    pub fn rcode(&self) -> wire::Rcode {
+    pub(crate) fn rcode(&self) -> wire::Rcode {
         wire::rcode(&self.bytes)
     }
 
-    pub fn ttl(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn ttl(&self) -> u32 {
         self.ttl
     }
 
@@ -165,21 +170,24 @@ struct Entries {
 
 /// What the cache holds and has let go of, summed over its shards (for the metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    pub entries: usize,
+pub(crate) struct CacheStats {
+    pub(crate) entries: usize,
     /// Answers dropped to make room for another.
-    pub evicted: u64,
+    pub(crate) evicted: u64,
     /// Answers found outlived when asked for (TTL run out, or a failover answer after a
     /// recovery).
-    pub expired: u64,
+    pub(crate) expired: u64,
 }
 
+/// Answers by question, with a bounded number of entries, in shards each behind a lock of
+/// its own.
 pub struct Cache {
     shards: Box<[Shard]>,
     per_shard: usize,
 }
 
 impl Cache {
+    /// A cache of about `capacity` answers, spread over its shards.
     pub fn new(capacity: usize) -> Cache {
         Cache {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -209,6 +217,8 @@ impl Cache {
         Some(answer.clone())
     }
 
+    /// Stores `answer` under `key`, first evicting a sampled entry if the shard is full. An
+    /// answer with TTL 0 is not stored.
     pub fn insert(&self, key: CacheKey, answer: Arc<Answer>) {
         if answer.ttl == 0 {
             return;
@@ -231,13 +241,14 @@ impl Cache {
         shard.map.insert(key.as_slice().into(), answer);
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for shard in self.shards.iter() {
             shard.lock().unwrap().map.clear();
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap().map.len())
@@ -245,7 +256,7 @@ impl Cache {
     }
 
     /// Entries held, evicted and expired so far (each shard locked in turn: a scrape's view).
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         self.shards.iter().fold(CacheStats::default(), |sum, s| {
             let s = s.lock().unwrap();
             CacheStats {
@@ -256,7 +267,8 @@ impl Cache {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// How one server answered the SOA probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Knows {
+pub(crate) enum Knows {
     Authoritative,
     Recursive,
     /// Answered, but not with the domain's SOA.
@@ -38,13 +38,13 @@ impl Knows {
 /// The result for one domain, kept for `check` and `explain`.
 #[derive(Debug, Clone)]
 pub struct Probe {
-    pub domain: String,
-    pub answers: Vec<(std::net::SocketAddr, Knows)>,
-    pub route: Option<DomainRoute>,
+    pub(crate) domain: String,
+    pub(crate) answers: Vec<(std::net::SocketAddr, Knows)>,
+    pub(crate) route: Option<DomainRoute>,
 }
 
 /// Probes every domain on every server, and records in each server the domains it knows.
-pub async fn discover<X: Exchanger>(
+pub(crate) async fn discover<X: Exchanger>(
     exchanger: &X,
     domains: &[String],
     servers: &[Arc<Upstream>],
@@ -121,7 +121,7 @@ async fn ask_soa<X: Exchanger>(
 
 impl Probe {
     /// A server did not answer: discovery should run again later.
-    pub fn incomplete(&self) -> bool {
+    pub(crate) fn incomplete(&self) -> bool {
         self.answers
             .iter()
             .any(|(_, k)| matches!(k, Knows::Silent(_)))

@@ -5,7 +5,7 @@
 
 mod walk;
 
-pub use walk::{NextReason, Verdict, verdict};
+pub(crate) use walk::{Verdict, verdict};
 
 use crate::dns::cache::{Answer, Cache, CacheKey};
 use crate::dns::probe;
@@ -24,8 +24,10 @@ use tokio::sync::{Semaphore, oneshot};
 const LEARN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The outcome shared by everyone who asked the same question.
-pub type Outcome = Result<Arc<Answer>, Rcode>;
+pub(crate) type Outcome = Result<Arc<Answer>, Rcode>;
 
+/// Forwards queries upstream: walks a route's servers, caches what they answer, and has
+/// concurrent identical questions share one walk.
 pub struct Forwarder<X: Exchanger = Network> {
     exchanger: Arc<X>,
     pool: UpstreamPool,
@@ -38,12 +40,16 @@ pub struct Forwarder<X: Exchanger = Network> {
 }
 
 impl Forwarder<Network> {
+    /// A forwarder over the real network, with a cache of `cache_size` answers and at most
+    /// `max_inflight` walks at once.
     pub fn new(pool: UpstreamPool, cache_size: usize, max_inflight: usize) -> Forwarder {
         Forwarder::with_exchanger(Network, pool, cache_size, max_inflight)
     }
 }
 
 impl<X: Exchanger> Forwarder<X> {
+    /// A forwarder whose upstream exchanges go through `exchanger` (a script, in tests and
+    /// fuzzing).
     pub fn with_exchanger(
         exchanger: X,
         pool: UpstreamPool,
@@ -61,22 +67,24 @@ impl<X: Exchanger> Forwarder<X> {
         }
     }
 
+    /// Its answer cache.
     pub fn cache(&self) -> &Cache {
         &self.cache
     }
 
-    pub fn pool(&self) -> &UpstreamPool {
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &UpstreamPool {
         &self.pool
     }
 
-    pub fn exchanger(&self) -> &X {
+    pub(crate) fn exchanger(&self) -> &X {
         &self.exchanger
     }
 
     /// A cached answer for `key` that is still the host's answer. Answers cached before a
     /// server turned out to be something else are dropped (learning is rare: emptying the
     /// whole cache then costs nothing worth counting).
-    pub fn cached(&self, key: &CacheKey) -> Option<Arc<Answer>> {
+    pub(crate) fn cached(&self, key: &CacheKey) -> Option<Arc<Answer>> {
         self.forget_old_lessons();
         self.cache.get(key, self.pool.recoveries())
     }

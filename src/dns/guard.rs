@@ -40,7 +40,7 @@ use thiserror::Error;
 
 /// How long a check turned off for a server (it was shown over TCP not to keep case, or to
 /// have stopped returning cookies) stays off before it is tried again.
-pub const DOWNGRADE_HOLD: Duration = Duration::from_secs(3600);
+pub(crate) const DOWNGRADE_HOLD: Duration = Duration::from_secs(3600);
 /// Longest server cookie (RFC 7873 4).
 const SERVER_COOKIE_MAX: usize = 32;
 
@@ -48,7 +48,7 @@ const SERVER_COOKIE_MAX: usize = 32;
 
 /// SipHash-2-4 (Aumasson and Bernstein; RFC 9018 uses it for server cookies) of `data` under
 /// `key`.
-pub fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
+pub(crate) fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
     let k0 = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
     let k1 = u64::from_le_bytes(key[8..].try_into().expect("8 bytes"));
     let mut v = [
@@ -102,7 +102,7 @@ fn secret() -> &'static [u8; 16] {
 /// Our client cookie for `server` (RFC 7873 4.1, B.1): a keyed hash of its address, the same
 /// for every query to it while the process lives, different for every server, and nothing a
 /// forger can compute.
-pub fn client_cookie(server: SocketAddr) -> [u8; 8] {
+pub(crate) fn client_cookie(server: SocketAddr) -> [u8; 8] {
     let mut data = [0u8; 18];
     let len = match server.ip() {
         std::net::IpAddr::V4(ip) => {
@@ -126,25 +126,26 @@ pub fn client_cookie(server: SocketAddr) -> [u8; 8] {
 pub struct Expect {
     /// The question (name lower-cased, type, class, where it ends).
     pub q: Query,
-    pub id: u16,
+    pub(crate) id: u16,
     /// The name as it went out (in random case under 0x20).
-    pub name: WireName,
+    pub(crate) name: WireName,
     /// The name must come back spelled exactly as it went out.
-    pub case: bool,
+    pub(crate) case: bool,
     /// The client cookie the query carried.
-    pub cookie: Option<[u8; 8]>,
+    pub(crate) cookie: Option<[u8; 8]>,
     /// A reply whose COOKIE names another client cookie, or is malformed, is dropped.
-    pub cookie_checked: bool,
+    pub(crate) cookie_checked: bool,
     /// A reply without a COOKIE is dropped (the server has returned ours before).
-    pub cookie_required: bool,
+    pub(crate) cookie_required: bool,
     /// The name went out with capitals and small letters both: a reply that keeps it shows
     /// that the server keeps case.
-    pub proves_case: bool,
+    pub(crate) proves_case: bool,
 }
 
 impl Expect {
     /// RFC 5452's checks alone: the ID, and the question in any case.
-    pub fn plain(q: &Query, id: u16) -> Expect {
+    #[cfg(test)]
+    pub(crate) fn plain(q: &Query, id: u16) -> Expect {
         Expect {
             q: *q,
             id,
@@ -193,12 +194,16 @@ fn valid_cookie_len(len: usize) -> bool {
 /// Why a datagram was not taken as the reply to a query.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Rejection {
+    /// Not an answer to the query (ID, question), or malformed.
     #[error("{0}")]
     Mismatch(#[from] ReplyMismatch),
+    /// The question is spelled in another case than it was sent (0x20).
     #[error("the question is spelled in another case than it was sent (0x20)")]
     Case,
+    /// Its COOKIE names another client cookie, or is malformed.
     #[error("its COOKIE names another client cookie, or is malformed")]
     WrongCookie,
+    /// No COOKIE, from a server that returns ours.
     #[error("no COOKIE, from a server that returns ours")]
     NoCookie,
 }
@@ -207,13 +212,14 @@ pub enum Rejection {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
     /// Wrong ID or question, or malformed.
-    pub other: u16,
-    pub case: u16,
-    pub wrong_cookie: u16,
-    pub no_cookie: u16,
+    pub(crate) other: u16,
+    pub(crate) case: u16,
+    pub(crate) wrong_cookie: u16,
+    pub(crate) no_cookie: u16,
 }
 
 impl Dropped {
+    /// Counts one datagram dropped for `why`.
     pub fn note(&mut self, why: &Rejection) {
         let count = match why {
             Rejection::Mismatch(_) => &mut self.other,
@@ -224,7 +230,7 @@ impl Dropped {
         *count = count.saturating_add(1);
     }
 
-    pub fn total(&self) -> u32 {
+    pub(crate) fn total(&self) -> u32 {
         [self.other, self.case, self.wrong_cookie, self.no_cookie]
             .iter()
             .map(|&n| u32::from(n))
@@ -331,7 +337,7 @@ impl Hold {
 
 /// What the cookie of an accepted reply showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieSeen {
+pub(crate) enum CookieSeen {
     /// The query carried none (no EDNS).
     NotSent,
     /// Ours came back.
@@ -343,7 +349,7 @@ pub enum CookieSeen {
 
 /// What virtdns knows about one server's cookies and case, and the defences' counts.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     client_cookie: [u8; 8],
     server_cookie: Mutex<ServerCookie>,
     /// It returned our cookie: a UDP reply from it without one is dropped.
@@ -359,7 +365,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(server: SocketAddr) -> Guard {
+    pub(crate) fn new(server: SocketAddr) -> Guard {
         Guard {
             client_cookie: client_cookie(server),
             server_cookie: Mutex::default(),
@@ -371,22 +377,24 @@ impl Guard {
         }
     }
 
-    pub fn client_cookie(&self) -> [u8; 8] {
+    #[cfg(test)]
+    pub(crate) fn client_cookie(&self) -> [u8; 8] {
         self.client_cookie
     }
 
     /// Whether queries to it go out in random case.
-    pub fn case_on(&self) -> bool {
+    pub(crate) fn case_on(&self) -> bool {
         !self.case_off.active()
     }
 
     /// Whether queries to it go out in random case at `now`.
-    pub fn case_on_at(&self, now: Instant) -> bool {
+    #[cfg(test)]
+    pub(crate) fn case_on_at(&self, now: Instant) -> bool {
         !self.case_off.active_at(now)
     }
 
     /// Whether a UDP reply from it must carry our cookie.
-    pub fn requires_cookies(&self) -> bool {
+    pub(crate) fn requires_cookies(&self) -> bool {
         self.returns_cookies.load(Ordering::Relaxed) && !self.cookies_relaxed.active()
     }
 
@@ -394,7 +402,7 @@ impl Guard {
     /// random ID, our OPT with the COOKIE (if `with_edns`), the name in random case if `mix`;
     /// and what its reply must match. Unless `may_require`, no cookie is required of the
     /// reply (a re-send after TCP could not settle the cookie).
-    pub fn prepare(
+    pub(crate) fn prepare(
         &self,
         client: &[u8],
         q: &Query,
@@ -435,7 +443,12 @@ impl Guard {
 
     /// Learns from the cookie of an accepted reply: the server cookie to send back, and that
     /// the server returns cookies.
-    pub fn learn_cookie(&self, reply: &[u8], info: &ReplyInfo, expect: &Expect) -> CookieSeen {
+    pub(crate) fn learn_cookie(
+        &self,
+        reply: &[u8],
+        info: &ReplyInfo,
+        expect: &Expect,
+    ) -> CookieSeen {
         let Some(ours) = expect.cookie else {
             return CookieSeen::NotSent;
         };
@@ -475,7 +488,7 @@ impl Guard {
     }
 
     /// Every datagram dropped so far, by why.
-    pub fn dropped(&self) -> [u64; 4] {
+    pub(crate) fn dropped(&self) -> [u64; 4] {
         self.dropped.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 
@@ -575,7 +588,7 @@ impl fmt::Display for Guard {
 /// once with the new server cookie, then over TCP; a UDP attempt that got only look-alikes
 /// (right but for the case or a missing cookie) is settled over TCP. The reply is respelled as
 /// the client wrote its name.
-pub async fn ask<X: Exchanger>(
+pub(crate) async fn ask<X: Exchanger>(
     x: &X,
     server: &Upstream,
     client: &[u8],

@@ -8,7 +8,7 @@ use crate::dns::resolver::{self, Immediate, Resolver, Source, Transport};
 use crate::dns::udp_batch;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::Interest;
@@ -19,14 +19,14 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// UDP sockets served thread-per-core: each socket (one per core, SO_REUSEPORT) gets a thread
 /// with a single-threaded runtime, so a query, its forwarding and its reply never cross
 /// threads. Shared state (cache, in-flight table) sits behind short mutexes.
-pub struct UdpWorkers {
+pub(crate) struct UdpWorkers {
     stop: tokio::sync::watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl UdpWorkers {
     /// Starts a worker per socket. The receiver hears why, if a worker stops on its own.
-    pub fn start(
+    pub(crate) fn start(
         sockets: Vec<std::net::UdpSocket>,
         resolver: Arc<Resolver>,
     ) -> (UdpWorkers, mpsc::UnboundedReceiver<String>) {
@@ -68,7 +68,7 @@ impl UdpWorkers {
         (UdpWorkers { stop, threads }, deaths)
     }
 
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();
@@ -80,8 +80,7 @@ impl UdpWorkers {
 /// failed. Queries are taken a batch at a time (`udp_batch`); those answered at once (cache,
 /// local data, errors) go back in one batched send, the rest are forwarded in tasks of their
 /// own.
-pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> String {
-    let fd = socket.as_raw_fd();
+pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> String {
     let mut batch = udp_batch::RecvBatch::default();
     // Reply buffers, reused from batch to batch.
     let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(udp_batch::BATCH);
@@ -90,7 +89,7 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> Strin
         if let Err(e) = socket.readable().await {
             return format!("UDP socket failed: {e}");
         }
-        let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+        let n = match socket.try_io(Interest::READABLE, || batch.recv(socket.as_fd())) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
@@ -142,9 +141,10 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> Strin
 
 /// Sends a batch of replies; whatever the socket cannot take at once is sent as it drains.
 async fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
-    let fd = socket.as_raw_fd();
     let sent = socket
-        .try_io(Interest::WRITABLE, || udp_batch::send(fd, replies))
+        .try_io(Interest::WRITABLE, || {
+            udp_batch::send(socket.as_fd(), replies)
+        })
         .unwrap_or(0);
     for (reply, peer) in &replies[sent..] {
         let _ = socket.send_to(reply, *peer).await;
@@ -156,16 +156,16 @@ const PIPELINE_DEPTH: usize = 64;
 
 /// Limits for TCP clients.
 #[derive(Debug, Clone, Copy)]
-pub struct TcpLimits {
-    pub max_connections: usize,
-    pub idle_timeout: Duration,
+pub(crate) struct TcpLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl TcpLimits {
     /// Connections one client address may hold: a quarter of `max_connections` (64 of the
     /// default 256), at least one. One client alone cannot take every slot, and a client may
     /// still keep several connections in use at once.
-    pub fn per_client(&self) -> usize {
+    pub(crate) fn per_client(&self) -> usize {
         (self.max_connections / 4).max(1)
     }
 }
@@ -177,7 +177,7 @@ impl TcpLimits {
 /// trickling bytes, cannot lock others out; a client at its own limit (`per_client`) gives
 /// up its own oldest idle connection instead. A new connection is refused only when every
 /// connection it could replace has a query in progress.
-pub async fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, limits: TcpLimits) {
+pub(crate) async fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, limits: TcpLimits) {
     let table = Arc::new(Mutex::new(ConnTable::new(
         limits.max_connections,
         limits.per_client(),
@@ -430,11 +430,11 @@ async fn serve_connection(
 }
 
 /// A TCP connection's number in a `ConnTable`.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Why a connection was closed, or a new one refused, to respect the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pressure {
+pub(crate) enum Pressure {
     /// The client already held its share of connections.
     ClientLimit,
     /// All connections were taken.
@@ -452,17 +452,16 @@ impl std::fmt::Display for Pressure {
 
 /// A connection closed to make room for a new one.
 #[derive(Debug)]
-pub struct Eviction<T> {
-    pub id: ConnId,
-    pub client: IpAddr,
-    pub why: Pressure,
+pub(crate) struct Eviction<T> {
+    pub(crate) client: IpAddr,
+    pub(crate) why: Pressure,
     /// What closes it (the listener's signal to the connection's task).
-    pub closer: T,
+    pub(crate) closer: T,
 }
 
 /// What became of a new connection.
 #[derive(Debug)]
-pub enum Admission<T> {
+pub(crate) enum Admission<T> {
     /// Taken, possibly in place of another connection.
     Admitted {
         id: ConnId,
@@ -482,7 +481,7 @@ pub enum Admission<T> {
 /// that has gone longest without being used goes first, and one in use never does. Time is
 /// the order of events (a counter), not a clock.
 #[derive(Debug)]
-pub struct ConnTable<T> {
+pub(crate) struct ConnTable<T> {
     max_total: usize,
     max_per_client: usize,
     clock: u64,
@@ -508,7 +507,7 @@ struct Client {
 }
 
 impl<T> ConnTable<T> {
-    pub fn new(max_total: usize, max_per_client: usize) -> ConnTable<T> {
+    pub(crate) fn new(max_total: usize, max_per_client: usize) -> ConnTable<T> {
         ConnTable {
             max_total,
             max_per_client,
@@ -521,30 +520,33 @@ impl<T> ConnTable<T> {
     }
 
     /// Connections open.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.conns.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.conns.is_empty()
     }
 
     /// Connections `client` holds.
-    pub fn held_by(&self, client: IpAddr) -> usize {
+    pub(crate) fn held_by(&self, client: IpAddr) -> usize {
         self.clients
             .get(&client.to_canonical())
             .map_or(0, |c| c.open)
     }
 
     /// Whether `id` is open.
-    pub fn contains(&self, id: ConnId) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, id: ConnId) -> bool {
         self.conns.contains_key(&id)
     }
 
     /// A new connection from `client`. At the client's limit its own connection idle longest
     /// makes room; at the total limit, the connection idle longest of all. When no such
     /// connection is idle the new one is refused: queries in progress are never cut.
-    pub fn admit(&mut self, client: IpAddr, closer: T) -> Admission<T> {
+    pub(crate) fn admit(&mut self, client: IpAddr, closer: T) -> Admission<T> {
         let client = client.to_canonical();
         if self.max_total == 0 || self.max_per_client == 0 {
             return Admission::Refused(Pressure::TotalLimit);
@@ -584,7 +586,7 @@ impl<T> ConnTable<T> {
 
     /// A query of `id` is in progress (a whole message was read). No effect on a connection
     /// no longer in the table.
-    pub fn begin(&mut self, id: ConnId) {
+    pub(crate) fn begin(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -600,7 +602,7 @@ impl<T> ConnTable<T> {
 
     /// A query of `id` was answered (or dropped); the connection is idle from now when it was
     /// the last one in progress.
-    pub fn end(&mut self, id: ConnId) {
+    pub(crate) fn end(&mut self, id: ConnId) {
         let now = self.clock + 1;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -620,7 +622,7 @@ impl<T> ConnTable<T> {
     }
 
     /// `id` ended on its own; its slot is free. No effect when it was evicted already.
-    pub fn close(&mut self, id: ConnId) -> Option<T> {
+    pub(crate) fn close(&mut self, id: ConnId) -> Option<T> {
         self.remove(id)
     }
 
@@ -633,7 +635,6 @@ impl<T> ConnTable<T> {
         let client = self.conns[&id].client;
         let closer = self.remove(id).expect("an idle connection is in the table");
         Eviction {
-            id,
             client,
             why,
             closer,

@@ -32,7 +32,7 @@ pub struct LocalNames {
 
 /// What the local data says about a query.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LocalVerdict<'a> {
+pub(crate) enum LocalVerdict<'a> {
     /// Not ours: route it on.
     NotLocal,
     /// Answered here: the reply bytes and why (rendered only by `explain`).
@@ -41,7 +41,7 @@ pub enum LocalVerdict<'a> {
 
 /// Why local data answered, for `explain`; nothing is formatted on the serving path.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Why<'a> {
+pub(crate) enum Why<'a> {
     /// Records found at `name`.
     Records { count: usize, name: String },
     /// A hosts-file name asked for the other address family.
@@ -69,7 +69,11 @@ impl LocalNames {
     /// Local names from the config: hosts files (unless `no_hosts`), static records, the
     /// network's domain and local-only domains, and the guests DHCP knows. The reverse zones of the `served` networks and RFC 6303's fixed ones are local too
     /// (`dns::reverse`).
-    pub fn from_config(dns: &DnsConfig, guests: &[HostsEntry], served: &[Net]) -> LocalNames {
+    pub(crate) fn from_config(
+        dns: &DnsConfig,
+        guests: &[HostsEntry],
+        served: &[Net],
+    ) -> LocalNames {
         let mut entries = guests.to_vec();
         if !dns.no_hosts {
             for path in &dns.hosts {
@@ -93,6 +97,8 @@ impl LocalNames {
         )
     }
 
+    /// Local names from their parts: the local domain, the local-only domains, static records
+    /// and hosts entries, answered with TTL `ttl`.
     pub fn build(
         domain: Option<&str>,
         local_only: &[String],
@@ -158,7 +164,7 @@ impl LocalNames {
     }
 
     /// The local-only domain containing `name`, if any.
-    pub fn local_domain_of(&self, name: &str) -> Option<&str> {
+    pub(crate) fn local_domain_of(&self, name: &str) -> Option<&str> {
         self.local_domains
             .iter()
             .find(|d| is_within(name, d))
@@ -181,7 +187,7 @@ impl LocalNames {
     }
 
     /// Answers `q` (whose name, dotted, is `name`) from local data, or says it is not local.
-    pub fn answer(&self, client: &[u8], q: &Query, name: &str) -> LocalVerdict<'_> {
+    pub(crate) fn answer(&self, client: &[u8], q: &Query, name: &str) -> LocalVerdict<'_> {
         if q.qclass != wire::CLASS_IN {
             return LocalVerdict::NotLocal;
         }
@@ -350,7 +356,7 @@ fn to_rdata(data: &RecordData) -> RData {
 
 /// `name` equals `domain` or lies below it (both lower-cased, dotted as `WireName::to_dotted`
 /// writes them, no trailing dot). A dot inside a label is escaped and is no boundary.
-pub fn is_within(name: &str, domain: &str) -> bool {
+pub(crate) fn is_within(name: &str, domain: &str) -> bool {
     if name == domain {
         return true;
     }
@@ -372,7 +378,7 @@ fn escaped(s: &str, at: usize) -> bool {
 }
 
 /// A name of one label (dots inside a label are escaped and do not count).
-pub fn is_single_label(name: &str) -> bool {
+pub(crate) fn is_single_label(name: &str) -> bool {
     !name.is_empty()
         && !name
             .bytes()

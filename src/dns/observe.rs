@@ -18,6 +18,7 @@ pub struct Arrival {
 }
 
 impl Arrival {
+    /// A query that came in now over `transport`, from `client` when known.
     #[inline]
     pub fn new(transport: Transport, client: Option<SocketAddr>) -> Arrival {
         Arrival {
@@ -52,7 +53,7 @@ impl Arrival {
     }
 
     /// The packet gets no answer.
-    pub fn dropped(&self) {
+    pub(crate) fn dropped(&self) {
         crate::metrics::dropped(self.transport);
     }
 }

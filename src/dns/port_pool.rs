@@ -47,14 +47,14 @@
 
 use crate::dns::guard::{Dropped, Expect};
 use crate::dns::wire::ReplyInfo;
+use crate::sys::{self, Epoll, EpollEvent};
 use socket2::{Domain, Socket, Type};
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
@@ -122,7 +122,7 @@ impl Slots {
     }
 
     /// Adds `socket` to a slot and to the epoll set; returns its key.
-    fn add(&mut self, epoll: RawFd, socket: Socket, v6: bool, reusable: bool) -> io::Result<u64> {
+    fn add(&mut self, epoll: &Epoll, socket: Socket, v6: bool, reusable: bool) -> io::Result<u64> {
         let index = self.empty.pop().unwrap_or_else(|| {
             self.slots.push(Slot {
                 generation: 0,
@@ -133,20 +133,14 @@ impl Slots {
             });
             (self.slots.len() - 1) as u32
         });
-        let fd = socket.as_raw_fd();
         let slot = &mut self.slots[index as usize];
-        slot.socket = Some(socket.into());
         slot.reusable = reusable;
         slot.v6 = v6;
         let key = key(index, slot.generation);
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-            u64: key,
-        };
-        // SAFETY: both descriptors are open; `event` outlives the call. Anything that
-        // arrived before this is reported at once.
-        if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
-            let e = io::Error::last_os_error();
+        let socket = slot.socket.insert(socket.into());
+        // Anything that arrived before this is reported at once.
+        let events = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        if let Err(e) = epoll.add(socket.as_fd(), events, key) {
             self.close(key);
             return Err(e);
         }
@@ -155,7 +149,7 @@ impl Slots {
 
     /// A new socket for `server` in the epoll set: bound to `port`, or left for `connect` to
     /// bind (and then reusable).
-    fn open(&mut self, epoll: RawFd, server: SocketAddr, port: Option<u16>) -> io::Result<u64> {
+    fn open(&mut self, epoll: &Epoll, server: SocketAddr, port: Option<u16>) -> io::Result<u64> {
         let socket = new_socket(server)?;
         if let Some(port) = port {
             let any: IpAddr = match server {
@@ -220,7 +214,7 @@ impl Slots {
         let index = (key & 0xffff_ffff) as u32;
         let socket = self.slots[index as usize].socket.as_ref();
         let socket = socket.expect("slot has a socket");
-        if !reusable || idle >= IDLE_MAX || disconnect(socket).is_err() {
+        if !reusable || idle >= IDLE_MAX || sys::disconnect(socket.as_fd()).is_err() {
             self.close(key);
             return;
         }
@@ -299,23 +293,9 @@ impl Slots {
     }
 }
 
-/// `connect(AF_UNSPEC)`: a socket bound by the kernel at connect loses its port.
-fn disconnect(socket: &UdpSocket) -> io::Result<()> {
-    let unspec = libc::sockaddr {
-        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
-        sa_data: [0; 14],
-    };
-    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
-    // SAFETY: `unspec` is a valid sockaddr of `len` bytes.
-    if unsafe { libc::connect(socket.as_raw_fd(), &unspec, len) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// A thread's epoll set of upstream sockets and their queries.
 struct Reader {
-    epoll: OwnedFd,
+    epoll: Arc<Epoll>,
     slots: Mutex<Slots>,
     /// Its task has ended (the runtime shut down): the thread needs a new reader.
     stopped: AtomicBool,
@@ -336,39 +316,23 @@ fn reader() -> io::Result<Arc<Reader>> {
             return Ok(reader.clone());
         }
         raise_fd_limit();
-        // SAFETY: plain system call; the descriptor is owned below.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         let reader = Arc::new(Reader {
-            // SAFETY: `fd` was just created and is owned by nothing else.
-            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            epoll: Arc::new(Epoll::new()?),
             slots: Mutex::default(),
             stopped: AtomicBool::new(false),
         });
-        // SAFETY: `EpollSet` holds the reader, and so the epoll descriptor, open for as long
-        // as it lives, and always returns that descriptor.
-        let set = unsafe {
-            AsyncFd::register_with_interest(EpollSet(reader.clone()), Interest::READABLE)
-        }
-        .map_err(|e| e.into_parts().1)?;
-        tokio::spawn(read_replies(set));
+        let set = sys::watch(reader.epoll.clone())?;
+        tokio::spawn(read_replies(set, Running(reader.clone())));
         *current = Some(reader.clone());
         Ok(reader)
     })
 }
 
-/// The epoll set as tokio sees it; when tokio drops it, the reader is stopped.
-struct EpollSet(Arc<Reader>);
+/// The reader as its task holds it; when tokio drops the task (run or not), the reader is
+/// stopped.
+struct Running(Arc<Reader>);
 
-impl AsRawFd for EpollSet {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.epoll.as_raw_fd()
-    }
-}
-
-impl Drop for EpollSet {
+impl Drop for Running {
     fn drop(&mut self) {
         self.0.stopped.store(true, Ordering::Relaxed);
     }
@@ -377,26 +341,22 @@ impl Drop for EpollSet {
 /// The reader task: whenever the epoll set has ready sockets, takes up to `EVENTS` of them at
 /// once and reads each. Sockets are in the set edge-triggered: a socket is reported once per
 /// arrival, and each one reported is read until it would block, or its query is over.
-async fn read_replies(set: AsyncFd<EpollSet>) {
-    let reader = set.get_ref().0.clone();
-    let epoll = reader.epoll.as_raw_fd();
-    let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+async fn read_replies(set: AsyncFd<Arc<Epoll>>, running: Running) {
+    let reader = &running.0;
+    let mut events = [EpollEvent { events: 0, u64: 0 }; EVENTS];
     let mut buf = vec![0u8; UDP_REPLY_MAX];
     loop {
         let Ok(mut ready) = set.readable().await else {
             return;
         };
-        // SAFETY: `events` has room for EVENTS entries.
-        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), EVENTS as i32, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let n = match set.get_ref().ready(&mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "upstream reader failed; starting a new one");
+                return;
             }
-            tracing::error!(error = %e, "upstream reader failed; starting a new one");
-            return;
-        }
-        let n = n as usize;
+        };
         {
             let mut slots = reader.slots.lock().unwrap();
             for event in &events[..n] {
@@ -413,7 +373,7 @@ async fn read_replies(set: AsyncFd<EpollSet>) {
 
 /// A query sent from a port of its own; `reply` waits for the answer. Dropping it (at a
 /// timeout) ends the query and frees its port.
-pub struct Sent {
+pub(crate) struct Sent {
     reader: Arc<Reader>,
     key: u64,
     token: u64,
@@ -422,7 +382,7 @@ pub struct Sent {
 
 /// Sends `query` to `server` from a fresh port drawn at random; its reply is the first
 /// datagram `expect` accepts.
-pub fn send(server: SocketAddr, expect: &Expect, query: &[u8]) -> io::Result<Sent> {
+pub(crate) fn send(server: SocketAddr, expect: &Expect, query: &[u8]) -> io::Result<Sent> {
     let ports = ports();
     for _ in 0..BIND_TRIES {
         match ports.draw() {
@@ -454,7 +414,7 @@ fn send_from(
     port: Option<u16>,
 ) -> io::Result<Sent> {
     let reader = reader()?;
-    let epoll = reader.epoll.as_raw_fd();
+    let epoll = &*reader.epoll;
     let mut slots = reader.slots.lock().unwrap();
     let reused = match port {
         Some(_) => None,
@@ -486,7 +446,7 @@ fn new_socket(server: SocketAddr) -> io::Result<Socket> {
 
 impl Sent {
     /// The matching reply, or the socket's error (an ICMP error: this query's alone).
-    pub async fn reply(&mut self) -> Reply {
+    pub(crate) async fn reply(&mut self) -> Reply {
         match (&mut self.reply).await {
             Ok(reply) => reply,
             Err(_) => Err(io::Error::other("upstream reader stopped")),
@@ -494,7 +454,7 @@ impl Sent {
     }
 
     /// What was dropped so far while this query waits (read at its timeout).
-    pub fn dropped(&self) -> Dropped {
+    pub(crate) fn dropped(&self) -> Dropped {
         let mut slots = self.reader.slots.lock().unwrap();
         slots
             .slot(self.key)
@@ -613,25 +573,17 @@ fn port_ranges(text: &str) -> impl Iterator<Item = (u16, u16)> + '_ {
 fn raise_fd_limit() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+        let Ok((soft, hard)) = sys::open_files_limit() else {
+            return;
         };
-        // SAFETY: plain system calls on a local struct.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-                return;
-            }
-            let wanted = limit.rlim_max.min(FD_LIMIT as libc::rlim_t);
-            if limit.rlim_cur < wanted {
-                limit.rlim_cur = wanted;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    tracing::warn!(
-                        error = %io::Error::last_os_error(),
-                        "cannot raise the limit on open files; upstream queries in flight are bounded by it"
-                    );
-                }
-            }
+        let wanted = hard.min(FD_LIMIT as libc::rlim_t);
+        if soft < wanted
+            && let Err(error) = sys::set_open_files_limit(wanted, hard)
+        {
+            tracing::warn!(
+                %error,
+                "cannot raise the limit on open files; upstream queries in flight are bounded by it"
+            );
         }
     });
 }

@@ -15,14 +15,14 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// A query for `name` (dotted) and `qtype`, as a client would send it, with RD set.
-pub fn probe_query(name: &str, qtype: u16) -> Option<(Vec<u8>, Query)> {
+pub(crate) fn probe_query(name: &str, qtype: u16) -> Option<(Vec<u8>, Query)> {
     let bytes = wire::build_query(&wire::name_from_dotted(name)?, qtype, rand::random());
     let q = wire::parse_query(&bytes).ok()?;
     Some((bytes, q))
 }
 
 /// What a server's reply to `. NS` says about it.
-pub fn classify_root_reply(reply: &[u8], info: &wire::ReplyInfo) -> Capability {
+pub(crate) fn classify_root_reply(reply: &[u8], info: &wire::ReplyInfo) -> Capability {
     let code = wire::rcode(reply);
     if code == Rcode::REFUSED || (code == Rcode::NOERROR && verdict(reply, info) != Verdict::Final)
     {
@@ -40,7 +40,7 @@ pub fn classify_root_reply(reply: &[u8], info: &wire::ReplyInfo) -> Capability {
 }
 
 /// The evidence line for a probe reply.
-pub fn describe_reply(ex: &Exchange) -> String {
+pub(crate) fn describe_reply(ex: &Exchange) -> String {
     format!(
         ". NS -> {} {}, {} answer(s), {:.1} ms",
         wire::rcode(&ex.reply),
@@ -52,7 +52,7 @@ pub fn describe_reply(ex: &Exchange) -> String {
 
 /// Asks `server` for the root's NS set once and records what the reply shows. A server that
 /// does not answer keeps what was known before.
-pub async fn learn<X: Exchanger>(
+pub(crate) async fn learn<X: Exchanger>(
     exchanger: &X,
     pool: &UpstreamPool,
     server: &Upstream,
@@ -113,7 +113,7 @@ async fn probe_until<X: Exchanger>(
 
 /// Probes a down server over UDP until any reply comes back (even REFUSED proves it is
 /// alive); the reply also refreshes what is known about it.
-pub async fn probe_until_up<X: Exchanger>(
+pub(crate) async fn probe_until_up<X: Exchanger>(
     exchanger: Arc<X>,
     pool: UpstreamPool,
     server: Weak<Upstream>,
@@ -140,7 +140,7 @@ pub async fn probe_until_up<X: Exchanger>(
 
 /// Probes a server whose TCP failed over TCP until it answers; until then truncated answers
 /// from it are not retried over TCP with it.
-pub async fn probe_tcp_until_up<X: Exchanger>(
+pub(crate) async fn probe_tcp_until_up<X: Exchanger>(
     exchanger: Arc<X>,
     server: Weak<Upstream>,
     max_wait: Duration,

@@ -21,32 +21,32 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Lines per second the log keeps up, once a burst is spent.
-pub const LINES_PER_SECOND: u32 = 100;
+pub(crate) const LINES_PER_SECOND: u32 = 100;
 /// Lines that may go out at once.
-pub const BURST: u32 = 200;
+pub(crate) const BURST: u32 = 200;
 /// How often lines left out are counted in the log.
-pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 static ON: AtomicBool = AtomicBool::new(false);
 static LIMIT: Mutex<Option<TokenBucket>> = Mutex::new(None);
 
-pub fn set(on: bool) {
+pub(crate) fn set(on: bool) {
     ON.store(on, Ordering::Relaxed);
 }
 
-pub fn is_on() -> bool {
+pub(crate) fn is_on() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
 /// Switches the log on if it was off and off if it was on; returns whether it is on now.
-pub fn toggle() -> bool {
+pub(crate) fn toggle() -> bool {
     !ON.fetch_xor(true, Ordering::Relaxed)
 }
 
 /// When a query arrives: the time, if the log is on (then it is needed for the line), else
 /// nothing but the load of the flag.
 #[inline]
-pub fn start() -> Option<Instant> {
+pub(crate) fn start() -> Option<Instant> {
     if ON.load(Ordering::Relaxed) {
         Some(Instant::now())
     } else {
@@ -56,21 +56,21 @@ pub fn start() -> Option<Instant> {
 
 /// One answered query, as its line says it.
 #[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
-    pub client: Option<SocketAddr>,
+pub(crate) struct Entry<'a> {
+    pub(crate) client: Option<SocketAddr>,
     /// The query as the client sent it (its question is read again only for a line that
     /// goes out).
-    pub query: &'a [u8],
-    pub transport: Transport,
-    pub source: Source,
-    pub upstream: Option<SocketAddr>,
-    pub rcode: Rcode,
-    pub took: Duration,
+    pub(crate) query: &'a [u8],
+    pub(crate) transport: Transport,
+    pub(crate) source: Source,
+    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) rcode: Rcode,
+    pub(crate) took: Duration,
 }
 
 impl Entry<'_> {
     /// The line, without the timestamp and level the log adds.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let (name, qtype) = match wire::parse_query(self.query) {
             Ok(q) => {
                 let name = q.name.to_dotted();
@@ -96,7 +96,7 @@ impl Entry<'_> {
 }
 
 /// Logs `entry` unless the rate limit says no.
-pub fn log(entry: Entry) {
+pub(crate) fn log(entry: Entry) {
     if !allow(Instant::now()) {
         return;
     }
@@ -111,7 +111,7 @@ fn allow(now: Instant) -> bool {
 }
 
 /// Says how many lines the rate limit left out since it last said so, if any.
-pub fn report_suppressed() {
+pub(crate) fn report_suppressed() {
     let suppressed = LIMIT
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -126,7 +126,7 @@ pub fn report_suppressed() {
 }
 
 /// Reports suppressed lines every `REPORT_EVERY` until `cancel` fires.
-pub async fn keep_reporting(cancel: CancellationToken) -> Result<(), String> {
+pub(crate) async fn keep_reporting(cancel: CancellationToken) -> Result<(), String> {
     let mut tick = tokio::time::interval(REPORT_EVERY);
     loop {
         tokio::select! {

@@ -5,27 +5,31 @@
 
 use std::fmt;
 
+/// A 4-bit header RCODE.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rcode(u8);
 
 impl Rcode {
+    /// NOERROR: no error.
     pub const NOERROR: Rcode = Rcode(0);
-    pub const FORMERR: Rcode = Rcode(1);
-    pub const SERVFAIL: Rcode = Rcode(2);
-    pub const NXDOMAIN: Rcode = Rcode(3);
-    pub const NOTIMP: Rcode = Rcode(4);
+    pub(crate) const FORMERR: Rcode = Rcode(1);
+    pub(crate) const SERVFAIL: Rcode = Rcode(2);
+    pub(crate) const NXDOMAIN: Rcode = Rcode(3);
+    pub(crate) const NOTIMP: Rcode = Rcode(4);
+    /// REFUSED: the server will not answer this client or this query.
     pub const REFUSED: Rcode = Rcode(5);
 
     /// The code in the low four bits of a header's fourth byte.
-    pub const fn from_header(bits: u8) -> Rcode {
+    pub(crate) const fn from_header(bits: u8) -> Rcode {
         Rcode(bits & 0x0f)
     }
 
+    /// The code as a number, 0 to 15.
     pub const fn bits(self) -> u8 {
         self.0
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Rcode::NOERROR => "NOERROR",
             Rcode::FORMERR => "FORMERR",

@@ -27,6 +27,7 @@ pub enum Immediate {
     Reply(Vec<u8>, Source),
     /// A cache hit: the caller renders it (into a buffer it reuses).
     Cached(Arc<Answer>, Query),
+    /// No reply: the packet is dropped (not a query that can be answered, even with an error).
     Drop,
     /// Needs the forwarder.
     Forward(Query, Route),
@@ -34,11 +35,13 @@ pub enum Immediate {
 
 /// A forwarded query's reply, and the upstream server it came from (None when no server
 /// gave it: SERVFAIL).
-pub struct Forwarded {
-    pub reply: Vec<u8>,
-    pub upstream: Option<SocketAddr>,
+pub(crate) struct Forwarded {
+    pub(crate) reply: Vec<u8>,
+    pub(crate) upstream: Option<SocketAddr>,
 }
 
+/// Answers client queries: after the ACL, from the cache, local names or routing table, and
+/// failing those through the forwarder.
 pub struct Resolver<X: Exchanger = Network> {
     /// Read on every packet, replaced when interfaces change: lock-free reads.
     acl: ArcSwap<Acl>,
@@ -48,6 +51,7 @@ pub struct Resolver<X: Exchanger = Network> {
 }
 
 impl<X: Exchanger> Resolver<X> {
+    /// A resolver from its parts.
     pub fn new(
         acl: Acl,
         local: LocalNames,
@@ -62,40 +66,40 @@ impl<X: Exchanger> Resolver<X> {
         }
     }
 
-    pub fn routes(&self) -> Arc<RoutingTable> {
+    pub(crate) fn routes(&self) -> Arc<RoutingTable> {
         self.routes.read().unwrap().clone()
     }
 
-    pub fn local(&self) -> Arc<LocalNames> {
+    pub(crate) fn local(&self) -> Arc<LocalNames> {
         self.local.read().unwrap().clone()
     }
 
     /// Swaps the routing table; answers cached under the old one are dropped.
-    pub fn set_routes(&self, routes: RoutingTable) {
+    pub(crate) fn set_routes(&self, routes: RoutingTable) {
         *self.routes.write().unwrap() = Arc::new(routes);
         self.forwarder.cache().clear();
     }
 
     /// Swaps local data; cached answers go too, since a name may have become local.
-    pub fn set_local(&self, local: LocalNames) {
+    pub(crate) fn set_local(&self, local: LocalNames) {
         *self.local.write().unwrap() = Arc::new(local);
         self.forwarder.cache().clear();
     }
 
-    pub fn forwarder(&self) -> &Arc<Forwarder<X>> {
+    pub(crate) fn forwarder(&self) -> &Arc<Forwarder<X>> {
         &self.forwarder
     }
 
     /// Whether a client at `ip` is answered at all.
-    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn admits(&self, ip: std::net::IpAddr) -> bool {
         self.acl.load().admits(ip)
     }
 
-    pub fn acl(&self) -> Arc<Acl> {
+    pub(crate) fn acl(&self) -> Arc<Acl> {
         self.acl.load_full()
     }
 
-    pub fn set_acl(&self, acl: Acl) {
+    pub(crate) fn set_acl(&self, acl: Acl) {
         self.acl.store(Arc::new(acl));
     }
 
@@ -149,12 +153,13 @@ impl<X: Exchanger> Resolver<X> {
     }
 
     /// The complete answer to a query, or None when it is dropped.
-    pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    #[cfg(test)]
+    pub(crate) async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
         self.answer_from(None, packet, transport).await
     }
 
     /// `answer` for a query from `client`, reported (`dns::observe`).
-    pub async fn answer_from(
+    pub(crate) async fn answer_from(
         &self,
         client: Option<SocketAddr>,
         packet: &[u8],
@@ -180,7 +185,7 @@ impl<X: Exchanger> Resolver<X> {
         Some(reply)
     }
 
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         packet: &[u8],
         q: Query,

@@ -16,7 +16,7 @@ use crate::types::Net;
 use std::net::IpAddr;
 
 /// RFC 6303 zones whose answer is NXDOMAIN wherever asked.
-pub const RFC6303_ALWAYS_LOCAL: &[&str] = &[
+pub(crate) const RFC6303_ALWAYS_LOCAL: &[&str] = &[
     "0.in-addr.arpa",
     "127.in-addr.arpa",
     "254.169.in-addr.arpa",
@@ -34,7 +34,7 @@ pub const RFC6303_ALWAYS_LOCAL: &[&str] = &[
 ];
 
 /// The in-addr.arpa / ip6.arpa name of an address, dotted without the trailing dot.
-pub fn reverse_name(addr: IpAddr) -> String {
+pub(crate) fn reverse_name(addr: IpAddr) -> String {
     match addr {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -54,7 +54,7 @@ pub fn reverse_name(addr: IpAddr) -> String {
 /// The reverse zones that cover `net`: zones end on label boundaries (8 bits for IPv4, 4 for
 /// IPv6), so a /20 is covered by its sixteen /24 zones and a /12 by its sixteen /16 zones
 /// (at most 256); a network narrower than a boundary, such as a /25, by the enclosing zone.
-pub fn zones_of(net: Net) -> Vec<String> {
+pub(crate) fn zones_of(net: Net) -> Vec<String> {
     let (step, bits) = match net.network() {
         IpAddr::V4(_) => (8u8, 32u8),
         IpAddr::V6(_) => (4u8, 128u8),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A server list, shared by the table and every route taken from it (no copy per query).
-pub type Servers = Arc<[Arc<Upstream>]>;
+pub(crate) type Servers = Arc<[Arc<Upstream>]>;
 
 /// Where a domain route came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +29,14 @@ pub enum RouteSource {
     Discovered,
 }
 
+/// The servers for a domain and every name under it.
 #[derive(Debug, Clone)]
 pub struct DomainRoute {
+    /// The domain, lower-cased, without the trailing dot.
     pub domain: Arc<str>,
+    /// Its servers, in order.
     pub servers: Servers,
+    /// Where the route came from.
     pub source: RouteSource,
 }
 
@@ -57,7 +61,9 @@ impl fmt::Display for DefaultSource {
 /// How to walk a server list (resolv.conf `options`, and the route's scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkOptions {
+    /// How many times the server list is walked (`options attempts:`).
     pub attempts: u32,
+    /// Each walk starts one server further along (`options rotate`).
     pub rotate: bool,
     /// glibc's per-try timeout (`options timeout:`): no attempt waits longer than this.
     pub timeout_cap: Duration,
@@ -80,12 +86,12 @@ impl Default for WalkOptions {
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
     /// Longest domain first.
-    pub domains: Vec<DomainRoute>,
+    pub(crate) domains: Vec<DomainRoute>,
     /// The default servers, in the host's order: never reordered.
-    pub default: Servers,
-    pub default_source: DefaultSource,
-    pub forward_plain_names: bool,
-    pub options: WalkOptions,
+    pub(crate) default: Servers,
+    pub(crate) default_source: DefaultSource,
+    pub(crate) forward_plain_names: bool,
+    pub(crate) options: WalkOptions,
 }
 
 /// The decision for one name that local data did not answer.
@@ -93,8 +99,11 @@ pub struct RoutingTable {
 pub enum Route {
     /// Forward to these servers, in order.
     Forward {
+        /// The servers, in order.
         servers: Servers,
+        /// Which rule chose them.
         rule: Rule,
+        /// How to walk them.
         options: WalkOptions,
     },
     /// A single-label name with `forward_plain_names = false`: NXDOMAIN, never forwarded.
@@ -104,7 +113,9 @@ pub enum Route {
 /// Which rule picked the servers, for logs and `explain`; rendered only when displayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
+    /// A domain route: the domain, and where the route came from.
     Domain(Arc<str>, RouteSource),
+    /// The default servers, and where they came from.
     Default(DefaultSource),
 }
 
@@ -122,6 +133,8 @@ impl fmt::Display for Rule {
 }
 
 impl RoutingTable {
+    /// A table from its domain routes (sorted here: longest domain first), the default servers,
+    /// and how to treat plain names and walk the lists.
     pub fn new(
         mut domains: Vec<DomainRoute>,
         default: Vec<Arc<Upstream>>,
@@ -146,7 +159,7 @@ impl RoutingTable {
     }
 
     /// The route for `name` (lower-cased, dotted, no trailing dot).
-    pub fn route(&self, name: &str) -> Route {
+    pub(crate) fn route(&self, name: &str) -> Route {
         if !self.forward_plain_names && is_single_label(name) {
             return Route::PlainNameStaysLocal;
         }
@@ -168,7 +181,7 @@ impl RoutingTable {
     }
 
     /// Every server the table routes to.
-    pub fn servers(&self) -> Vec<SocketAddr> {
+    pub(crate) fn servers(&self) -> Vec<SocketAddr> {
         let mut all: Vec<SocketAddr> = self.default.iter().map(|s| s.addr).collect();
         for r in &self.domains {
             all.extend(r.servers.iter().map(|s| s.addr));
@@ -180,7 +193,7 @@ impl RoutingTable {
 
     /// Discovered routes replaced by `found`, configured ones kept. The default order is the
     /// host's and stays as it is.
-    pub fn with_discovered(&self, found: Vec<DomainRoute>) -> RoutingTable {
+    pub(crate) fn with_discovered(&self, found: Vec<DomainRoute>) -> RoutingTable {
         let mut domains: Vec<DomainRoute> = self
             .domains
             .iter()
@@ -199,7 +212,7 @@ impl RoutingTable {
 }
 
 /// True if forwarding to `server` would send queries back to ourselves.
-pub fn is_own_address(server: SocketAddr, listen: &[SocketAddr]) -> bool {
+pub(crate) fn is_own_address(server: SocketAddr, listen: &[SocketAddr]) -> bool {
     listen.iter().any(|l| {
         *l == server
             || (l.port() == server.port()
@@ -212,7 +225,7 @@ impl RoutingTable {
     /// The table the config and the host's resolv.conf give: forwarders' domains, and the
     /// default servers (addr-only forwarders if any, else resolv.conf's, in its order). A
     /// server that is one of virtdns's own listen addresses is refused (it would loop).
-    pub fn from_config(
+    pub(crate) fn from_config(
         dns: &DnsConfig,
         listen: &[SocketAddr],
         pool: &UpstreamPool,

@@ -5,14 +5,16 @@
 /// The transport a query came in on: it decides how large a reply may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// UDP: a reply is bounded by the client's payload size.
     Udp,
+    /// TCP: a reply may take up to 65535 bytes.
     Tcp,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+    pub(crate) const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
@@ -20,7 +22,7 @@ impl Transport {
     }
 
     /// Its place in `ALL`.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -44,7 +46,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [
+    pub(crate) const ALL: [Source; 5] = [
         Source::Cache,
         Source::Local,
         Source::Forwarded,
@@ -52,7 +54,7 @@ impl Source {
         Source::Invalid,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Source::Cache => "cache",
             Source::Local => "local",
@@ -63,7 +65,7 @@ impl Source {
     }
 
     /// Its place in `ALL`.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }

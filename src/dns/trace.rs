@@ -11,18 +11,18 @@ pub struct Trace {
 
 impl Trace {
     /// A trace that records nothing (serving path).
-    pub fn off() -> Trace {
+    pub(crate) fn off() -> Trace {
         Trace { lines: None }
     }
 
-    pub fn on() -> Trace {
+    pub(crate) fn on() -> Trace {
         Trace {
             lines: Some(Vec::new()),
         }
     }
 
     /// Records a line; `line` runs only when the trace is on.
-    pub fn note(&mut self, line: impl FnOnce() -> String) {
+    pub(crate) fn note(&mut self, line: impl FnOnce() -> String) {
         if let Some(lines) = &mut self.lines {
             lines.push(line());
         }

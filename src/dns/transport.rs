@@ -23,21 +23,28 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// How one upstream exchange travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// One datagram each way, from a port drawn for the query (`port_pool`).
     Udp,
+    /// A fresh TCP connection, the messages length-prefixed (RFC 1035 4.2.2).
     Tcp,
 }
 
+/// Why an exchange gave no usable reply.
 #[derive(Debug, Error)]
 pub enum ExchangeError {
     /// No acceptable reply in time; what was dropped meanwhile.
     #[error("no reply within {0:?}{1}")]
     Timeout(Duration, Dropped),
+    /// The socket failed: an ICMP error over UDP, a connection error over TCP.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The reply over TCP (where the first is the only one) cannot be taken.
     #[error("reply unusable: {0}")]
     Malformed(#[from] Rejection),
+    /// The TCP retry of a truncated reply failed.
     #[error("TCP retry of a truncated reply failed: {0}")]
     Tcp(Box<ExchangeError>),
 }
@@ -81,14 +88,18 @@ impl Exchanger for Network {
 pub struct Exchange {
     /// The server that replied.
     pub server: SocketAddr,
+    /// The reply's bytes.
     pub reply: Vec<u8>,
+    /// What the reply says.
     pub info: ReplyInfo,
+    /// How long the server took to answer.
     pub rtt: Duration,
+    /// What was dropped while waiting for it.
     pub dropped: Dropped,
 }
 
 /// Sends `query` to `server` and waits up to `timeout` for the reply `expect` accepts.
-pub async fn exchange(
+pub(crate) async fn exchange(
     server: SocketAddr,
     query: &[u8],
     expect: &Expect,
@@ -146,7 +157,7 @@ async fn read_message(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) 
 }
 
 #[cfg(test)]
-pub mod script;
+pub(crate) mod script;
 
 #[cfg(test)]
 mod tests {

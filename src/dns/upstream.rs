@@ -23,19 +23,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a down server is probed.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long what a probe showed about a server is trusted before it is asked again.
-pub const KNOWLEDGE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const KNOWLEDGE_TTL: Duration = Duration::from_secs(30);
 /// A reply that contradicts what a probe showed brings the next probe forward, but never
 /// sooner than this after the last one.
-pub const RELEARN_HOLDOFF: Duration = Duration::from_secs(5);
+pub(crate) const RELEARN_HOLDOFF: Duration = Duration::from_secs(5);
 /// Timeout for a server we have no RTT for yet.
 const INITIAL_RTT: Duration = Duration::from_millis(100);
 
 /// What a server does with names outside its own zones, as its answer for the root's NS set
 /// showed. Only `RefusesOutside` and `NotFullResolver` change how the walk treats it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capability {
+pub(crate) enum Capability {
     /// Not probed yet, or the probe was inconclusive (SERVFAIL, no reply): it keeps its place
     /// and every reply is taken by glibc's rules.
     Unknown,
@@ -70,7 +70,7 @@ impl Capability {
     }
 
     /// Whether names outside the server's zones may be sent to the next server at once.
-    pub fn overlaps_next(self) -> bool {
+    pub(crate) fn overlaps_next(self) -> bool {
         matches!(
             self,
             Capability::RefusesOutside | Capability::NotFullResolver
@@ -91,15 +91,17 @@ impl fmt::Display for Capability {
 
 /// The probe that showed a server's capability, for `explain` and `check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     /// The probe's reply, e.g. `. NS -> REFUSED [aa], 0 answer(s), 0.4 ms`.
-    pub reply: String,
-    pub at: Instant,
+    pub(crate) reply: String,
+    pub(crate) at: Instant,
 }
 
+/// One upstream server and what is known of it: its RTT, whether it is down, and whether its
+/// TCP works.
 #[derive(Debug)]
 pub struct Upstream {
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Smoothed RTT in microseconds (RFC 6298 style, gain 1/8); 0 until the first reply.
     srtt_us: AtomicU32,
     down: AtomicBool,
@@ -116,7 +118,7 @@ pub struct Upstream {
     contradicted: AtomicBool,
     zones: Mutex<Arc<[String]>>,
     /// Cookies and 0x20 for this server.
-    pub guard: Guard,
+    pub(crate) guard: Guard,
 }
 
 impl Upstream {
@@ -138,17 +140,17 @@ impl Upstream {
         }
     }
 
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
     }
 
     /// When it was marked down and why, while it is down.
-    pub fn down_since(&self) -> Option<(Instant, String)> {
+    pub(crate) fn down_since(&self) -> Option<(Instant, String)> {
         self.down_since.lock().unwrap().clone()
     }
 
     /// The smoothed RTT, or None before the first reply.
-    pub fn srtt(&self) -> Option<Duration> {
+    pub(crate) fn srtt(&self) -> Option<Duration> {
         match self.srtt_us.load(Ordering::Relaxed) {
             0 => None,
             us => Some(Duration::from_micros(us as u64)),
@@ -156,12 +158,12 @@ impl Upstream {
     }
 
     /// Per-attempt timeout: four smoothed RTTs, within `bounds`.
-    pub fn timeout(&self, bounds: (Duration, Duration)) -> Duration {
+    pub(crate) fn timeout(&self, bounds: (Duration, Duration)) -> Duration {
         (self.srtt().unwrap_or(INITIAL_RTT) * 4).clamp(bounds.0, bounds.1)
     }
 
     /// Folds in an RTT sample. Returns true when this reply brought the server back up.
-    pub fn record_rtt(&self, rtt: Duration) -> bool {
+    pub(crate) fn record_rtt(&self, rtt: Duration) -> bool {
         let sample = (rtt.as_micros().min(u32::MAX as u128) as u32).max(1);
         // A plain load and store, not a compare-and-swap loop: every reply from this server,
         // on every core, lands here, and a sample lost to a race only slows the average.
@@ -180,7 +182,7 @@ impl Upstream {
     }
 
     /// Marks it down. Returns true if it was up until now.
-    pub fn set_down(&self, why: &str) -> bool {
+    pub(crate) fn set_down(&self, why: &str) -> bool {
         let newly = !self.down.swap(true, Ordering::Relaxed);
         if newly {
             *self.down_since.lock().unwrap() = Some((Instant::now(), why.to_string()));
@@ -189,43 +191,43 @@ impl Upstream {
     }
 
     /// Whether its TCP is known to fail.
-    pub fn is_tcp_down(&self) -> bool {
+    pub(crate) fn is_tcp_down(&self) -> bool {
         self.tcp_down.load(Ordering::Relaxed)
     }
 
     /// Marks its TCP failing. Returns true if it was working until now; the caller starts a
     /// TCP probe when `start_tcp_probing` lets it.
-    pub fn set_tcp_down(&self) -> bool {
+    pub(crate) fn set_tcp_down(&self) -> bool {
         !self.tcp_down.swap(true, Ordering::Relaxed)
     }
 
-    pub fn set_tcp_up(&self) {
+    pub(crate) fn set_tcp_up(&self) {
         self.tcp_down.store(false, Ordering::Relaxed);
     }
 
     /// Claims the background TCP probe; false if one already runs.
-    pub fn start_tcp_probing(&self) -> bool {
+    pub(crate) fn start_tcp_probing(&self) -> bool {
         !self.tcp_probing.swap(true, Ordering::Relaxed)
     }
 
-    pub fn stop_tcp_probing(&self) {
+    pub(crate) fn stop_tcp_probing(&self) {
         self.tcp_probing.store(false, Ordering::Relaxed);
     }
 
     /// Claims the background probe; false if one already runs.
-    pub fn start_probing(&self) -> bool {
+    pub(crate) fn start_probing(&self) -> bool {
         !self.probing.swap(true, Ordering::Relaxed)
     }
 
-    pub fn stop_probing(&self) {
+    pub(crate) fn stop_probing(&self) {
         self.probing.store(false, Ordering::Relaxed);
     }
 
-    pub fn capability(&self) -> Capability {
+    pub(crate) fn capability(&self) -> Capability {
         Capability::from_u8(self.capability.load(Ordering::Relaxed))
     }
 
-    pub fn evidence(&self) -> Option<Evidence> {
+    pub(crate) fn evidence(&self) -> Option<Evidence> {
         self.evidence.lock().unwrap().clone()
     }
 
@@ -238,7 +240,7 @@ impl Upstream {
 
     /// Whether the capability should be probed (again): never probed, or learned longer than
     /// `KNOWLEDGE_TTL` ago. Claims the probe when it returns true.
-    pub fn claim_learning(&self, now: Instant) -> bool {
+    pub(crate) fn claim_learning(&self, now: Instant) -> bool {
         let stale = match &*self.evidence.lock().unwrap() {
             Some(e) => {
                 let age = now.saturating_duration_since(e.at);
@@ -255,25 +257,25 @@ impl Upstream {
     }
 
     /// Forces the next `claim_learning` to succeed (a reply contradicted what was learned).
-    pub fn forget_capability(&self) {
+    pub(crate) fn forget_capability(&self) {
         self.contradicted.store(true, Ordering::Relaxed);
     }
 
-    pub fn learning_done(&self) {
+    pub(crate) fn learning_done(&self) {
         self.learning.store(false, Ordering::Relaxed);
     }
 
     /// The zones this server is known to serve (lower-case, no trailing dot).
-    pub fn zones(&self) -> Arc<[String]> {
+    pub(crate) fn zones(&self) -> Arc<[String]> {
         self.zones.lock().unwrap().clone()
     }
 
-    pub fn set_zones(&self, zones: Vec<String>) {
+    pub(crate) fn set_zones(&self, zones: Vec<String>) {
         *self.zones.lock().unwrap() = Arc::from(zones);
     }
 
     /// Whether the query's name lies in one of its known zones (no work when it knows none).
-    pub fn serves_query(&self, q: &crate::dns::wire::Query) -> bool {
+    pub(crate) fn serves_query(&self, q: &crate::dns::wire::Query) -> bool {
         let zones = self.zones();
         !zones.is_empty() && {
             let name = q.name.to_dotted();
@@ -282,7 +284,8 @@ impl Upstream {
     }
 
     /// Whether `name` (dotted, lower-case) lies in one of its known zones.
-    pub fn serves(&self, name: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn serves(&self, name: &str) -> bool {
         self.zones
             .lock()
             .unwrap()
@@ -346,6 +349,7 @@ struct PoolInner {
 }
 
 impl UpstreamPool {
+    /// An empty pool; per-attempt timeouts stay within `bounds` (least, most).
     pub fn new(bounds: (Duration, Duration)) -> UpstreamPool {
         UpstreamPool {
             inner: Arc::new(PoolInner {
@@ -357,10 +361,11 @@ impl UpstreamPool {
         }
     }
 
-    pub fn bounds(&self) -> (Duration, Duration) {
+    pub(crate) fn bounds(&self) -> (Duration, Duration) {
         self.inner.bounds
     }
 
+    /// The server at `addr`, added on first use.
     pub fn get(&self, addr: SocketAddr) -> Arc<Upstream> {
         let mut servers = self.inner.servers.lock().unwrap();
         servers
@@ -371,7 +376,7 @@ impl UpstreamPool {
 
     /// Forgets every server not in `keep`: once no routing table holds it either, its
     /// background probe ends (it holds only a weak reference).
-    pub fn retain(&self, keep: &[SocketAddr]) {
+    pub(crate) fn retain(&self, keep: &[SocketAddr]) {
         self.inner
             .servers
             .lock()
@@ -380,7 +385,7 @@ impl UpstreamPool {
     }
 
     /// Every server the pool knows, in address order.
-    pub fn all(&self) -> Vec<Arc<Upstream>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Upstream>> {
         let mut all: Vec<_> = self
             .inner
             .servers
@@ -394,17 +399,17 @@ impl UpstreamPool {
     }
 
     /// How many times a down server has come back; bumped by `record_reply`.
-    pub fn recoveries(&self) -> u64 {
+    pub(crate) fn recoveries(&self) -> u64 {
         self.inner.recoveries.load(Ordering::Acquire)
     }
 
     /// How many times a server's knowledge changed in a way that changes answers.
-    pub fn lessons(&self) -> u64 {
+    pub(crate) fn lessons(&self) -> u64 {
         self.inner.lessons.load(Ordering::Acquire)
     }
 
     /// Records what a probe showed about `server`.
-    pub fn learn(&self, server: &Upstream, capability: Capability, evidence: Evidence) {
+    pub(crate) fn learn(&self, server: &Upstream, capability: Capability, evidence: Evidence) {
         let reply = evidence.reply.clone();
         let old = server.learn(capability, evidence);
         if old == capability {
@@ -418,7 +423,7 @@ impl UpstreamPool {
     }
 
     /// Records a reply from `server`; returns true when it brought the server back up.
-    pub fn record_reply(&self, server: &Upstream, rtt: Duration) -> bool {
+    pub(crate) fn record_reply(&self, server: &Upstream, rtt: Duration) -> bool {
         let recovered = server.record_rtt(rtt);
         if recovered {
             self.inner.recoveries.fetch_add(1, Ordering::AcqRel);

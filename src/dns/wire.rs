@@ -23,92 +23,115 @@
 
 use thiserror::Error;
 
+/// Size of the fixed DNS header (RFC 1035 4.1.1).
 pub const HEADER_LEN: usize = 12;
 /// Largest name in wire form (RFC 1035 2.3.4).
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 /// What we advertise upstream and to clients (DNS Flag Day 2020).
 pub const EDNS_PAYLOAD: u16 = 1232;
 /// Size of an OPT record without options.
-pub const OPT_LEN: usize = 11;
+pub(crate) const OPT_LEN: usize = 11;
 
+/// RR type A: an IPv4 address (RFC 1035).
 pub const TYPE_A: u16 = 1;
+/// RR type NS: a zone's name server (RFC 1035).
 pub const TYPE_NS: u16 = 2;
+/// RR type CNAME: the canonical name of an alias (RFC 1035).
 pub const TYPE_CNAME: u16 = 5;
+/// RR type SOA: the start of a zone's authority (RFC 1035).
 pub const TYPE_SOA: u16 = 6;
+/// RR type PTR: the name an address points to (RFC 1035).
 pub const TYPE_PTR: u16 = 12;
+/// RR type AAAA: an IPv6 address (RFC 3596).
 pub const TYPE_AAAA: u16 = 28;
+/// RR type OPT: the EDNS pseudo-record (RFC 6891).
 pub const TYPE_OPT: u16 = 41;
-pub const CLASS_IN: u16 = 1;
+pub(crate) const CLASS_IN: u16 = 1;
 /// EDNS option COOKIE (RFC 7873 4): an 8-byte client cookie, then 8 to 32 bytes of the
 /// server's.
-pub const OPTION_COOKIE: u16 = 10;
+pub(crate) const OPTION_COOKIE: u16 = 10;
 /// Extended RCODE BADCOOKIE (RFC 7873 8): header code 7, OPT high bits 1.
-pub const BADCOOKIE: u16 = 23;
+pub(crate) const BADCOOKIE: u16 = 23;
 
 pub use crate::dns::rcode::Rcode;
 /// Extended RCODE 16 (BADVERS, RFC 6891), carried in the OPT TTL's high byte as 1.
-pub const BADVERS_HIGH: u8 = 1;
+pub(crate) const BADVERS_HIGH: u8 = 1;
 
+/// Why a packet could not be read.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
+    /// Shorter than a DNS header.
     #[error("packet shorter than a DNS header")]
     Short,
+    /// A name runs past the end of the packet, or is malformed.
     #[error("a name runs past the end of the packet or is malformed")]
     BadName,
+    /// A record runs past the end of the packet.
     #[error("a record runs past the end of the packet")]
     Truncated,
+    /// More than one OPT record.
     #[error("more than one OPT record")]
     DuplicateOpt,
+    /// An OPT record outside the additional section, or not owned by the root.
     #[error("an OPT record outside the additional section or not owned by the root")]
     MisplacedOpt,
+    /// A compression pointer in the question, which this reader does not follow.
     #[error("a compression pointer in the question")]
     CompressedQuestion,
+    /// The packet is a response, not a query.
     #[error("the packet is a response, not a query")]
     NotQuery,
+    /// An opcode other than QUERY (0).
     #[error("opcode {0} is not QUERY")]
     Opcode(u8),
+    /// A question count other than one.
     #[error("{0} questions; exactly one is supported")]
     QuestionCount(u16),
 }
 
 // ---- header ---------------------------------------------------------------------------------
 
+/// The message ID. Panics if `p` is shorter than a header, as every header accessor here
+/// does: callers check the length first.
 pub fn id(p: &[u8]) -> u16 {
     u16::from_be_bytes([p[0], p[1]])
 }
+/// Sets the message ID.
 pub fn set_id(p: &mut [u8], id: u16) {
     p[0..2].copy_from_slice(&id.to_be_bytes());
 }
+/// Whether QR is set: the message is a response.
 pub fn is_response(p: &[u8]) -> bool {
     p[2] & 0x80 != 0
 }
-pub fn opcode(p: &[u8]) -> u8 {
+pub(crate) fn opcode(p: &[u8]) -> u8 {
     (p[2] >> 3) & 0x0f
 }
-pub fn aa(p: &[u8]) -> bool {
+pub(crate) fn aa(p: &[u8]) -> bool {
     p[2] & 0x04 != 0
 }
 /// Sets or clears AA (Authoritative Answer).
-pub fn set_aa(p: &mut [u8], on: bool) {
+pub(crate) fn set_aa(p: &mut [u8], on: bool) {
     p[2] = (p[2] & !0x04) | if on { 0x04 } else { 0 };
 }
-pub fn tc(p: &[u8]) -> bool {
+pub(crate) fn tc(p: &[u8]) -> bool {
     p[2] & 0x02 != 0
 }
-pub fn rd(p: &[u8]) -> bool {
+pub(crate) fn rd(p: &[u8]) -> bool {
     p[2] & 0x01 != 0
 }
-pub fn ra(p: &[u8]) -> bool {
+pub(crate) fn ra(p: &[u8]) -> bool {
     p[3] & 0x80 != 0
 }
-pub fn cd(p: &[u8]) -> bool {
+pub(crate) fn cd(p: &[u8]) -> bool {
     p[3] & 0x10 != 0
 }
+/// The 4-bit RCODE of the header (an extended RCODE's upper bits are in the OPT record).
 pub fn rcode(p: &[u8]) -> Rcode {
     Rcode::from_header(p[3])
 }
 /// The AA, TC and RA flags of a header, rendered as `[aa ra]` when displayed.
-pub struct Flags<'a>(pub &'a [u8]);
+pub(crate) struct Flags<'a>(pub(crate) &'a [u8]);
 
 impl std::fmt::Display for Flags<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,16 +147,18 @@ fn count(p: &[u8], index: usize) -> u16 {
 fn set_count(p: &mut [u8], index: usize, value: u16) {
     p[4 + 2 * index..6 + 2 * index].copy_from_slice(&value.to_be_bytes());
 }
+/// QDCOUNT: the number of questions.
 pub fn qdcount(p: &[u8]) -> u16 {
     count(p, 0)
 }
+/// ANCOUNT: the number of answer records.
 pub fn ancount(p: &[u8]) -> u16 {
     count(p, 1)
 }
-pub fn nscount(p: &[u8]) -> u16 {
+pub(crate) fn nscount(p: &[u8]) -> u16 {
     count(p, 2)
 }
-pub fn arcount(p: &[u8]) -> u16 {
+pub(crate) fn arcount(p: &[u8]) -> u16 {
     count(p, 3)
 }
 
@@ -160,7 +185,7 @@ pub struct WireName {
 impl WireName {
     /// A name in wire form kept exactly as written, case and all (what a query sent upstream
     /// spelled, to check the reply against). None if longer than a name may be.
-    pub fn verbatim(wire: &[u8]) -> Option<WireName> {
+    pub(crate) fn verbatim(wire: &[u8]) -> Option<WireName> {
         if wire.len() > MAX_NAME_LEN {
             return None;
         }
@@ -172,6 +197,8 @@ impl WireName {
         Some(name)
     }
 
+    /// The name in wire form: each label after its length byte, ending with the root's zero
+    /// byte.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
@@ -181,6 +208,7 @@ impl WireName {
         self.labels().count()
     }
 
+    /// Its labels in order, each without its length byte; the root is not one.
     pub fn labels(&self) -> impl Iterator<Item = &[u8]> {
         let b = self.as_bytes();
         let mut off = 0;
@@ -225,7 +253,7 @@ impl std::fmt::Debug for WireName {
 }
 
 /// Offset just past the name starting at `off` (compression pointers end a name).
-pub fn skip_name(p: &[u8], mut off: usize) -> Result<usize, WireError> {
+pub(crate) fn skip_name(p: &[u8], mut off: usize) -> Result<usize, WireError> {
     loop {
         let len = *p.get(off).ok_or(WireError::BadName)? as usize;
         match len {
@@ -244,7 +272,7 @@ pub fn skip_name(p: &[u8], mut off: usize) -> Result<usize, WireError> {
 
 /// Reads the (possibly compressed) name at `off` into lower-cased wire form.
 /// Returns the name and the offset just past it in the original stream.
-pub fn read_name(p: &[u8], start: usize) -> Result<(WireName, usize), WireError> {
+pub(crate) fn read_name(p: &[u8], start: usize) -> Result<(WireName, usize), WireError> {
     let mut name = WireName {
         len: 0,
         bytes: [0; MAX_NAME_LEN],
@@ -315,32 +343,45 @@ pub fn name_from_dotted(dotted: &str) -> Option<WireName> {
 /// The EDNS0 parameters of a message (RFC 6891 6.1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edns {
+    /// The largest UDP payload the sender can take.
     pub payload: u16,
+    /// The EDNS version (0, the only one defined).
     pub version: u8,
+    /// DO: the sender wants DNSSEC records.
     pub dnssec_ok: bool,
     /// Upper 8 bits of the extended RCODE.
-    pub rcode_high: u8,
+    pub(crate) rcode_high: u8,
 }
 
 /// Where the OPT record sits in a message, so it can be cut out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptSpan {
+    /// Offset of the OPT record's first byte.
     pub start: usize,
+    /// Offset just past the OPT record.
     pub end: usize,
+    /// What the OPT record says.
     pub edns: Edns,
 }
 
 /// A client query, read in place.
 #[derive(Debug, Clone, Copy)]
 pub struct Query {
+    /// The query's ID.
     pub id: u16,
+    /// The question's name, lower-cased.
     pub name: WireName,
+    /// The question's type.
     pub qtype: u16,
+    /// The question's class.
     pub qclass: u16,
     /// Offset just past the question.
     pub question_end: usize,
+    /// RD: the client wants recursion.
     pub rd: bool,
+    /// CD: the client does its own DNSSEC checking.
     pub cd: bool,
+    /// The query's EDNS parameters, if it has an OPT record.
     pub edns: Option<Edns>,
 }
 
@@ -353,6 +394,7 @@ impl Query {
             None => 512,
         }
     }
+    /// Whether the client set DO: it wants DNSSEC records.
     pub fn dnssec_ok(&self) -> bool {
         self.edns.is_some_and(|e| e.dnssec_ok)
     }
@@ -506,7 +548,7 @@ pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, rcode_high: u8) {
 
 /// Appends an OPT record carrying our payload size, the given DO bit and, if given, one
 /// option (code, data).
-pub fn push_opt_with(
+pub(crate) fn push_opt_with(
     out: &mut Vec<u8>,
     dnssec_ok: bool,
     rcode_high: u8,
@@ -534,7 +576,7 @@ pub fn push_opt_with(
 
 /// The data of the first option `code` in the OPT record at `opt` (RFC 6891 6.1.2: options
 /// are code, length, data, one after another), if it has one that fits in the record.
-pub fn opt_option<'a>(p: &'a [u8], opt: &OptSpan, code: u16) -> Option<&'a [u8]> {
+pub(crate) fn opt_option<'a>(p: &'a [u8], opt: &OptSpan, code: u16) -> Option<&'a [u8]> {
     let mut off = opt.start + OPT_LEN;
     while off + 4 <= opt.end {
         let this = u16_at(p, off).ok()?;
@@ -560,7 +602,7 @@ pub fn upstream_query(client: &[u8], q: &Query, new_id: u16, with_edns: bool) ->
 
 /// `upstream_query` whose OPT, if it has one, carries `cookie` (client cookie, then the
 /// server's if known; RFC 7873 4) unless it is empty. One allocation, of the final size.
-pub fn upstream_query_with(
+pub(crate) fn upstream_query_with(
     client: &[u8],
     q: &Query,
     new_id: u16,
@@ -588,7 +630,7 @@ pub fn upstream_query_with(
 /// Sets the case of every ASCII letter of `name` (uncompressed wire form) from one random bit
 /// each, drawn 64 at a time from `bits` (0x20, draft-vixie-dnsext-dns0x20). Returns how many
 /// letters there are and how many came out in capitals.
-pub fn randomize_case(name: &mut [u8], mut bits: impl FnMut() -> u64) -> (u32, u32) {
+pub(crate) fn randomize_case(name: &mut [u8], mut bits: impl FnMut() -> u64) -> (u32, u32) {
     let (mut letters, mut upper) = (0u32, 0u32);
     let mut pool = 0u64;
     let mut off = 0;
@@ -623,7 +665,12 @@ pub fn randomize_case(name: &mut [u8], mut bits: impl FnMut() -> u64) -> (u32, u
 /// exactly `from`: the same name in another spelling (same length), so a reply to a query
 /// whose name went out in random case reads as the client spelled it. Owners compressed to
 /// the question follow it by themselves.
-pub fn respell(p: &mut [u8], question_end: usize, from: &[u8], to: &[u8]) -> Result<(), WireError> {
+pub(crate) fn respell(
+    p: &mut [u8],
+    question_end: usize,
+    from: &[u8],
+    to: &[u8],
+) -> Result<(), WireError> {
     if from.len() != to.len() || from == to || qdcount(p) != 1 {
         return Ok(());
     }
@@ -679,7 +726,7 @@ pub fn header_only_reply(
 }
 
 /// BADVERS reply for a query with an EDNS version we do not speak (RFC 6891 6.1.3).
-pub fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
+pub(crate) fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
     let mut out = header_only_reply(client, Some(q), Rcode::NOERROR, false);
     if q.edns.is_none() {
         push_opt(&mut out, false, BADVERS_HIGH);
@@ -695,15 +742,18 @@ pub fn badvers_reply(client: &[u8], q: &Query) -> Vec<u8> {
 /// What the forwarder needs to know about an upstream reply, read in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyInfo {
+    /// The reply's header RCODE.
     pub rcode: Rcode,
+    /// ANCOUNT: its number of answer records.
     pub answers: u16,
     /// TTL offsets of every record except OPT.
     pub ttl_offsets: Vec<u16>,
     /// How long this reply may be cached (RFC 2308 for negative answers), if at all.
-    pub cache_ttl: Option<u32>,
+    pub(crate) cache_ttl: Option<u32>,
     /// Labels in the owner of the authority section's SOA, if there is one: the zone a
     /// negative answer speaks for (0 is the root).
-    pub soa_labels: Option<u8>,
+    pub(crate) soa_labels: Option<u8>,
+    /// Where its OPT record sits, if it has one.
     pub opt: Option<OptSpan>,
 }
 
@@ -742,10 +792,13 @@ pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo
 /// Why an upstream datagram was not accepted as the reply to our query.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ReplyMismatch {
+    /// Too short, not a response, or with another ID.
     #[error("ID or header does not match our query")]
     Header,
+    /// The question is not the one asked.
     #[error("question does not match our query")]
     Question,
+    /// The records cannot be read.
     #[error("malformed reply: {0}")]
     Malformed(WireError),
 }
@@ -794,7 +847,7 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
 
 /// The full 12-bit RCODE of a reply read by `read_reply`: the header's four bits and the
 /// OPT's upper eight (RFC 6891 6.1.3).
-pub fn extended_rcode(p: &[u8], info: &ReplyInfo) -> u16 {
+pub(crate) fn extended_rcode(p: &[u8], info: &ReplyInfo) -> u16 {
     u16::from(info.opt.map_or(0, |o| o.edns.rcode_high)) << 4 | u16::from(p[3] & 0x0f)
 }
 
@@ -878,7 +931,7 @@ fn rewrite_ttls(p: &mut [u8], offsets: &[u16], f: impl Fn(u32) -> u32) {
 /// client's ID, its spelling of the name, RA set, and our OPT if the client used EDNS.
 /// Returns false if it does not fit the client's UDP limit (`limit`), in which case the
 /// caller sends a truncated reply instead.
-pub fn finish_reply(out: &mut Vec<u8>, client: &[u8], q: &Query, limit: usize) -> bool {
+pub(crate) fn finish_reply(out: &mut Vec<u8>, client: &[u8], q: &Query, limit: usize) -> bool {
     set_id(out, q.id);
     out[HEADER_LEN..q.question_end].copy_from_slice(&client[HEADER_LEN..q.question_end]);
     out[2] = (out[2] & !0x01) | u8::from(q.rd);

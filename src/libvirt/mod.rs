@@ -13,16 +13,13 @@
 
 use std::path::PathBuf;
 
-pub mod import;
-pub mod network;
-pub mod status;
+pub(crate) mod import;
+pub(crate) mod network;
+pub(crate) mod status;
 
 pub use import::config_toml;
-pub use network::{
-    Dhcp, DhcpHost, DhcpRange, Dns, DnsHost, Domain, Forwarder, IpDef, LeaseTime, Loaded,
-    NetworkDef, NetworkError, Srv, Txt, load, parse,
-};
-pub use status::{StatusError, StatusLease, read_status, write_status};
+pub use network::{Loaded, NetworkDef, NetworkError, load};
+pub(crate) use status::{StatusError, StatusLease, read_status, write_status};
 
 #[cfg(test)]
 mod testutil;
@@ -51,18 +48,18 @@ impl Default for LibvirtPaths {
 
 impl LibvirtPaths {
     /// The live definition of network `name` (present while it runs).
-    pub fn live_definition(&self, name: &str) -> PathBuf {
+    pub(crate) fn live_definition(&self, name: &str) -> PathBuf {
         self.run_dir.join(format!("{name}.xml"))
     }
 
     /// The persistent definition of network `name` (present while it is defined).
-    pub fn persistent_definition(&self, name: &str) -> PathBuf {
+    pub(crate) fn persistent_definition(&self, name: &str) -> PathBuf {
         self.etc_dir.join(format!("{name}.xml"))
     }
 
     /// The lease status file of the network on `bridge`: named after the bridge, not the
     /// network.
-    pub fn status_file(&self, bridge: &str) -> PathBuf {
+    pub(crate) fn status_file(&self, bridge: &str) -> PathBuf {
         self.status_dir.join(format!("{bridge}.status"))
     }
 }

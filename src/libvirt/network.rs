@@ -27,98 +27,98 @@ use thiserror::Error;
 /// A network definition, as far as virtdns serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NetworkDef {
-    pub name: String,
+    pub(crate) name: String,
     /// `<bridge name=>`: always set in a live definition; possibly absent in a persistent one.
-    pub bridge: Option<String>,
+    pub(crate) bridge: Option<String>,
     /// `<forward mode=>`: `None` when there is no `<forward>` (an isolated network, whose
     /// dnsmasq forwards nothing); `"nat"` when `<forward>` has no mode.
-    pub forward_mode: Option<String>,
-    pub domain: Option<Domain>,
-    pub dns: Dns,
+    pub(crate) forward_mode: Option<String>,
+    pub(crate) domain: Option<Domain>,
+    pub(crate) dns: Dns,
     /// Every `<ip>`, in document order.
-    pub ips: Vec<IpDef>,
+    pub(crate) ips: Vec<IpDef>,
 }
 
 /// `<domain name= localOnly= register=>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Domain {
-    pub name: String,
+pub(crate) struct Domain {
+    pub(crate) name: String,
     /// Names in the domain are never forwarded (dnsmasq's `local=/name/`).
-    pub local_only: bool,
+    pub(crate) local_only: bool,
     /// libvirt registers the domain with systemd-resolved (since libvirt 10.1).
-    pub register: bool,
+    pub(crate) register: bool,
 }
 
 /// `<dns>`; every field at its default when the element is absent.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Dns {
+pub(crate) struct Dns {
     /// `enable=`: `Some(false)` turns libvirt's DNS server off; absent means on.
-    pub enable: Option<bool>,
+    pub(crate) enable: Option<bool>,
     /// `forwardPlainNames=`: `Some(false)` keeps names without a dot local; absent means yes.
-    pub forward_plain_names: Option<bool>,
-    pub forwarders: Vec<Forwarder>,
-    pub hosts: Vec<DnsHost>,
-    pub txts: Vec<Txt>,
-    pub srvs: Vec<Srv>,
+    pub(crate) forward_plain_names: Option<bool>,
+    pub(crate) forwarders: Vec<Forwarder>,
+    pub(crate) hosts: Vec<DnsHost>,
+    pub(crate) txts: Vec<Txt>,
+    pub(crate) srvs: Vec<Srv>,
 }
 
 /// `<forwarder domain= addr=>`: at least one of the two is set. libvirt has no port for it: a
 /// forwarder is always port 53.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forwarder {
-    pub domain: Option<String>,
-    pub addr: Option<IpAddr>,
+pub(crate) struct Forwarder {
+    pub(crate) domain: Option<String>,
+    pub(crate) addr: Option<IpAddr>,
 }
 
 /// `<host ip=><hostname>…</hostname></host>` inside `<dns>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsHost {
-    pub ip: IpAddr,
+pub(crate) struct DnsHost {
+    pub(crate) ip: IpAddr,
     /// At least one.
-    pub hostnames: Vec<String>,
+    pub(crate) hostnames: Vec<String>,
 }
 
 /// `<txt name= value=>`. libvirt passes `value` to dnsmasq's `txt-record=`, which splits it at
 /// commas into several strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Txt {
-    pub name: String,
-    pub value: String,
+pub(crate) struct Txt {
+    pub(crate) name: String,
+    pub(crate) value: String,
 }
 
 /// `<srv service= protocol= domain= target= port= priority= weight=>` (RFC 2782); libvirt
 /// prefixes service and protocol with `_`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Srv {
-    pub service: String,
-    pub protocol: String,
+pub(crate) struct Srv {
+    pub(crate) service: String,
+    pub(crate) protocol: String,
     /// Absent: the network's domain.
-    pub domain: Option<String>,
+    pub(crate) domain: Option<String>,
     /// Absent or `.`: the service is not available (RFC 2782).
-    pub target: Option<String>,
-    pub port: Option<u16>,
-    pub priority: Option<u16>,
-    pub weight: Option<u16>,
+    pub(crate) target: Option<String>,
+    pub(crate) port: Option<u16>,
+    pub(crate) priority: Option<u16>,
+    pub(crate) weight: Option<u16>,
 }
 
 /// `<ip address= netmask=|prefix= family=>` and its `<dhcp>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpDef {
+pub(crate) struct IpDef {
     /// The bridge's address on this subnet.
-    pub address: IpAddr,
+    pub(crate) address: IpAddr,
     /// From `prefix`, or `netmask`, or libvirt's default for the address.
-    pub prefix: u8,
-    pub dhcp: Option<Dhcp>,
+    pub(crate) prefix: u8,
+    pub(crate) dhcp: Option<Dhcp>,
 }
 
 impl IpDef {
     /// IPv6 entries are kept for completeness; virtdns serves DHCPv4 only.
-    pub fn is_ipv6(&self) -> bool {
+    pub(crate) fn is_ipv6(&self) -> bool {
         self.address.is_ipv6()
     }
 
     /// The address, when this is an IPv4 entry.
-    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+    pub(crate) fn ipv4(&self) -> Option<Ipv4Addr> {
         match self.address {
             IpAddr::V4(a) => Some(a),
             IpAddr::V6(_) => None,
@@ -128,34 +128,34 @@ impl IpDef {
 
 /// `<dhcp>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Dhcp {
-    pub ranges: Vec<DhcpRange>,
-    pub hosts: Vec<DhcpHost>,
+pub(crate) struct Dhcp {
+    pub(crate) ranges: Vec<DhcpRange>,
+    pub(crate) hosts: Vec<DhcpHost>,
 }
 
 /// `<range start= end=>` with its optional `<lease>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DhcpRange {
-    pub start: IpAddr,
-    pub end: IpAddr,
-    pub lease: Option<LeaseTime>,
+pub(crate) struct DhcpRange {
+    pub(crate) start: IpAddr,
+    pub(crate) end: IpAddr,
+    pub(crate) lease: Option<LeaseTime>,
 }
 
 /// `<host mac= id= name= ip=>` inside `<dhcp>`. IPv4 hosts are known by `mac` (or by the
 /// `name` the client sends); IPv6 ones by `id` (a DUID) or `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DhcpHost {
-    pub mac: Option<[u8; 6]>,
-    pub id: Option<String>,
-    pub name: Option<String>,
+pub(crate) struct DhcpHost {
+    pub(crate) mac: Option<[u8; 6]>,
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
     /// libvirt passes a host without an address to dnsmasq not at all.
-    pub ip: Option<IpAddr>,
-    pub lease: Option<LeaseTime>,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) lease: Option<LeaseTime>,
 }
 
 /// `<lease expiry= unit=>`: `expiry='0'` is an infinite lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseTime {
+pub(crate) enum LeaseTime {
     Infinite,
     Seconds(u64),
 }
@@ -163,24 +163,39 @@ pub enum LeaseTime {
 /// A definition that could not be read, located in its file.
 #[derive(Debug, Error)]
 pub enum NetworkError {
+    /// The name is not one a network may have.
     #[error("'{0}' is not a network name")]
     BadName(String),
+    /// There is neither a live nor a persistent definition.
     #[error(
         "network {name} is not defined: neither {} nor {} exists",
         live.display(),
         persistent.display()
     )]
     NotFound {
+        /// The network's name.
         name: String,
+        /// The live definition looked for.
         live: PathBuf,
+        /// The persistent definition looked for.
         persistent: PathBuf,
     },
+    /// The definition could not be read.
     #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: io::Error,
+    },
+    /// The definition is not well-formed XML, or says something unusable.
     #[error("{}:{line}: {message}", path.display())]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The line the problem is on, counted from 1.
         line: u32,
+        /// What is wrong.
         message: String,
     },
 }
@@ -188,10 +203,12 @@ pub enum NetworkError {
 /// A definition read by [`load`], with the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
+    /// The definition.
     pub def: NetworkDef,
+    /// The file it was read from.
     pub path: PathBuf,
     /// Read from the live definition (the network is running).
-    pub live: bool,
+    pub(crate) live: bool,
 }
 
 /// Reads network `name`'s live definition, or else its persistent one.
@@ -236,7 +253,7 @@ pub fn load(paths: &LibvirtPaths, name: &str) -> Result<Loaded, NetworkError> {
 
 /// Parses a definition: `<network>` at the root, or wrapped in `<networkstatus>`. `path` only
 /// labels errors.
-pub fn parse(text: &str, path: &Path) -> Result<NetworkDef, NetworkError> {
+pub(crate) fn parse(text: &str, path: &Path) -> Result<NetworkDef, NetworkError> {
     let doc = Document::parse(text).map_err(|e| NetworkError::Invalid {
         path: path.to_owned(),
         line: e.pos().row,

@@ -41,26 +41,26 @@ use thiserror::Error;
 
 /// One IPv4 lease of the status file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusLease {
-    pub ip: Ipv4Addr,
-    pub mac: [u8; 6],
-    pub hostname: Option<String>,
+pub(crate) struct StatusLease {
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) mac: [u8; 6],
+    pub(crate) hostname: Option<String>,
     /// The client identifier (DHCP option 61), as bytes.
-    pub client_id: Option<Vec<u8>>,
+    pub(crate) client_id: Option<Vec<u8>>,
     /// When the lease ends, in Unix seconds.
-    pub expiry_time: i64,
+    pub(crate) expiry_time: i64,
 }
 
 impl StatusLease {
     /// Whether the lease is over at `now` (Unix seconds), as libvirt's readers decide it.
-    pub fn is_expired(&self, now: i64) -> bool {
+    pub(crate) fn is_expired(&self, now: i64) -> bool {
         self.expiry_time < now
     }
 }
 
 /// A status file that could not be read.
 #[derive(Debug, Error)]
-pub enum StatusError {
+pub(crate) enum StatusError {
     #[error("{}: cannot read: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error("{}: not JSON: {source}", path.display())]
@@ -89,7 +89,7 @@ struct Entry<'a> {
 
 /// Writes `leases` to `path`, replacing it atomically with mode 0644. An error names the file
 /// and keeps the underlying error's kind.
-pub fn write_status(path: &Path, leases: &[StatusLease]) -> io::Result<()> {
+pub(crate) fn write_status(path: &Path, leases: &[StatusLease]) -> io::Result<()> {
     let entries: Vec<Entry> = leases
         .iter()
         .map(|l| Entry {
@@ -108,7 +108,7 @@ pub fn write_status(path: &Path, leases: &[StatusLease]) -> io::Result<()> {
 
 /// Reads the leases of `path`: an empty file is no leases; entries that are not IPv4 leases
 /// with an address, a MAC and an expiry time are skipped, and so are malformed optional fields.
-pub fn read_status(path: &Path) -> Result<Vec<StatusLease>, StatusError> {
+pub(crate) fn read_status(path: &Path) -> Result<Vec<StatusLease>, StatusError> {
     let text = fs::read_to_string(path).map_err(|source| StatusError::Read {
         path: path.to_owned(),
         source,

@@ -20,17 +20,17 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 16;
 
 /// What a scrape renders: the metrics text.
-pub type Scrape = Arc<dyn Fn() -> String + Send + Sync>;
+pub(crate) type Scrape = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Binds the endpoint's address; an error names it.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))
 }
 
 /// Serves scrapes on `listener` until `cancel` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     scrape: Scrape,
     cancel: CancellationToken,
@@ -90,7 +90,7 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
 
 /// The whole response to a request whose head is `head`; `scrape` runs only for a request
 /// for the metrics.
-pub fn respond(head: &[u8], scrape: impl FnOnce() -> String) -> Vec<u8> {
+pub(crate) fn respond(head: &[u8], scrape: impl FnOnce() -> String) -> Vec<u8> {
     let text = String::from_utf8_lossy(head);
     let mut request_line = text.lines().next().unwrap_or("").split_whitespace();
     let (method, target, version) = (

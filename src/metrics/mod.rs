@@ -6,12 +6,12 @@
 //! serves it over HTTP. Counters are the process's: one virtdns serves one network per
 //! process.
 
-pub mod endpoint;
-pub mod record;
-pub mod render;
-pub mod shard;
+pub(crate) mod endpoint;
+pub(crate) mod record;
+pub(crate) mod render;
+pub(crate) mod shard;
 
-pub use record::{
+pub(crate) use record::{
     answered, dhcp, dropped, forwarding, lease_commit, started, totals, upstream_exchange,
 };
 
@@ -20,7 +20,7 @@ use crate::server::Server;
 use render::{Snapshot, UpstreamState};
 
 /// A scrape: the counters summed and the parts read now, rendered.
-pub fn scrape(server: &Server, dhcp: &Serving, publish: Option<&PublishView>) -> String {
+pub(crate) fn scrape(server: &Server, dhcp: &Serving, publish: Option<&PublishView>) -> String {
     let upstreams = server
         .upstreams()
         .iter()
@@ -44,9 +44,9 @@ pub fn scrape(server: &Server, dhcp: &Serving, publish: Option<&PublishView>) ->
 
 /// What a scrape reads of the name publisher.
 #[derive(Clone)]
-pub struct PublishView {
-    pub progress: std::sync::Arc<std::sync::Mutex<crate::publish::publisher::Progress>>,
-    pub primaries: std::sync::Arc<crate::publish::primary::Primaries>,
+pub(crate) struct PublishView {
+    pub(crate) progress: std::sync::Arc<std::sync::Mutex<crate::publish::publisher::Progress>>,
+    pub(crate) primaries: std::sync::Arc<crate::publish::primary::Primaries>,
 }
 
 impl PublishView {
@@ -64,13 +64,13 @@ impl PublishView {
 
 /// The endpoint `[metrics]` asks for, its address bound: bound before the DNS sockets, so it
 /// answers as soon as DNS does, and a bad address stops the start before anything serves.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     listener: tokio::net::TcpListener,
 }
 
 impl Endpoint {
     /// None without `[metrics]`. A later `[metrics]` takes effect at the next start.
-    pub async fn bind(config: &crate::config::Config) -> Result<Option<Endpoint>, String> {
+    pub(crate) async fn bind(config: &crate::config::Config) -> Result<Option<Endpoint>, String> {
         let Some(metrics) = &config.metrics else {
             return Ok(None);
         };
@@ -80,7 +80,7 @@ impl Endpoint {
     }
 
     /// Serves scrapes of `server` and `dhcp` until `cancel` fires.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self,
         server: std::sync::Arc<Server>,
         dhcp: std::sync::Arc<Serving>,

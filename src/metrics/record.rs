@@ -42,21 +42,21 @@ fn bump(slot: Slot) {
 
 /// A client query answered from `source` with `rcode`.
 #[inline]
-pub fn answered(transport: Transport, source: Source, rcode: Rcode) {
+pub(crate) fn answered(transport: Transport, source: Source, rcode: Rcode) {
     bump(Slot::query(transport, source, rcode));
 }
 
 /// A client packet given no answer.
-pub fn dropped(transport: Transport) {
+pub(crate) fn dropped(transport: Transport) {
     bump(Slot::dropped(transport));
 }
 
 /// A client query waiting on an upstream, until this is dropped.
 #[must_use]
-pub struct Forwarding(());
+pub(crate) struct Forwarding(());
 
 /// Counts a client query as in flight until the returned guard is dropped.
-pub fn forwarding() -> Forwarding {
+pub(crate) fn forwarding() -> Forwarding {
     bump(Slot::forwards_begun());
     Forwarding(())
 }
@@ -68,7 +68,7 @@ impl Drop for Forwarding {
 }
 
 /// What one exchange of the walk with `server` came to.
-pub fn upstream_exchange(server: SocketAddr, result: &Result<Exchange, ExchangeError>) {
+pub(crate) fn upstream_exchange(server: SocketAddr, result: &Result<Exchange, ExchangeError>) {
     let result = match result {
         Ok(ex) => UpstreamResult::Reply(crate::dns::wire::rcode(&ex.reply)),
         Err(e) => failure(e),
@@ -95,17 +95,17 @@ fn failure(e: &ExchangeError) -> UpstreamResult {
 }
 
 /// A DHCP message of type `message_type` (option 53; 0 when it has none).
-pub fn dhcp(direction: Direction, message_type: u8) {
+pub(crate) fn dhcp(direction: Direction, message_type: u8) {
     bump(Slot::dhcp(direction, message_type));
 }
 
 /// One commit of the lease store, which took `took`.
-pub fn lease_commit(took: Duration) {
+pub(crate) fn lease_commit(took: Duration) {
     let _ = LOCAL.try_with(|local| local.shard.commit(took));
 }
 
 /// Everything counted so far in this process.
-pub fn totals() -> Totals {
+pub(crate) fn totals() -> Totals {
     SHARDS.totals()
 }
 
@@ -113,7 +113,7 @@ static STARTED: OnceLock<SystemTime> = OnceLock::new();
 
 /// When the process started, as the kernel says (what Prometheus's own process metrics
 /// report); failing that, when this was first called.
-pub fn started() -> SystemTime {
+pub(crate) fn started() -> SystemTime {
     *STARTED.get_or_init(|| process_start().unwrap_or_else(SystemTime::now))
 }
 
@@ -128,8 +128,7 @@ fn process_start() -> Option<SystemTime> {
         .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = crate::sys::clock_ticks_per_second();
     (hz > 0).then(|| {
         std::time::UNIX_EPOCH
             + Duration::from_secs(boot)

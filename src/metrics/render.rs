@@ -18,47 +18,47 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The `Content-Type` of what `render` gives.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// What is known of one upstream at scrape time.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamState {
-    pub addr: SocketAddr,
-    pub up: bool,
+pub(crate) struct UpstreamState {
+    pub(crate) addr: SocketAddr,
+    pub(crate) up: bool,
     /// None before its first reply.
-    pub srtt: Option<Duration>,
+    pub(crate) srtt: Option<Duration>,
 }
 
 /// Everything one scrape shows.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub totals: Totals,
-    pub cache: CacheStats,
+pub(crate) struct Snapshot {
+    pub(crate) totals: Totals,
+    pub(crate) cache: CacheStats,
     /// The servers the upstream pool knows now, in address order.
-    pub upstreams: Vec<UpstreamState>,
+    pub(crate) upstreams: Vec<UpstreamState>,
     /// Each DHCP range's addresses; empty while DHCP does not serve.
-    pub dhcp_ranges: Vec<RangeUsage>,
-    pub started: SystemTime,
-    pub version: &'static str,
-    pub query_log: bool,
+    pub(crate) dhcp_ranges: Vec<RangeUsage>,
+    pub(crate) started: SystemTime,
+    pub(crate) version: &'static str,
+    pub(crate) query_log: bool,
     /// The name publisher's progress and each primary's last error; None without
     /// `[publish]`.
-    pub publish: Option<PublishState>,
+    pub(crate) publish: Option<PublishState>,
 }
 
 /// What the name publisher has done, at scrape time.
 #[derive(Debug, Clone, Default)]
-pub struct PublishState {
-    pub applied: u64,
-    pub failed: u64,
-    pub conflicts: u64,
-    pub pending: usize,
+pub(crate) struct PublishState {
+    pub(crate) applied: u64,
+    pub(crate) failed: u64,
+    pub(crate) conflicts: u64,
+    pub(crate) pending: usize,
     /// Each primary with its last error (None: its last answer was one).
-    pub servers: Vec<(SocketAddr, Option<String>)>,
+    pub(crate) servers: Vec<(SocketAddr, Option<String>)>,
 }
 
 /// The snapshot in the Prometheus text format.
-pub fn render(snapshot: Snapshot) -> String {
+pub(crate) fn render(snapshot: Snapshot) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
     let mut out = String::new();
@@ -200,7 +200,7 @@ impl Collector for Snapshot {
             &mut e,
             "virtdns_cache_hits",
             "Client queries answered from the cache.",
-            vec![(none(), t.from_source(Source::Cache))],
+            vec![(none(), t.answered_from(Source::Cache))],
         )?;
         counters(
             &mut e,
@@ -208,7 +208,7 @@ impl Collector for Snapshot {
             "Client queries the cache did not answer (answered from local data or forwarded).",
             vec![(
                 none(),
-                t.from_source(Source::Local) + t.from_source(Source::Forwarded),
+                t.answered_from(Source::Local) + t.answered_from(Source::Forwarded),
             )],
         )?;
         counters(

@@ -14,27 +14,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// RCODEs counted apart: the 4-bit header code.
-pub const RCODES: usize = 16;
+pub(crate) const RCODES: usize = 16;
 /// DHCP message types counted apart (option 53 values 1 to 8); 0 holds every other one.
-pub const DHCP_KINDS: [&str; 9] = [
+pub(crate) const DHCP_KINDS: [&str; 9] = [
     "other", "discover", "offer", "request", "decline", "ack", "nak", "release", "inform",
 ];
 /// Upper bounds of the lease store's commit latency buckets, in seconds (+Inf follows).
-pub const COMMIT_BUCKETS: [f64; 12] = [
+pub(crate) const COMMIT_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
 ];
 
 /// Whether a DHCP message came in or went out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     Received,
     Sent,
 }
 
 impl Direction {
-    pub const ALL: [Direction; 2] = [Direction::Received, Direction::Sent];
+    pub(crate) const ALL: [Direction; 2] = [Direction::Received, Direction::Sent];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Direction::Received => "received",
             Direction::Sent => "sent",
@@ -60,11 +60,11 @@ const UPSTREAM_CELLS: usize = RCODES + 2;
 
 /// One counter's place among a shard's cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Slot(usize);
+pub(crate) struct Slot(usize);
 
 impl Slot {
     /// Client queries answered, by transport, source and RCODE.
-    pub fn query(transport: Transport, source: Source, rcode: Rcode) -> Slot {
+    pub(crate) fn query(transport: Transport, source: Source, rcode: Rcode) -> Slot {
         Slot(
             QUERIES
                 + (transport.index() * Source::ALL.len() + source.index()) * RCODES
@@ -73,21 +73,21 @@ impl Slot {
     }
 
     /// Client packets given no answer (unreadable, or themselves responses).
-    pub fn dropped(transport: Transport) -> Slot {
+    pub(crate) fn dropped(transport: Transport) -> Slot {
         Slot(DROPPED + transport.index())
     }
 
     /// Client queries that began, and that ended, waiting on an upstream.
-    pub fn forwards_begun() -> Slot {
+    pub(crate) fn forwards_begun() -> Slot {
         Slot(FORWARDS_BEGUN)
     }
 
-    pub fn forwards_done() -> Slot {
+    pub(crate) fn forwards_done() -> Slot {
         Slot(FORWARDS_DONE)
     }
 
     /// DHCP messages by direction and type (option 53).
-    pub fn dhcp(direction: Direction, message_type: u8) -> Slot {
+    pub(crate) fn dhcp(direction: Direction, message_type: u8) -> Slot {
         let kind = match message_type {
             1..=8 => usize::from(message_type),
             _ => 0,
@@ -98,7 +98,7 @@ impl Slot {
 
 /// What one upstream exchange of the walk came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamResult {
+pub(crate) enum UpstreamResult {
     Reply(Rcode),
     Timeout,
     /// Any other failure (an ICMP error, a reply that did not match, TCP that failed).
@@ -138,7 +138,7 @@ type UpstreamCells = [Cell; UPSTREAM_CELLS];
 
 /// One thread's counters. Only that thread may bump them (`Cell`); any thread may read them.
 #[derive(Debug)]
-pub struct Shard {
+pub(crate) struct Shard {
     cells: [Cell; CELLS],
     /// Per upstream server, as the thread first met each one.
     upstreams: Mutex<Vec<(SocketAddr, Arc<UpstreamCells>)>>,
@@ -156,12 +156,12 @@ impl Default for Shard {
 impl Shard {
     /// Adds one to the counter at `slot`. Only the shard's own thread calls this.
     #[inline]
-    pub fn bump(&self, slot: Slot) {
+    pub(crate) fn bump(&self, slot: Slot) {
         self.cells[slot.0].add(1);
     }
 
     /// Records one commit of the lease store that took `took`.
-    pub fn commit(&self, took: Duration) {
+    pub(crate) fn commit(&self, took: Duration) {
         let secs = took.as_secs_f64();
         let bucket = COMMIT_BUCKETS
             .iter()
@@ -174,7 +174,7 @@ impl Shard {
 
     /// The cells for `server` (made on first use; the caller keeps them to bump without this
     /// lock).
-    pub fn upstream(&self, server: SocketAddr) -> UpstreamCounter {
+    pub(crate) fn upstream(&self, server: SocketAddr) -> UpstreamCounter {
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         let cells = match upstreams.iter().find(|(a, _)| *a == server) {
             Some((_, cells)) => cells.clone(),
@@ -207,25 +207,25 @@ impl Shard {
 
 /// One upstream's cells in one shard; bumped by the shard's own thread only.
 #[derive(Debug, Clone)]
-pub struct UpstreamCounter {
+pub(crate) struct UpstreamCounter {
     server: SocketAddr,
     cells: Arc<UpstreamCells>,
 }
 
 impl UpstreamCounter {
-    pub fn server(&self) -> SocketAddr {
+    pub(crate) fn server(&self) -> SocketAddr {
         self.server
     }
 
     #[inline]
-    pub fn bump(&self, result: UpstreamResult) {
+    pub(crate) fn bump(&self, result: UpstreamResult) {
         self.cells[result.cell()].add(1);
     }
 }
 
 /// Every shard of the process, and what shards of ended threads counted.
 #[derive(Debug)]
-pub struct Shards {
+pub(crate) struct Shards {
     live: Mutex<Vec<Arc<Shard>>>,
     retired: Mutex<Totals>,
 }
@@ -237,7 +237,7 @@ impl Default for Shards {
 }
 
 impl Shards {
-    pub const fn new() -> Shards {
+    pub(crate) const fn new() -> Shards {
         Shards {
             live: Mutex::new(Vec::new()),
             retired: Mutex::new(Totals::new()),
@@ -245,7 +245,7 @@ impl Shards {
     }
 
     /// A new shard for the calling thread, counted from now on.
-    pub fn join(&self) -> Arc<Shard> {
+    pub(crate) fn join(&self) -> Arc<Shard> {
         let shard = Arc::new(Shard::default());
         self.lock_live().push(Arc::clone(&shard));
         shard
@@ -254,7 +254,7 @@ impl Shards {
     /// The thread of `shard` ends: its counts move to the retired sum (once: leaving again
     /// changes nothing). Both change under the live lock, so a scrape never sees the counts
     /// twice or not at all.
-    pub fn leave(&self, shard: &Arc<Shard>) {
+    pub(crate) fn leave(&self, shard: &Arc<Shard>) {
         let mut live = self.lock_live();
         if let Some(i) = live.iter().position(|s| Arc::ptr_eq(s, shard)) {
             self.lock_retired().add(&shard.read());
@@ -263,7 +263,7 @@ impl Shards {
     }
 
     /// Everything counted so far, by every thread.
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         let live = self.lock_live();
         let mut totals = self.lock_retired().clone();
         for shard in live.iter() {
@@ -283,7 +283,7 @@ impl Shards {
 
 /// Counts summed over shards: what a scrape renders.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     cells: [u64; CELLS],
     upstreams: BTreeMap<SocketAddr, [u64; UPSTREAM_CELLS]>,
 }
@@ -297,43 +297,43 @@ impl Default for Totals {
 /// A histogram as prometheus-client encodes it: the count in each bucket by its upper bound
 /// (+Inf last; not cumulative: the encoder adds them up), the sum in seconds and the count.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Histogram {
-    pub buckets: Vec<(f64, u64)>,
-    pub sum_seconds: f64,
-    pub count: u64,
+pub(crate) struct Histogram {
+    pub(crate) buckets: Vec<(f64, u64)>,
+    pub(crate) sum_seconds: f64,
+    pub(crate) count: u64,
 }
 
 /// What one upstream's exchanges came to, summed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamTotals {
+pub(crate) struct UpstreamTotals {
     counts: [u64; UPSTREAM_CELLS],
 }
 
 impl UpstreamTotals {
-    pub fn replies(&self, rcode: Rcode) -> u64 {
+    pub(crate) fn replies(&self, rcode: Rcode) -> u64 {
         self.counts[usize::from(rcode.bits())]
     }
-    pub fn timeouts(&self) -> u64 {
+    pub(crate) fn timeouts(&self) -> u64 {
         self.counts[UPSTREAM_TIMEOUT]
     }
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.counts[UPSTREAM_ERROR]
     }
     /// Every exchange, whatever came of it.
-    pub fn queries(&self) -> u64 {
+    pub(crate) fn queries(&self) -> u64 {
         self.counts.iter().sum()
     }
 }
 
 impl Totals {
-    pub const fn new() -> Totals {
+    pub(crate) const fn new() -> Totals {
         Totals {
             cells: [0; CELLS],
             upstreams: BTreeMap::new(),
         }
     }
 
-    pub fn add(&mut self, other: &Totals) {
+    pub(crate) fn add(&mut self, other: &Totals) {
         for (a, b) in self.cells.iter_mut().zip(&other.cells) {
             *a = a.wrapping_add(*b);
         }
@@ -345,16 +345,16 @@ impl Totals {
         }
     }
 
-    pub fn get(&self, slot: Slot) -> u64 {
+    pub(crate) fn get(&self, slot: Slot) -> u64 {
         self.cells[slot.0]
     }
 
-    pub fn query(&self, transport: Transport, source: Source, rcode: Rcode) -> u64 {
+    pub(crate) fn query(&self, transport: Transport, source: Source, rcode: Rcode) -> u64 {
         self.get(Slot::query(transport, source, rcode))
     }
 
     /// Client queries answered from `source`, over every transport and RCODE.
-    pub fn from_source(&self, source: Source) -> u64 {
+    pub(crate) fn answered_from(&self, source: Source) -> u64 {
         Transport::ALL
             .iter()
             .flat_map(|&t| (0..RCODES as u8).map(move |r| (t, Rcode::from_header(r))))
@@ -363,12 +363,12 @@ impl Totals {
     }
 
     /// Client queries waiting on an upstream now.
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.get(Slot::forwards_begun())
             .saturating_sub(self.get(Slot::forwards_done()))
     }
 
-    pub fn commits(&self) -> Histogram {
+    pub(crate) fn commits(&self) -> Histogram {
         let bounds = COMMIT_BUCKETS.iter().copied().chain([f64::INFINITY]);
         let buckets = bounds
             .enumerate()
@@ -382,7 +382,7 @@ impl Totals {
     }
 
     /// Every upstream any thread exchanged with, in address order.
-    pub fn upstreams(&self) -> impl Iterator<Item = (SocketAddr, UpstreamTotals)> + '_ {
+    pub(crate) fn upstreams(&self) -> impl Iterator<Item = (SocketAddr, UpstreamTotals)> + '_ {
         self.upstreams
             .iter()
             .map(|(a, counts)| (*a, UpstreamTotals { counts: *counts }))
@@ -426,8 +426,8 @@ mod tests {
             totals.query(Transport::Udp, Source::Cache, Rcode::NOERROR),
             4000
         );
-        assert_eq!(totals.from_source(Source::Cache), 4000);
-        assert_eq!(totals.from_source(Source::Forwarded), 0);
+        assert_eq!(totals.answered_from(Source::Cache), 4000);
+        assert_eq!(totals.answered_from(Source::Forwarded), 0);
         assert_eq!(totals.get(Slot::dropped(Transport::Tcp)), 4);
         assert_eq!(totals.get(Slot::dropped(Transport::Udp)), 0);
         let (server, up) = totals.upstreams().next().unwrap();

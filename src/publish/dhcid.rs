@@ -16,7 +16,7 @@ const DIGEST_SHA256: u8 = 1;
 
 /// The DHCID RDATA for `client` holding `fqdn` (text, case-insensitive, with or without the
 /// final dot).
-pub fn dhcid(client: &[u8], fqdn: &str) -> Vec<u8> {
+pub(crate) fn dhcid(client: &[u8], fqdn: &str) -> Vec<u8> {
     let mut hash = Sha256::new();
     hash.update(client);
     hash.update(canonical_wire(fqdn));

@@ -33,9 +33,9 @@ pub enum KeyError {
 /// A key ready to sign with.
 #[derive(Clone)]
 pub struct Key {
-    pub name: Name,
-    pub algorithm: KeyAlgorithm,
-    pub signer: TSigner,
+    pub(crate) name: Name,
+    pub(crate) algorithm: KeyAlgorithm,
+    pub(crate) signer: TSigner,
 }
 
 impl std::fmt::Debug for Key {
@@ -46,7 +46,7 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     /// Reads the key `config` names; refuses a file others can read.
-    pub fn load(config: &PublishConfig) -> Result<Key, KeyError> {
+    pub(crate) fn load(config: &PublishConfig) -> Result<Key, KeyError> {
         let path = &config.key_file;
         let meta = std::fs::metadata(path).map_err(|source| KeyError::Read {
             path: path.clone(),

@@ -10,12 +10,12 @@
 //! as the lease change that caused it, so it survives kill -9 and is retried until the
 //! zone agrees.
 
-pub mod dhcid;
-pub mod key;
-pub mod primary;
-pub mod publisher;
+pub(crate) mod dhcid;
+pub(crate) mod key;
+pub(crate) mod primary;
+pub(crate) mod publisher;
 pub mod state;
-pub mod update;
+pub(crate) mod update;
 
 use crate::config::Config;
 use std::sync::{Arc, Mutex};

@@ -29,7 +29,7 @@ pub struct Primaries {
 }
 
 impl Primaries {
-    pub fn new(servers: Vec<SocketAddr>, key: Key) -> Primaries {
+    pub(crate) fn new(servers: Vec<SocketAddr>, key: Key) -> Primaries {
         let last_error = Mutex::new(vec![None; servers.len()]);
         Primaries {
             servers,
@@ -47,7 +47,7 @@ impl Primaries {
     }
 
     /// Each server with its last error.
-    pub fn health(&self) -> Vec<(SocketAddr, Option<String>)> {
+    pub(crate) fn health(&self) -> Vec<(SocketAddr, Option<String>)> {
         let errors = self.last_error.lock().unwrap().clone();
         self.servers.iter().copied().zip(errors).collect()
     }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How long a name held by someone else is left alone before it is tried again.
-pub const CONFLICT_RETRY: u64 = 300;
+pub(crate) const CONFLICT_RETRY: u64 = 300;
 /// Updates in flight at once.
 const IN_FLIGHT: usize = 32;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -30,7 +30,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// One thing a round does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Put the entry in the zone (or confirm it is there).
     Add(Entry),
     /// Take the entry out of the zone.
@@ -41,7 +41,7 @@ pub enum Step {
 
 /// The steps that bring the zone to `wanted`, given the table's `rows` and the entries
 /// `confirmed` in the zone since this process started.
-pub fn plan(
+pub(crate) fn plan(
     wanted: &BTreeSet<Entry>,
     rows: &[Row],
     confirmed: &HashSet<Entry>,
@@ -67,26 +67,26 @@ pub fn plan(
 
 /// Counts for metrics and the log.
 #[derive(Debug, Default, Clone)]
-pub struct Progress {
-    pub applied: u64,
-    pub failed: u64,
-    pub conflicts: u64,
+pub(crate) struct Progress {
+    pub(crate) applied: u64,
+    pub(crate) failed: u64,
+    pub(crate) conflicts: u64,
     /// Steps left after the last round.
-    pub pending: usize,
-    pub last_error: Option<String>,
+    pub(crate) pending: usize,
+    pub(crate) last_error: Option<String>,
 }
 
 pub struct Publisher<U> {
     pub updater: Arc<U>,
     pub zones: Zones,
-    pub lease_db: PathBuf,
-    pub statics: Vec<StaticHost>,
-    pub progress: Arc<Mutex<Progress>>,
+    pub(crate) lease_db: PathBuf,
+    pub(crate) statics: Vec<StaticHost>,
+    pub(crate) progress: Arc<Mutex<Progress>>,
 }
 
 impl<U: Updater + Send + Sync + 'static> Publisher<U> {
     /// Runs rounds until `cancel`; `names` changes whenever guests' names do.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         mut names: watch::Receiver<u64>,
         cancel: CancellationToken,

@@ -64,17 +64,19 @@ impl State {
 /// One row of `published`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
+    /// The name and address published.
     pub entry: Entry,
+    /// Where it stands.
     pub state: State,
     /// The last error or conflict, as a person reads it.
     pub detail: Option<String>,
     /// Unix seconds the state was set.
-    pub since: u64,
+    pub(crate) since: u64,
 }
 
 /// The publisher's connection to the lease database, for reading (created if DHCP has not
 /// yet).
-pub fn open_leases(lease_db: &Path) -> Result<Connection, store::StoreError> {
+pub(crate) fn open_leases(lease_db: &Path) -> Result<Connection, store::StoreError> {
     store::open(lease_db)
 }
 
@@ -85,7 +87,7 @@ pub fn table_path(lease_db: &Path) -> PathBuf {
 }
 
 /// The publisher's connection to its table.
-pub fn open_table(lease_db: &Path) -> Result<Connection, store::StoreError> {
+pub(crate) fn open_table(lease_db: &Path) -> Result<Connection, store::StoreError> {
     let path = table_path(lease_db);
     let wrap = |source| store::StoreError::Open {
         path: path.display().to_string(),
@@ -101,7 +103,7 @@ pub fn open_table(lease_db: &Path) -> Result<Connection, store::StoreError> {
 }
 
 /// The entries this host wants in the zone `zone` at `now`.
-pub fn wanted(
+pub(crate) fn wanted(
     conn: &Connection,
     statics: &[StaticHost],
     zone: &str,
@@ -162,7 +164,7 @@ pub fn rows(conn: &Connection) -> Result<Vec<Row>, store::StoreError> {
 }
 
 /// Records where `entry` stands.
-pub fn set(
+pub(crate) fn set(
     conn: &Connection,
     entry: &Entry,
     state: State,
@@ -184,7 +186,7 @@ pub fn set(
 }
 
 /// Forgets `entry`: nothing of it is in the zone.
-pub fn forget(conn: &Connection, entry: &Entry) -> Result<(), store::StoreError> {
+pub(crate) fn forget(conn: &Connection, entry: &Entry) -> Result<(), store::StoreError> {
     conn.prepare_cached("DELETE FROM published WHERE fqdn = ?1 AND addr = ?2")?
         .execute(params![entry.fqdn, entry.addr.to_string()])?;
     Ok(())

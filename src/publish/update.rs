@@ -20,7 +20,7 @@ pub struct Entry {
     pub fqdn: String,
     pub addr: Ipv4Addr,
     /// RFC 4701 RDATA for the client holding it.
-    pub dhcid: Vec<u8>,
+    pub(crate) dhcid: Vec<u8>,
 }
 
 /// Where an update goes and what it concerns.
@@ -28,8 +28,8 @@ pub struct Entry {
 pub struct Zones {
     pub forward: Name,
     /// Reverse zones, most specific first.
-    pub reverse: Vec<Name>,
-    pub ttl: u32,
+    pub(crate) reverse: Vec<Name>,
+    pub(crate) ttl: u32,
 }
 
 /// Why an update did not happen.
@@ -53,7 +53,7 @@ pub trait Updater {
 
 /// How publishing an entry ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Added {
+pub(crate) enum Added {
     Published,
     /// The name belongs to another client, another host's guest, or an administrator.
     Conflict,
@@ -61,7 +61,7 @@ pub enum Added {
 
 /// RFC 4703 5.3: add the name where it is free; where it is in use, take it over only if our
 /// DHCID is on it (the same guest, also from another host of the fleet). Then the PTR.
-pub async fn add(
+pub(crate) async fn add(
     updater: &impl Updater,
     zones: &Zones,
     entry: &Entry,
@@ -88,7 +88,7 @@ pub async fn add(
 /// RFC 4703 5.5: remove the address while our DHCID is on the name, then the DHCID once no
 /// address is left (another host may have given the same guest another address meanwhile),
 /// then our PTR. A name that is no longer ours is left as it is.
-pub async fn remove(
+pub(crate) async fn remove(
     updater: &impl Updater,
     zones: &Zones,
     entry: &Entry,

@@ -413,8 +413,7 @@ fn case_names_are_unique() {
 
 #[test]
 fn parse_resolves_interface_names_on_this_host() {
-    // SAFETY: a NUL-terminated literal.
-    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    let lo = crate::sys::if_nametoindex(c"lo");
     assert_ne!(lo, 0, "no loopback interface");
     let rc = ResolvConf::parse("nameserver fe80::1%lo\n");
     let SocketAddr::V6(v6) = rc.nameservers[0] else {
@@ -434,17 +433,9 @@ fn recognises_the_resolved_stub() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod against_glibc {
     use super::super::{atoi, inet_aton_exact};
+    use crate::sys::libc_oracle;
     use std::ffi::CString;
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    unsafe extern "C" {
-        fn inet_aton(cp: *const libc::c_char, inp: *mut libc::in_addr) -> libc::c_int;
-        fn inet_pton(
-            af: libc::c_int,
-            src: *const libc::c_char,
-            dst: *mut libc::c_void,
-        ) -> libc::c_int;
-    }
 
     /// A small deterministic generator (xorshift64).
     struct Rng(u64);
@@ -486,19 +477,11 @@ mod against_glibc {
         if s.bytes().any(|b| b.is_ascii_whitespace() || b == 0x0b) {
             return None;
         }
-        let c = CString::new(s).unwrap();
-        let mut out = libc::in_addr { s_addr: 0 };
-        // SAFETY: a valid C string and a valid out pointer.
-        let ok = unsafe { inet_aton(c.as_ptr(), &mut out) };
-        (ok == 1).then(|| Ipv4Addr::from(u32::from_be(out.s_addr)))
+        libc_oracle::aton(&CString::new(s).unwrap())
     }
 
     fn glibc_pton6(s: &str) -> Option<Ipv6Addr> {
-        let c = CString::new(s).unwrap();
-        let mut out = [0u8; 16];
-        // SAFETY: a valid C string and a 16-byte out buffer.
-        let ok = unsafe { inet_pton(libc::AF_INET6, c.as_ptr(), out.as_mut_ptr().cast()) };
-        (ok == 1).then(|| Ipv6Addr::from(out))
+        libc_oracle::pton6(&CString::new(s).unwrap())
     }
 
     #[test]
@@ -573,9 +556,7 @@ mod against_glibc {
             "--3",
         ];
         for s in corpus(&seeds, b"0123456789 -+x\t", 20_000) {
-            let c = CString::new(s.as_str()).unwrap();
-            // SAFETY: a valid C string.
-            let expect = unsafe { libc::atoi(c.as_ptr()) };
+            let expect = libc_oracle::atoi(&CString::new(s.as_str()).unwrap());
             assert_eq!(atoi(&s), expect, "{s:?}");
         }
     }

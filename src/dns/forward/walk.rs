@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 /// What one upstream reply means for the walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Final,
     /// Try the next server.
     Next(NextReason),
@@ -40,7 +40,7 @@ pub enum Verdict {
 
 /// Why glibc moves on from a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextReason {
+pub(crate) enum NextReason {
     /// REFUSED, SERVFAIL or NOTIMP.
     Rcode(Rcode),
     /// NOERROR with no answer, AA=0, RA=0 and nothing in the additional section.
@@ -72,7 +72,7 @@ impl NextReason {
 /// glibc's rule for a reply, on the full 12-bit RCODE (`info` has the OPT's upper bits): a
 /// referral is NOERROR with no answer, AA=0, RA=0 and nothing in the additional section but
 /// our OPT.
-pub fn verdict(reply: &[u8], info: &wire::ReplyInfo) -> Verdict {
+pub(crate) fn verdict(reply: &[u8], info: &wire::ReplyInfo) -> Verdict {
     if info.opt.is_some_and(|o| o.edns.rcode_high != 0) {
         return Verdict::Next(NextReason::ExtendedRcode);
     }
@@ -127,7 +127,7 @@ impl Walk<'_> {
 
 impl<X: Exchanger> Forwarder<X> {
     /// The walk over the servers. Public so `explain` can run it with a trace on.
-    pub async fn walk(
+    pub(crate) async fn walk(
         &self,
         client: &[u8],
         q: &Query,
