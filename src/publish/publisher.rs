@@ -14,7 +14,7 @@ use crate::config::StaticHost;
 use crate::dhcp::store::StoreError;
 use futures_util::StreamExt;
 use rusqlite::Connection;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a name held by someone else is left alone before it is tried again.
 pub(crate) const CONFLICT_RETRY: u64 = 300;
+/// How long a round waits after guests' names change, so a burst is one round.
+const COALESCE: Duration = Duration::from_millis(10);
 /// Updates in flight at once.
 const IN_FLIGHT: usize = 32;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -47,6 +49,7 @@ pub(crate) fn plan(
     confirmed: &HashSet<Entry>,
     now: u64,
 ) -> Vec<Step> {
+    let by_entry: HashMap<&Entry, &Row> = rows.iter().map(|r| (&r.entry, r)).collect();
     let mut steps = Vec::new();
     for row in rows.iter().filter(|r| !wanted.contains(&r.entry)) {
         steps.push(match row.state {
@@ -55,7 +58,7 @@ pub(crate) fn plan(
         });
     }
     for entry in wanted.iter().filter(|e| !confirmed.contains(*e)) {
-        let row = rows.iter().find(|r| r.entry == *entry);
+        let row = by_entry.get(entry);
         let resting =
             row.is_some_and(|r| r.state == State::Conflict && now < r.since + CONFLICT_RETRY);
         if !resting {
@@ -91,9 +94,10 @@ impl<U: Updater + Send + Sync + 'static> Publisher<U> {
         mut names: watch::Receiver<u64>,
         cancel: CancellationToken,
     ) -> Result<(), String> {
-        let leases = Mutex::new(state::open_leases(&self.lease_db).map_err(|e| e.to_string())?);
+        let leases = state::open_leases(&self.lease_db).map_err(|e| e.to_string())?;
+        let leases = Arc::new(Mutex::new(leases));
         let table = state::open_table(&self.lease_db).map_err(|e| e.to_string())?;
-        let table = Mutex::new(table);
+        let table = Arc::new(Mutex::new(table));
         let mut confirmed = HashSet::new();
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -114,6 +118,8 @@ impl<U: Updater + Send + Sync + 'static> Publisher<U> {
                     if changed.is_err() {
                         return Err("the guest name feed ended".into());
                     }
+                    // A burst of leases is one round, not one round each.
+                    tokio::time::sleep(COALESCE).await;
                 }
             }
         }
@@ -125,25 +131,42 @@ impl<U: Updater + Send + Sync + 'static> Publisher<U> {
     /// journal's write rate.
     async fn round(
         &self,
-        leases: &Mutex<Connection>,
-        table: &Mutex<Connection>,
+        leases: &Arc<Mutex<Connection>>,
+        table: &Arc<Mutex<Connection>>,
         confirmed: &mut HashSet<Entry>,
     ) -> Result<bool, String> {
         let now = crate::dhcp::server::now();
-        let zone = self.zones.forward.to_ascii();
-        let wanted = state::wanted(&leases.lock().unwrap(), &self.statics, &zone, now)
-            .map_err(|e| e.to_string())?;
-        let rows = state::rows(&table.lock().unwrap()).map_err(|e| e.to_string())?;
+        // Reading both tables and planning is blocking work (SQLite, a hash per lease): off
+        // the runtime, where DHCP's decisions run.
+        let (wanted, rows) = {
+            let (leases, table) = (leases.clone(), table.clone());
+            let statics = self.statics.clone();
+            let zone = self.zones.forward.to_ascii();
+            tokio::task::spawn_blocking(move || {
+                let wanted = state::wanted(&leases.lock().unwrap(), &statics, &zone, now)?;
+                let rows = state::rows(&table.lock().unwrap())?;
+                Ok::<_, StoreError>((wanted, rows))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+        };
         confirmed.retain(|e| wanted.contains(e));
         let steps = plan(&wanted, &rows, confirmed, now);
         let total = steps.len();
         let (removals, additions): (Vec<Step>, Vec<Step>) =
             steps.into_iter().partition(|s| !matches!(s, Step::Add(_)));
+        // Entries with a row that may be in the zone: an addition needs no new row for them.
+        let in_zone: HashSet<&Entry> = rows
+            .iter()
+            .filter(|r| r.state != State::Conflict)
+            .map(|r| &r.entry)
+            .collect();
         let mut failures = 0;
         for phase in [removals, additions] {
             let mut steps = Vec::with_capacity(phase.len());
             for step in &phase {
-                steps.push(Box::pin(self.step(step, &rows, table, now)));
+                steps.push(Box::pin(self.step(step, &in_zone, table, now)));
             }
             let outcomes: Vec<Result<Option<Entry>, String>> = futures_util::stream::iter(steps)
                 .buffer_unordered(IN_FLIGHT)
@@ -171,7 +194,7 @@ impl<U: Updater + Send + Sync + 'static> Publisher<U> {
     async fn step(
         &self,
         step: &Step,
-        rows: &[Row],
+        in_zone: &HashSet<&Entry>,
         table: &Mutex<Connection>,
         now: u64,
     ) -> Result<Option<Entry>, String> {
@@ -197,10 +220,7 @@ impl<U: Updater + Send + Sync + 'static> Publisher<U> {
                 Err(e) => failed(entry, e, false),
             },
             Step::Add(entry) => {
-                let known = rows
-                    .iter()
-                    .any(|r| r.entry == *entry && r.state != State::Conflict);
-                if !known {
+                if !in_zone.contains(entry) {
                     record(&|c| state::set(c, entry, State::Adding, None, now))?;
                 }
                 match update::add(&*self.updater, &self.zones, entry).await {
