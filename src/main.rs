@@ -81,13 +81,10 @@ fn leases(json: bool, common: Common) -> Result<()> {
             .iter()
             .find(|r| r.entry.addr == addr && r.entry.fqdn.split('.').next() == Some(name));
         Some(match row {
-            Some(r) => {
-                format!("{:?}", r.state).to_lowercase()
-                    + &r.detail
-                        .as_ref()
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default()
-            }
+            Some(r) => match &r.detail {
+                Some(detail) => format!("{}: {detail}", r.state.as_str()),
+                None => r.state.as_str().to_string(),
+            },
             None if name.is_empty() => "-".into(),
             None => "pending".into(),
         })

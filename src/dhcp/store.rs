@@ -61,6 +61,16 @@ const SCHEMA: &str = "
     );";
 
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
+    open_wal(path, "FULL", SCHEMA)
+}
+
+/// Opens (creating it and its folder if need be) the SQLite database at `path` in WAL mode
+/// with `synchronous` as given, and makes sure `schema` exists.
+pub(crate) fn open_wal(
+    path: &Path,
+    synchronous: &str,
+    schema: &str,
+) -> Result<Connection, StoreError> {
     let wrap = |source| StoreError::Open {
         path: path.display().to_string(),
         source,
@@ -71,9 +81,9 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(wrap)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(wrap)?;
-    conn.pragma_update(None, "synchronous", "FULL")
+    conn.pragma_update(None, "synchronous", synchronous)
         .map_err(wrap)?;
-    conn.execute_batch(SCHEMA).map_err(wrap)?;
+    conn.execute_batch(schema).map_err(wrap)?;
     Ok(conn)
 }
 

@@ -133,16 +133,24 @@ async fn tcp(
     query: &[u8],
     expect: &Expect,
 ) -> Result<(Vec<u8>, ReplyInfo, Dropped), ExchangeError> {
+    let buf = tcp_message(server, query).await?;
+    let info = expect.check(&buf)?;
+    Ok((buf, info, Dropped::default()))
+}
+
+/// Sends one DNS message to `server` over a fresh TCP connection (RFC 1035 4.2.2 framing) and
+/// reads the one message that comes back (`read_message`). Also the transport of dynamic
+/// updates (`publish::primary`).
+pub(crate) async fn tcp_message(server: SocketAddr, message: &[u8]) -> io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(server).await?;
     stream.set_nodelay(true)?;
-    let mut framed = Vec::with_capacity(query.len() + 2);
-    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
-    framed.extend_from_slice(query);
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    framed.extend_from_slice(message);
     stream.write_all(&framed).await?;
     let mut buf = Vec::new();
     read_message(&mut stream, &mut buf).await?;
-    let info = expect.check(&buf)?;
-    Ok((buf, info, Dropped::default()))
+    Ok(buf)
 }
 
 /// Reads one length-prefixed DNS message into `buf`, which grows only as bytes arrive: a

@@ -13,8 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 
 /// How long one server gets to answer over UDP before the update goes again over TCP.
 const UDP_WAIT: Duration = Duration::from_secs(1);
@@ -72,7 +71,7 @@ impl Primaries {
         let reply = match tokio::time::timeout(UDP_WAIT, over_udp(server, &bytes)).await {
             Ok(Ok(reply)) if !truncated(&reply) => reply,
             // Lost, refused or too long for UDP: TCP, which needs no retransmission.
-            _ => tokio::time::timeout(TIMEOUT, over_tcp(server, &bytes))
+            _ => tokio::time::timeout(TIMEOUT, crate::dns::transport::tcp_message(server, &bytes))
                 .await
                 .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))?
                 .map_err(|e| unreachable(e.to_string()))?,
@@ -109,20 +108,6 @@ async fn over_udp(server: SocketAddr, update: &[u8]) -> std::io::Result<Vec<u8>>
             return Ok(buf);
         }
     }
-}
-
-/// One exchange over TCP (RFC 1035 4.2.2 framing).
-async fn over_tcp(server: SocketAddr, update: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(server).await?;
-    stream.set_nodelay(true)?;
-    let mut framed = Vec::with_capacity(update.len() + 2);
-    framed.extend_from_slice(&(update.len() as u16).to_be_bytes());
-    framed.extend_from_slice(update);
-    stream.write_all(&framed).await?;
-    let len = stream.read_u16().await? as usize;
-    let mut reply = vec![0; len];
-    stream.read_exact(&mut reply).await?;
-    Ok(reply)
 }
 
 /// Whether a reply has TC set (it did not fit UDP).

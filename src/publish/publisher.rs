@@ -94,7 +94,7 @@ impl<U: Updater + Send + Sync + 'static> Publisher<U> {
         mut names: watch::Receiver<u64>,
         cancel: CancellationToken,
     ) -> Result<(), String> {
-        let leases = state::open_leases(&self.lease_db).map_err(|e| e.to_string())?;
+        let leases = crate::dhcp::store::open(&self.lease_db).map_err(|e| e.to_string())?;
         let leases = Arc::new(Mutex::new(leases));
         let table = state::open_table(&self.lease_db).map_err(|e| e.to_string())?;
         let table = Arc::new(Mutex::new(table));

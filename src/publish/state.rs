@@ -45,7 +45,8 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    /// The word stored in the table (and shown by `virtdns leases`).
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Adding => "adding",
             State::Published => "published",
@@ -74,12 +75,6 @@ pub struct Row {
     pub(crate) since: u64,
 }
 
-/// The publisher's connection to the lease database, for reading (created if DHCP has not
-/// yet).
-pub(crate) fn open_leases(lease_db: &Path) -> Result<Connection, store::StoreError> {
-    store::open(lease_db)
-}
-
 /// Where the `published` table of `lease_db` lives: `NAME.published.sqlite` beside it.
 pub fn table_path(lease_db: &Path) -> PathBuf {
     let stem = lease_db.file_stem().unwrap_or_default().to_string_lossy();
@@ -88,18 +83,7 @@ pub fn table_path(lease_db: &Path) -> PathBuf {
 
 /// The publisher's connection to its table.
 pub(crate) fn open_table(lease_db: &Path) -> Result<Connection, store::StoreError> {
-    let path = table_path(lease_db);
-    let wrap = |source| store::StoreError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    let conn = Connection::open(&path).map_err(wrap)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(wrap)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(wrap)?;
-    conn.execute_batch(SCHEMA).map_err(wrap)?;
-    Ok(conn)
+    store::open_wal(&table_path(lease_db), "NORMAL", SCHEMA)
 }
 
 /// The entries this host wants in the zone `zone` at `now`.

@@ -317,6 +317,19 @@ impl Glibc {
     }
 }
 
+/// The bytes of a query for `name` A with this ID and opcode, RD set, no EDNS: what a stub
+/// sends, for scenarios that write packets themselves.
+pub fn raw_query(id: u16, name: &str, opcode: u8) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1 | (opcode << 3), 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
 /// A query to one server as glibc's stub resolver sends it: RD set, EDNS as `edns` says (glibc
 /// itself sends none), from one connected UDP socket, the very same bytes (same ID, same
 /// port) sent again after each `timeout` up to `attempts` times. dnsmasq treats only such a

@@ -92,10 +92,7 @@ fn renew_release(socket: &UdpSocket, server: SocketAddr, count: u16, relay: Ipv4
         let mut r = message(MessageType::Request, mac, None, Some(relay));
         r.set_xid(d.xid() + 1);
         r.opts_mut().insert(DhcpOption::RequestedIpAddress(addr));
-        let server_id = match server.ip() {
-            std::net::IpAddr::V4(v4) => v4,
-            _ => unreachable!("DHCPv4"),
-        };
+        let server_id = server_v4(server);
         r.opts_mut().insert(DhcpOption::ServerIdentifier(server_id));
         socket.send_to(&encode(&r), server).unwrap();
         reply_to(socket, r.xid());

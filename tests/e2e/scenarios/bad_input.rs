@@ -2,23 +2,12 @@
 //! and silent TCP clients. virtdns must keep answering valid queries throughout.
 
 use crate::clients::dig;
+use crate::clients::raw_query;
 use crate::lab::Lab;
 use crate::noise::Noise;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
-
-/// A valid query for www.example.com A, as dig would send it without EDNS.
-fn valid_query(id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in ["www", "example", "com"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
 
 pub fn survives_bad_input(lab: &mut Lab) {
     let outside = lab.nsd_outside(3);
@@ -39,7 +28,7 @@ pub fn survives_bad_input(lab: &mut Lab) {
         let _ = udp.send_to(&p, virtdns);
     }
     // Every truncation of a valid query: FORMERR (or dropped when shorter than a header).
-    let q = valid_query(0x4242);
+    let q = raw_query(0x4242, "www.example.com", 0);
     for cut in 0..q.len() {
         let _ = udp.send_to(&q[..cut], virtdns);
     }
@@ -126,7 +115,7 @@ pub fn tcp_pipelining(lab: &mut Lab) {
         .unwrap();
     let mut batch = Vec::new();
     for id in 1..=5u16 {
-        let q = valid_query(id);
+        let q = raw_query(id, "www.example.com", 0);
         batch.extend_from_slice(&(q.len() as u16).to_be_bytes());
         batch.extend_from_slice(&q);
     }

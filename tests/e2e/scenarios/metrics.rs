@@ -4,6 +4,7 @@
 //! flood says how many lines it left out instead of writing them.
 
 use crate::clients::dig;
+use crate::clients::raw_query;
 use crate::lab::{Lab, run, wait_until};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -12,18 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const METRICS_PORT: u16 = 9153;
-
-/// A query for `name` A with RD set and no EDNS, as a stub sends it.
-fn query(id: u16, name: &str, opcode: u8) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1 | (opcode << 3), 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
 
 /// Sends `packet` and waits for the reply with its ID; returns its RCODE.
 fn ask(socket: &UdpSocket, server: SocketAddr, packet: &[u8]) -> u8 {
@@ -129,10 +118,16 @@ pub fn counts_match_the_queries_sent(lab: &mut Lab) {
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     for id in 0..200 {
-        assert_eq!(ask(&client, virtdns, &query(id, "www.example.com", 0)), 0);
+        assert_eq!(
+            ask(&client, virtdns, &raw_query(id, "www.example.com", 0)),
+            0
+        );
     }
     // An opcode virtdns does not serve (2, STATUS): NOTIMP; a packet too short to answer.
-    assert_eq!(ask(&client, virtdns, &query(7, "www.example.com", 2)), 4);
+    assert_eq!(
+        ask(&client, virtdns, &raw_query(7, "www.example.com", 2)),
+        4
+    );
     client.send_to(&[1, 2, 3, 4, 5], virtdns).unwrap();
     // TCP.
     for _ in 0..3 {
@@ -358,7 +353,10 @@ pub fn query_log_lines_and_sigusr1(lab: &mut Lab) {
     let flood = 2000;
     let began = Instant::now();
     for id in 0..flood {
-        assert_eq!(ask(&client, virtdns, &query(id, "git.example.com", 0)), 0);
+        assert_eq!(
+            ask(&client, virtdns, &raw_query(id, "git.example.com", 0)),
+            0
+        );
     }
     let took = began.elapsed();
     let suppressed_in = |text: &str| -> u64 {

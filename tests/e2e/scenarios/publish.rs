@@ -209,6 +209,27 @@ fn relay(lab: &mut Lab, net: &Network) -> (Guest, String) {
     (guest, relay)
 }
 
+/// Runs this binary's DHCP helper `mode` in the relay guest against the server at `port`,
+/// for client group `tag` and its `items`; what it prints.
+fn relay_helper(
+    relay: &(Guest, String),
+    net: &Network,
+    port: u16,
+    mode: &str,
+    tag: u8,
+    items: &[String],
+) -> String {
+    let me = std::env::current_exe().unwrap();
+    run(&mut relay.0.cmd(&[
+        me.to_str().unwrap(),
+        "--guest-helper",
+        mode,
+        &format!("{}:{port}", net.host),
+        &relay.1,
+        &format!("{tag}:{}", items.join(",")),
+    ]))
+}
+
 /// Leases NAMES from the server at `port` as client group `tag`: name → address.
 fn lease(
     relay: &(Guest, String),
@@ -217,16 +238,9 @@ fn lease(
     tag: u8,
     names: &[&str],
 ) -> BTreeMap<String, Ipv4Addr> {
-    let me = std::env::current_exe().unwrap();
-    let out = run(&mut relay.0.cmd(&[
-        me.to_str().unwrap(),
-        "--guest-helper",
-        "lease-named",
-        &format!("{}:{port}", net.host),
-        &relay.1,
-        &format!("{tag}:{}", names.join(",")),
-    ]));
-    out.lines()
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    relay_helper(relay, net, port, "lease-named", tag, &names)
+        .lines()
         .filter_map(|l| l.split_once(' '))
         .map(|(n, a)| (n.to_string(), a.parse().unwrap()))
         .collect()
@@ -239,16 +253,8 @@ fn release(
     tag: u8,
     leases: &[(&str, Ipv4Addr)],
 ) {
-    let me = std::env::current_exe().unwrap();
     let list: Vec<String> = leases.iter().map(|(n, a)| format!("{n}={a}")).collect();
-    run(&mut relay.0.cmd(&[
-        me.to_str().unwrap(),
-        "--guest-helper",
-        "release",
-        &format!("{}:{port}", net.host),
-        &relay.1,
-        &format!("{tag}:{}", list.join(",")),
-    ]));
+    relay_helper(relay, net, port, "release", tag, &list);
 }
 
 /// Records of `rtype` in `zone` at the primary, by AXFR: owner (relative) → data.

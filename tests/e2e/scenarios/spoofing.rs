@@ -7,6 +7,7 @@
 //! because they record ports, hold replies back and forge; the ICMP error is forged with a raw
 //! socket inside the lab's namespace.
 
+use crate::clients::raw_query;
 use crate::lab::{Lab, in_user_namespace, run, skip, wait_until};
 use crate::peers::virtdns_bin;
 use std::collections::HashMap;
@@ -230,18 +231,6 @@ fn bare_reply(query: &[u8], answer: u8) -> Vec<u8> {
     r
 }
 
-/// A client query for `name` A with this ID, without EDNS.
-fn query(name: &str, id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
 /// Asks `names` through `server`, `window` at a time; returns each name's answer: the last
 /// octet of its A record, 0 for an answer without one, absent for no reply.
 fn ask_all(
@@ -255,7 +244,7 @@ fn ask_all(
     for (chunk_index, chunk) in names.chunks(window).enumerate() {
         for (i, name) in chunk.iter().enumerate() {
             let id = (chunk_index * window + i) as u16;
-            client.send_to(&query(name, id), server).unwrap();
+            client.send_to(&raw_query(id, name, 0), server).unwrap();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while chunk.iter().any(|n| !answers.contains_key(n)) && Instant::now() < deadline {
@@ -559,7 +548,7 @@ pub fn forger_knows_port_and_id(lab: &mut Lab) {
 /// One query for `name` (spelled as given) A without EDNS to `server`: its reply.
 fn ask_once(socket: &UdpSocket, server: SocketAddr, name: &str) -> Vec<u8> {
     let id: u16 = rand::random();
-    let q = query(name, id);
+    let q = raw_query(id, name, 0);
     let mut buf = [0u8; 4096];
     for _ in 0..3 {
         socket.send_to(&q, server).unwrap();

@@ -3,6 +3,7 @@
 //! holds at most a quarter of the slots, and a client that sends nothing, or a message a byte
 //! at a time, is cut at the idle timeout.
 
+use crate::clients::raw_query;
 use crate::lab::Lab;
 use socket2::{Domain, Socket, Type};
 use std::collections::HashSet;
@@ -12,18 +13,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
-
-/// A query for `name` A with RD set and no EDNS.
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
 
 fn framed(q: &[u8]) -> Vec<u8> {
     let mut f = (q.len() as u16).to_be_bytes().to_vec();
@@ -260,7 +249,7 @@ fn measure_udp(source: IpAddr, server: SocketAddr, gap: Duration, stop: &AtomicB
         let (name, rcode) = question("udp", i);
         let id = i as u16;
         let started = Instant::now();
-        socket.send_to(&query(id, &name), server).unwrap();
+        socket.send_to(&raw_query(id, &name, 0), server).unwrap();
         let outcome = loop {
             match socket.recv_from(&mut buf) {
                 // A late reply to an earlier query is skipped.
@@ -297,7 +286,7 @@ fn measure_tcp(
     while !stop.load(Ordering::Relaxed) {
         let (name, rcode) = question(kind, i);
         let id = i as u16;
-        let message = framed(&query(id, &name));
+        let message = framed(&raw_query(id, &name, 0));
         let started = Instant::now();
         let mut outcome = Err(String::new());
         for attempt in 0..2 {
@@ -372,7 +361,7 @@ fn attack_conn(source: IpAddr, server: SocketAddr, n: usize) -> Option<(TcpStrea
         }
         Hold::Answered => {
             s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            let _ = s.write_all(&framed(&query(n as u16, "www.example.com")));
+            let _ = s.write_all(&framed(&raw_query(n as u16, "www.example.com", 0)));
             let _ = read_framed(&mut s);
         }
     }
@@ -616,7 +605,8 @@ pub fn cannot_lock_each_other_out(lab: &mut Lab) {
     // Warm the cache: the cached name is answered from it from now on.
     let warm = UdpSocket::bind((lab.ip(9), 0)).unwrap();
     warm.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    warm.send_to(&query(1, "www.example.com"), virtdns).unwrap();
+    warm.send_to(&raw_query(1, "www.example.com", 0), virtdns)
+        .unwrap();
     let mut buf = [0u8; 512];
     let (n, _) = warm.recv_from(&mut buf).expect("a first answer");
     check_reply(&buf[..n], 1, 0).unwrap();
@@ -755,7 +745,7 @@ pub fn slow_clients_cut_at_idle_timeout(lab: &mut Lab) {
                 // Here: a whole query every 0.5 s, replies left unread.
                 Hold::Answered => {
                     if started.elapsed() >= Duration::from_millis(500) * u32::from(i) {
-                        let _ = s.write_all(&framed(&query(i, "www.example.com")));
+                        let _ = s.write_all(&framed(&raw_query(i, "www.example.com", 0)));
                         i += 1;
                     }
                 }
