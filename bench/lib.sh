@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# Shared by bench/dhcp, bench/dns and bench/publish (sourced, not run): equal socket receive
+# buffers for every server a bench compares, and reading back what the kernel gave each socket.
+#
+# net.core.rmem_default/rmem_max are NOT per network namespace on this kernel (inside
+# `unshare -n` they are read-only copies of the host's; `sysctl -w` there fails with EINVAL and
+# still exits 0), so they are set on the host before the namespace is entered and put back at
+# exit: rmem_default=BUF for every socket that does not ask for a size (Kea, dnsmasq, Unbound,
+# NSD, the load generators), rmem_max=BUF/2, which caps an SO_RCVBUF request (the kernel doubles
+# what is asked, up to 2*rmem_max) to the same BUF. virtdns, privileged, asks with
+# SO_RCVBUFFORCE for 4 MiB, which the kernel also doubles: BUF=8388608 makes them all equal.
+
+# Sets the host's rmem_default=$1 and rmem_max=$1/2, remembering the old values for
+# rcvbuf_restore (the caller traps EXIT with it). Needs root.
+rcvbuf_set() {
+  rcvbuf_old_def=$(cat /proc/sys/net/core/rmem_default)
+  rcvbuf_old_max=$(cat /proc/sys/net/core/rmem_max)
+  echo "$1" >/proc/sys/net/core/rmem_default
+  echo $(($1 / 2)) >/proc/sys/net/core/rmem_max
+  if [ "$(cat /proc/sys/net/core/rmem_default)" != "$1" ] || [ "$(cat /proc/sys/net/core/rmem_max)" != $(($1 / 2)) ]; then
+    echo "could not set net.core.rmem_default=$1 / rmem_max=$(($1 / 2)) on the host" >&2
+    return 1
+  fi
+  echo "host: net.core.rmem_default $rcvbuf_old_def -> $1, rmem_max $rcvbuf_old_max -> $(($1 / 2)) for the run (restored at exit)"
+}
+
+rcvbuf_restore() {
+  [ -n "${rcvbuf_old_def:-}" ] || return 0
+  echo "$rcvbuf_old_def" >/proc/sys/net/core/rmem_default || echo "could not restore net.core.rmem_default=$rcvbuf_old_def" >&2
+  echo "$rcvbuf_old_max" >/proc/sys/net/core/rmem_max || echo "could not restore net.core.rmem_max=$rcvbuf_old_max" >&2
+}
+
+# The UDP sockets listening on port $1, one line each: address and the receive buffer the
+# kernel gave it (ss's skmem rb), in bytes.
+socket_rb() {
+  ss -lumnH "sport = :$1" | awk '/^UNCONN/{a=$4} /skmem/{match($0, /rb[0-9]+/); print a, substr($0, RSTART + 2, RLENGTH - 2)}'
+}
