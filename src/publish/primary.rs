@@ -89,8 +89,9 @@ impl Primaries {
     }
 }
 
-/// One exchange over UDP, from a fresh random port; the first datagram with the update's
-/// ID is the reply (its signature is checked by the caller).
+/// One exchange over UDP, from a fresh port of the kernel's choosing; the first datagram with
+/// the update's ID is the reply. Not `dns::port_pool`: its reply check (`guard::Expect`) is
+/// for queries, and here the TSIG signature, checked by the caller, authenticates the reply.
 async fn over_udp(server: SocketAddr, update: &[u8]) -> std::io::Result<Vec<u8>> {
     let local: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().unwrap()
