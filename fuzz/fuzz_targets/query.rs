@@ -42,7 +42,7 @@ fn name(s: &str) -> DomainName {
 /// Stores `reply` (a server's answer to `c`) in the cache as the forwarder would.
 fn cache(forwarder: &Forwarder, c: &Client, mut reply: Vec<u8>) {
     let mut info = wire::read_reply(&reply, &c.q, c.q.id).unwrap();
-    wire::strip_opt(&mut reply, &mut info);
+    wire::strip_hop_by_hop(&mut reply, &mut info);
     let answer = Answer::new(reply, info.ttl_offsets, 300);
     forwarder
         .cache()

@@ -1,6 +1,6 @@
 //! Upstream replies: the first byte picks one of a few client questions (and what the two
 //! scripted servers are), the rest is the first server's reply. `wire::read_reply` checks it;
-//! what it accepts goes through `strip_opt`, `cap_ttls`, the cache's `Answer` and `render`
+//! what it accepts goes through `strip_hop_by_hop`, `cap_ttls`, the cache's `Answer` and `render`
 //! for a client with and one without EDNS, directly and through the forwarder's walk (which
 //! stores what it takes, or fails over to the second server). Every reply sent must pass
 //! `check_reply`; where hickory-proto reads the upstream reply, it must read what virtdns
@@ -42,7 +42,7 @@ fn check_info(reply: &[u8], info: &ReplyInfo) {
     }
 }
 
-/// The records hickory-proto reads in `reply`, if it reads it: (answers, all but OPT).
+/// The records hickory-proto reads in `reply`, if it reads it: (answers, all but OPT and TSIG).
 fn hickory_counts(reply: &[u8], info: &ReplyInfo) -> Option<(usize, usize)> {
     let m = hickory(reply)?;
     assert_eq!(m.metadata.response_code.low(), info.rcode.bits(), "RCODE");
@@ -97,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
             .filter(|_| !pointer_into_rewritten(&reply, &info.ttl_offsets));
         {
             let mut stored = reply.clone();
-            wire::strip_opt(&mut stored, &mut info);
+            wire::strip_hop_by_hop(&mut stored, &mut info);
             assert!(info.opt.is_none());
             assert_eq!(
                 wire::records_end(&stored, q.question_end),

@@ -223,9 +223,16 @@ pub fn hickory(bytes: &[u8]) -> Option<Message> {
     Message::from_vec(bytes).ok()
 }
 
-/// Records hickory-proto counts in a message, OPT left out.
+/// Records hickory-proto counts in a message, OPT and TSIG left out.
 pub fn hickory_records(m: &Message) -> usize {
-    m.answers.len() + m.authorities.len() + m.additionals.len() + usize::from(m.signature.is_some())
+    // A TSIG in the additional section is hop-by-hop, like the OPT (`wire::strip_hop_by_hop`):
+    // not counted, wherever hickory put it (its signature, or an additional record).
+    let additionals = m
+        .additionals
+        .iter()
+        .filter(|r| r.record_type() != hickory_proto::rr::RecordType::TSIG)
+        .count();
+    m.answers.len() + m.authorities.len() + additionals
 }
 
 /// What every reply virtdns sends to a client whose query it read must be: a response with

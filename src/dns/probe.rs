@@ -182,6 +182,7 @@ mod tests {
             cache_ttl: None,
             soa_labels: None,
             opt: None,
+            signature: None,
         };
         classify_root_reply(&r, &info)
     }

@@ -46,6 +46,8 @@ pub const TYPE_PTR: u16 = 12;
 pub const TYPE_AAAA: u16 = 28;
 /// RR type OPT: the EDNS pseudo-record (RFC 6891).
 pub const TYPE_OPT: u16 = 41;
+/// TSIG (RFC 8945): a transaction signature, always the last additional record.
+pub const TYPE_TSIG: u16 = 250;
 pub(crate) const CLASS_IN: u16 = 1;
 /// EDNS option COOKIE (RFC 7873 4): an 8-byte client cookie, then 8 to 32 bytes of the
 /// server's.
@@ -746,7 +748,7 @@ pub struct ReplyInfo {
     pub rcode: Rcode,
     /// ANCOUNT: its number of answer records.
     pub answers: u16,
-    /// TTL offsets of every record except OPT.
+    /// TTL offsets of every record except OPT and TSIG.
     pub ttl_offsets: Vec<u16>,
     /// How long this reply may be cached (RFC 2308 for negative answers), if at all.
     pub(crate) cache_ttl: Option<u32>,
@@ -755,11 +757,13 @@ pub struct ReplyInfo {
     pub(crate) soa_labels: Option<u8>,
     /// Where its OPT record sits, if it has one.
     pub opt: Option<OptSpan>,
+    /// Where its TSIG record sits (start, end), if it has one in the additional section.
+    pub signature: Option<(usize, usize)>,
 }
 
 /// Checks that `reply` answers `q` (ID and question) and reads what the forwarder needs.
 /// Bytes after the last record are accepted, as BIND, dnsmasq and glibc accept them (glibc
-/// reads the sections by their counts), and left out of what is stored (`strip_opt`).
+/// reads the sections by their counts), and left out of what is stored (`strip_hop_by_hop`).
 pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo, ReplyMismatch> {
     if reply.len() < HEADER_LEN || !is_response(reply) || id(reply) != expected_id {
         return Err(ReplyMismatch::Header);
@@ -776,6 +780,7 @@ pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo
                 cache_ttl: None,
                 soa_labels: None,
                 opt: None,
+                signature: None,
             });
         }
         return Err(ReplyMismatch::Question);
@@ -810,9 +815,15 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
     let mut negative_ttl: Option<u32> = None;
     let mut soa_labels: Option<u8> = None;
     let mut opt = None;
+    let mut signature = None;
     walk_records(p, question_end, |r| {
         if r.rtype == TYPE_OPT {
             return note_opt(p, &r, &mut opt);
+        }
+        if r.rtype == TYPE_TSIG && r.section == Section::Additional {
+            // Like OPT, it belongs to the exchange with the upstream, not to the answer.
+            signature.get_or_insert((r.start, r.rdata.end));
+            return Ok(());
         }
         ttl_offsets.push(u16::try_from(r.ttl_at).map_err(|_| WireError::Truncated)?);
         let ttl = clamp_ttl(u32_at(p, r.ttl_at)?);
@@ -842,6 +853,7 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
         cache_ttl,
         soa_labels,
         opt,
+        signature,
     })
 }
 
@@ -878,31 +890,40 @@ fn end_of_records(reply: &[u8], info: &ReplyInfo) -> Option<usize> {
         }
         None => None,
     };
-    let end = [Some(question_end), last, info.opt.map(|o| o.end)]
-        .into_iter()
-        .flatten()
-        .max()?;
+    let end = [
+        Some(question_end),
+        last,
+        info.opt.map(|o| o.end),
+        info.signature.map(|(_, end)| end),
+    ]
+    .into_iter()
+    .flatten()
+    .max()?;
     debug_assert_eq!(records_end(reply, question_end), Ok(end));
     Some(end)
 }
 
 /// Makes an accepted reply fit to be stored and reissued: bytes after its last record are cut
 /// (BIND ignores them, dnsmasq cuts them; kept, they would sit between the records and the
-/// OPT a client gets, which then cannot read the reply), and so is the OPT record (it is
-/// hop-by-hop), with any record after it: those are additional records, which may be left
-/// out (RFC 2181 9), and they may be compressed against each other, which removing the OPT
-/// alone from between them would break.
-pub fn strip_opt(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
+/// OPT a client gets, which then cannot read the reply), and so are the hop-by-hop records,
+/// OPT and TSIG (a signature of the upstream's message, which our own OPT after it would make
+/// malformed: TSIG must come last), with any record after the first of them: those are
+/// additional records, which may be left out (RFC 2181 9), and they may be compressed against
+/// each other, which removing one alone from between them would break.
+pub fn strip_hop_by_hop(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
     if let Some(end) = end_of_records(reply, info) {
         reply.truncate(end);
     }
-    if let Some(opt) = info.opt.take() {
-        reply.truncate(opt.start);
-        let before = info.ttl_offsets.len();
-        info.ttl_offsets.retain(|&off| (off as usize) < opt.start);
-        // note_opt guarantees the OPT, and so every record after it, was counted in ARCOUNT.
-        let cut = 1 + (before - info.ttl_offsets.len()) as u16;
-        let ar = arcount(reply).saturating_sub(cut);
+    let opt = info.opt.take().map(|o| o.start);
+    let signature = info.signature.take().map(|(start, _)| start);
+    if let Some(cut) = opt.into_iter().chain(signature).min() {
+        reply.truncate(cut);
+        info.ttl_offsets.retain(|&off| (off as usize) < cut);
+        // OPT and TSIG sit in the additional section (note_opt, analyse_records) and every
+        // other record has a TTL offset, so what is left before the cut is the answer and
+        // authority records and the additional records that have a TTL offset there.
+        let kept = info.ttl_offsets.len() as u16;
+        let ar = kept.saturating_sub(ancount(reply).saturating_add(nscount(reply)));
         set_count(reply, 3, ar);
     }
 }

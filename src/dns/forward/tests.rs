@@ -108,6 +108,7 @@ fn reply(code: Rcode, answers: u16, aa: bool, ra: bool) -> (Vec<u8>, ReplyInfo) 
         cache_ttl: None,
         soa_labels: None,
         opt: None,
+        signature: None,
     };
     (p, info)
 }

@@ -454,7 +454,7 @@ fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
     if wire::qdcount(&reply) == 0 {
         return Err(wire::rcode(&reply));
     }
-    wire::strip_opt(&mut reply, &mut info);
+    wire::strip_hop_by_hop(&mut reply, &mut info);
     let ttl = match failover {
         Failover::AfterFailure => info.cache_ttl.unwrap_or(0).min(FAILURE_TTL),
         _ => info.cache_ttl.unwrap_or(0),

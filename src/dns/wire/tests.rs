@@ -182,7 +182,7 @@ fn stored_reply_is_aged_and_reissued_for_the_client() {
     let pq = parse_query(&q).unwrap();
     let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
     let mut info = read_reply(&r, &pq, 0x1234).unwrap();
-    strip_opt(&mut r, &mut info);
+    strip_hop_by_hop(&mut r, &mut info);
     assert_eq!(arcount(&r), 0);
     age_ttls(&mut r, &info.ttl_offsets, 100);
 
@@ -311,9 +311,9 @@ fn bytes_after_the_last_record_are_accepted_and_cut() {
         let mut info = read_reply(&dirty, &pq, 0x1234).expect(what);
         let mut clean_info = read_reply(&clean, &pq, 0x1234).unwrap();
         assert_eq!(info, clean_info, "{what}: the same reply");
-        strip_opt(&mut dirty, &mut info);
+        strip_hop_by_hop(&mut dirty, &mut info);
         let mut stripped = clean.clone();
-        strip_opt(&mut stripped, &mut clean_info);
+        strip_hop_by_hop(&mut stripped, &mut clean_info);
         assert_eq!(dirty, stripped, "{what}: stored without the bytes");
         assert_eq!(records_end(&dirty, pq.question_end), Ok(dirty.len()));
 
@@ -358,7 +358,7 @@ fn records_after_the_opt_go_with_it() {
 
     let mut info = read_reply(&r, &pq, 0x1234).unwrap();
     assert_eq!(info.ttl_offsets.len(), 3);
-    strip_opt(&mut r, &mut info);
+    strip_hop_by_hop(&mut r, &mut info);
     assert_eq!((arcount(&r), info.ttl_offsets.len()), (0, 1));
     assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
 
@@ -367,6 +367,66 @@ fn records_after_the_opt_go_with_it() {
     let m = Message::from_vec(&out).unwrap();
     assert_eq!((m.answers.len(), m.additionals.len()), (1, 0));
     assert!(m.edns.is_some());
+}
+
+/// Found by fuzzing: an upstream reply to our unsigned query with a TSIG record last. Passed
+/// on with our OPT after it, the reply broke TSIG's rule of coming last (hickory refuses it);
+/// the TSIG is the upstream's signature of its own message, hop-by-hop like the OPT.
+#[test]
+fn an_upstream_tsig_goes_like_the_opt() {
+    use crate::dns::cache::Answer;
+    let q = query_bytes("a.example.", RecordType::A, Some((1232, false)));
+    let pq = parse_query(&q).unwrap();
+    let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
+    r.truncate(r.len() - OPT_LEN);
+    // A TSIG: key name, type 250, class ANY, TTL 0, and some RDATA.
+    r.extend_from_slice(b"\x03key\x00");
+    r.extend_from_slice(&[0, 250, 0, 255, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4]);
+    set_count(&mut r, 3, 1);
+    let mut info = read_reply(&r, &pq, 0x1234).unwrap();
+    assert_eq!(
+        info.ttl_offsets.len(),
+        1,
+        "the TSIG's TTL is not the answer's"
+    );
+    assert!(info.signature.is_some());
+    strip_hop_by_hop(&mut r, &mut info);
+    assert_eq!(arcount(&r), 0);
+    assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
+
+    let answer = Answer::new(r, info.ttl_offsets, 60);
+    let out = answer.render(&q, &pq, pq.udp_limit());
+    let m = Message::from_vec(&out).expect("hickory reads what a client gets");
+    assert_eq!((m.answers.len(), m.additionals.len()), (1, 0));
+    assert!(m.edns.is_some() && m.signature().is_none());
+}
+
+#[test]
+fn records_after_a_first_tsig_go_with_it_and_arcount_counts_what_is_left() {
+    let q = query_bytes("a.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
+    r.truncate(r.len() - OPT_LEN);
+    // Additional: an A record, a TSIG, then a malformed second TSIG and another A record.
+    let glue = [0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 9];
+    let tsig = [
+        3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 2, 1, 2,
+    ];
+    for part in [&glue[..], &tsig, &tsig, &glue] {
+        r.extend_from_slice(part);
+    }
+    set_count(&mut r, 3, 4);
+    let mut info = read_reply(&r, &pq, 0x1234).unwrap();
+    assert_eq!(info.ttl_offsets.len(), 3, "answer and two glue records");
+    strip_hop_by_hop(&mut r, &mut info);
+    assert_eq!(
+        (ancount(&r), arcount(&r)),
+        (1, 1),
+        "the glue before the TSIG stays"
+    );
+    assert_eq!(info.ttl_offsets.len(), 2);
+    assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
+    Message::from_vec(&r).expect("hickory reads what is stored");
 }
 
 // ---- cookies and 0x20 -----------------------------------------------------------------------
