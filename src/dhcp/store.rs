@@ -140,8 +140,8 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 
 impl Store {
     /// Starts the writer thread on `conn`, and its checkpointer.
-    pub(crate) fn start(mut conn: Connection) -> Store {
-        let checkpoints = Checkpoints::start(&mut conn).unwrap_or_else(|e| {
+    pub(crate) fn start(conn: Connection) -> Store {
+        let checkpoints = Checkpoints::start(&conn).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "lease database: checkpoints stay inside commits");
             Checkpoints::inline()
         });
