@@ -36,6 +36,14 @@ pub enum StoreError {
     /// The database is not in WAL mode (the file system refused it).
     #[error("lease database is in journal mode {0}, not WAL")]
     NotWal(String),
+    /// The WAL index (`-shm`) file, read to time checkpoints, cannot be opened.
+    #[error("lease database index {path}: {source}")]
+    Index {
+        /// The index file.
+        path: String,
+        /// Why it cannot be opened.
+        source: std::io::Error,
+    },
     /// The writer thread has stopped: nothing more is made durable.
     #[error("lease database writer has stopped")]
     Stopped,

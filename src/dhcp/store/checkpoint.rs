@@ -77,7 +77,10 @@ impl Checkpoints {
         }
         let mut index = path.clone().into_os_string();
         index.push("-shm");
-        let index = File::open(&index).map_err(|e| StoreError::NotWal(e.to_string()))?;
+        let index = File::open(&index).map_err(|source| StoreError::Index {
+            path: PathBuf::from(&index).display().to_string(),
+            source,
+        })?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let writers_turn = Arc::new(AtomicBool::new(false));
