@@ -206,7 +206,7 @@ impl LeaseLog for Store {
     }
 }
 
-fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>, checkpoints: Checkpoints) {
+fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>, mut checkpoints: Checkpoints) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

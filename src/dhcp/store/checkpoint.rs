@@ -117,7 +117,7 @@ impl Checkpoints {
 
     /// Called by the writer between commits, once the last one's ACKs are released: finishes
     /// the checkpoint when it is the writer's turn, or asks for a pass when the log is long.
-    pub(super) fn after_commit(&self, conn: &Connection) {
+    pub(super) fn after_commit(&mut self, conn: &Connection) {
         if self.writers_turn.load(Ordering::Acquire) {
             passive(conn);
             self.writers_turn.store(false, Ordering::Release);
@@ -132,7 +132,15 @@ impl Checkpoints {
             && u32::from_ne_bytes(frames) >= CHECKPOINT_FRAMES as u32
         {
             // Full: a pass is already due, and will cover this commit too.
-            let _ = nudge.try_send(());
+            if let Err(mpsc::TrySendError::Disconnected(())) = nudge.try_send(()) {
+                tracing::error!(
+                    "lease checkpoint thread has stopped; checkpoints go back inside commits"
+                );
+                if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_FRAMES) {
+                    tracing::error!(error = %e, "lease database: checkpoints cannot be turned back on");
+                }
+                *self = Checkpoints::inline();
+            }
         }
     }
 }
