@@ -358,6 +358,20 @@ impl Config {
         Ok(config)
     }
 
+    /// The sections of `next` that differ from this configuration's and that only a start
+    /// applies: the name publisher and the metrics endpoint are set up once. (A changed
+    /// `[dns] listen` is reported by the DNS server's own reload.)
+    pub(crate) fn changes_awaiting_restart(&self, next: &Config) -> Vec<&'static str> {
+        let mut sections = Vec::new();
+        if next.publish != self.publish {
+            sections.push("[publish]");
+        }
+        if next.metrics != self.metrics {
+            sections.push("[metrics]");
+        }
+        sections
+    }
+
     /// The zone guests' names are published in: `[publish] zone`, else the DHCP domain.
     pub(crate) fn publish_zone(&self) -> Option<&DomainName> {
         let publish = self.publish.as_ref()?;

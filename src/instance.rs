@@ -39,6 +39,7 @@ pub async fn run(load: impl Load) -> Result<()> {
     crate::metrics::started();
     let mut toggle_log = signal(SignalKind::user_defined1())?;
     let (config, listen) = load()?;
+    let started = config.clone();
     let publisher = crate::publish::from_config(&config)?;
     querylog::set(config.dns.log_queries);
     let metrics = crate::metrics::Endpoint::bind(&config)
@@ -110,7 +111,7 @@ pub async fn run(load: impl Load) -> Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
-            _ = hangup.recv() => reload(&load, &server, &dhcp_settings, &status_path),
+            _ = hangup.recv() => reload(&load, &started, &server, &dhcp_settings, &status_path),
             _ = toggle_log.recv() => {
                 let on = querylog::toggle();
                 tracing::info!("SIGUSR1: query log {}", if on { "on" } else { "off" });
@@ -153,9 +154,12 @@ fn libvirt_leases(config: &Config) -> Option<PathBuf> {
     config.network.as_ref().and_then(|n| n.read_status.clone())
 }
 
-/// Re-reads the configuration and applies it; keeps the running one if it is bad.
+/// Re-reads the configuration and applies it; keeps the running one if it is bad. What only
+/// a start applies (compared with `started`, the configuration virtdns started with) is named
+/// in the log and in the status systemd shows.
 fn reload(
     load: &impl Load,
+    started: &Config,
     server: &Arc<Server>,
     dhcp: &watch::Sender<Option<Settings>>,
     leases: &watch::Sender<Option<PathBuf>>,
@@ -172,7 +176,16 @@ fn reload(
     if config.dns.log_queries != server.dns().log_queries {
         querylog::set(config.dns.log_queries);
     }
-    crate::notify::reloaded("configuration reloaded");
+    let waiting = started.changes_awaiting_restart(&config);
+    if waiting.is_empty() {
+        crate::notify::reloaded("configuration reloaded");
+    } else {
+        let sections = waiting.join(" and ");
+        tracing::warn!("{sections} changed: the change takes effect at the next start");
+        crate::notify::reloaded(&format!(
+            "configuration reloaded; {sections} changes wait for a restart"
+        ));
+    }
     server.reload(config.dns.clone());
     replace(dhcp, settings(&config, &listen));
     replace(leases, libvirt_leases(&config));

@@ -18,7 +18,8 @@ const SERVICE_SECTIONS: &str = r#".SH SIGNALS
 .B SIGHUP
 Re\-read the configuration file (and the libvirt network's definition) and apply what changed:
 leases are kept, and the cache too when routes and local names are unchanged. A configuration
-that does not load is logged, and the running one stays.
+that does not load is logged, and the running one stays. \fB[dns] listen\fR, \fB[publish]\fR and
+\fB[metrics]\fR are set up at start only: a reload that changes them logs a warning naming them.
 .TP
 .BR SIGTERM ", " SIGINT
 Stop: running work gets 2 seconds to finish.

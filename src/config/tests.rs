@@ -298,3 +298,38 @@ fn a_missing_network_or_interface_is_an_error_naming_the_file() {
     let err = parse(no_iface).unwrap_err();
     assert!(err.contains("[dhcp] needs an interface"), "{err}");
 }
+
+#[test]
+fn a_reload_names_the_sections_that_wait_for_a_restart() {
+    let running = parse("[metrics]\nlisten = \"127.0.0.1:9153\"\n").unwrap();
+    let same = parse("[dns]\nlocal_ttl = 5\n\n[metrics]\nlisten = \"127.0.0.1:9153\"\n").unwrap();
+    assert!(running.changes_awaiting_restart(&same).is_empty());
+    let moved = parse("[metrics]\nlisten = \"127.0.0.1:9154\"\n").unwrap();
+    assert_eq!(running.changes_awaiting_restart(&moved), ["[metrics]"]);
+    let publishing = parse(concat!(
+        "[metrics]\nlisten = \"127.0.0.1:9153\"\n\n",
+        "[dhcp]\ninterface = \"virbr0\"\n[[dhcp.range]]\n",
+        "start = \"192.168.122.2\"\nend = \"192.168.122.9\"\n\n",
+        "[publish]\nserver = \"192.0.2.1\"\nzone = \"vm.example\"\nkey_file = \"/etc/virtdns/key\"\n",
+    ))
+    .unwrap();
+    let publishing_too = parse(concat!(
+        "[metrics]\nlisten = \"127.0.0.1:9153\"\n\n",
+        "[dhcp]\ninterface = \"virbr0\"\n[[dhcp.range]]\n",
+        "start = \"192.168.122.2\"\nend = \"192.168.122.9\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        publishing_too.changes_awaiting_restart(&publishing),
+        ["[publish]"]
+    );
+    assert_eq!(
+        running.changes_awaiting_restart(&publishing),
+        ["[publish]"],
+        "a [dhcp] section alone needs no restart"
+    );
+    assert_eq!(
+        publishing.changes_awaiting_restart(&Config::default()),
+        ["[publish]", "[metrics]"]
+    );
+}
