@@ -88,7 +88,9 @@ supervisor to restart it).
 "#;
 
 fn main() -> std::io::Result<()> {
-    let Some(out) = std::env::args_os().nth(1).map(PathBuf::from) else {
+    let out = std::env::args_os().nth(1).map(PathBuf::from);
+    // A flag is not a folder: `virtdns-docs --help` must not write into ./--help.
+    let Some(out) = out.filter(|o| !o.to_string_lossy().starts_with('-')) else {
         eprintln!("usage: virtdns-docs OUT_DIR  (writes man/virtdns.8 and completions/)");
         std::process::exit(2);
     };
