@@ -4,60 +4,66 @@
 //! ACK waiting on that commit also waits for the copy of the whole log into the database file
 //! and its fsync: the slowest 1 % of REQUEST->ACK under load (bench/dhcp at 8 000/s: p99
 //! 4.3-5.7 ms with it, 3.0-3.7 ms with no checkpoint at all). Here the automatic checkpoint is
-//! off, and once the log holds `CHECKPOINT_FRAMES` the writer nudges a thread of its own, which
-//! checkpoints PASSIVE on a second connection: it takes no write lock, so commits go on
-//! meanwhile. The writer reads the log's length (`mxFrame`) from the wal-index header in the
-//! `-shm` file, whose layout SQLite documents (walformat.html, 2.1): rusqlite's WAL hook would
-//! pass it, but needs SQLite 3.44, and Debian 12 has 3.40; the WAL file's size says nothing,
-//! as SQLite reuses the file from its start (cutting it back to zero each time instead made
-//! every fsync pay for growing it: p99 37-48 ms at 8 000/s).
+//! off; after each commit the writer nudges a thread of its own, which checkpoints PASSIVE on a
+//! second connection, at most once per `PASS_INTERVAL`: a passive checkpoint takes no write
+//! lock, so commits go on meanwhile. The thread learns the log's length from each pass.
 //!
 //! A passive checkpoint cannot catch up with a writer that keeps appending, and the log starts
 //! again from its beginning only once all of it is in the database; with passes alone the log
-//! grew by ~12 MB a second at 8 000 leases/s. Nor can another connection force the catch-up: a
+//! grew by ~6 MB a second at 8 000 leases/s. Nor can another connection force the catch-up: a
 //! FULL checkpoint waits for a gap between commits that a busy writer never leaves (it timed
-//! out, and the log grew on). So past `RESTART_FRAMES` the writer itself finishes the job,
-//! after a pass and between two of its own commits, with the ACKs of the commit before already
-//! sent: it copies only what was committed during the pass, and its next commit starts the
-//! log afresh.
+//! out, and the log grew on). So once a pass finds `RESTART_FRAMES` in the log, the writer
+//! itself finishes the job, between two of its own commits, with the ACKs of the commit before
+//! already sent: it copies what was committed since the pass, and its next commit starts the
+//! log afresh (unless a reader still holds an older snapshot: then the next pass tries again).
+//!
+//! Nothing here opens the `-shm` file itself: closing any handle to it would drop SQLite's
+//! POSIX locks on it (sqlite.org/howtocorrupt.html 2.2). rusqlite's WAL hook, which would give
+//! the log's length directly, needs SQLite 3.44, and Debian 12 has 3.40.
 
 use rusqlite::Connection;
 use rusqlite::wal::CheckpointMode;
 use std::ffi::c_int;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::StoreError;
 
-/// WAL frames after which a commit asks for a checkpoint (SQLite's own automatic threshold;
-/// tests use a smaller one, to see the log start again in a few thousand commits).
+/// WAL frames after which the log is made to start again (tests use a smaller figure, to see
+/// it start again within a few thousand commits).
 #[cfg(not(test))]
-pub(super) const CHECKPOINT_FRAMES: c_int = 1000;
+pub(super) const RESTART_FRAMES: c_int = 4000;
 #[cfg(test)]
-pub(super) const CHECKPOINT_FRAMES: c_int = 100;
+pub(super) const RESTART_FRAMES: c_int = 400;
 
-/// WAL frames after which the log is made to start again.
-pub(super) const RESTART_FRAMES: c_int = 4 * CHECKPOINT_FRAMES;
+/// Least time between two passes of the checkpoint thread: under load a pass copies what this
+/// long brought, and costs one fsync of the database file. (Tests commit on tmpfs, thousands a
+/// second: they keep passes close so the log's bound stays near `RESTART_FRAMES`.)
+#[cfg(not(test))]
+const PASS_INTERVAL: Duration = Duration::from_millis(100);
+#[cfg(test)]
+const PASS_INTERVAL: Duration = Duration::from_millis(2);
 
-/// Where the wal-index header keeps `mxFrame`, the frames committed to the log (a u32 in the
-/// machine's byte order; walformat.html 2.1).
-const MX_FRAME_AT: u64 = 16;
+/// Failed passes in a row (five seconds of them under load) after which checkpoints go back
+/// inside commits.
+const GIVE_UP_AFTER: u32 = 50;
 
-/// Bytes of WAL file kept when the log starts again (SQLite's `journal_size_limit`).
-const WAL_SIZE_LIMIT: i64 = 16 << 20;
+/// What the checkpoint thread tells the writer.
+#[derive(Default)]
+struct Signals {
+    /// A pass left the restart to the writer; the thread starts no pass while it is set.
+    writers_turn: AtomicBool,
+    /// Passes keep failing (or the thread stopped): checkpoints go back inside commits.
+    given_up: AtomicBool,
+}
 
 /// The writer's side of the checkpointing.
 pub(super) struct Checkpoints {
-    /// Set by the checkpoint thread after a pass that leaves the restart to the writer; the
-    /// thread starts no pass while it is set.
-    writers_turn: Arc<AtomicBool>,
-    /// The wal-index (`-shm`) file; `None` for checkpoints inside commits.
-    index: Option<File>,
-    /// Asks the checkpoint thread for a pass.
+    signals: Arc<Signals>,
+    /// Asks the checkpoint thread for a pass; `None` for checkpoints inside commits.
     nudge: Option<mpsc::SyncSender<()>>,
 }
 
@@ -75,33 +81,24 @@ impl Checkpoints {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::NotWal(mode));
         }
-        let mut index = path.clone().into_os_string();
-        index.push("-shm");
-        let index = File::open(&index).map_err(|source| StoreError::Index {
-            path: PathBuf::from(&index).display().to_string(),
-            source,
-        })?;
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        // The checkpointing connection's own setting decides whether the database file is
+        // synced before the log may be reused: never leave it to how SQLite was built.
+        side.pragma_update(None, "synchronous", "FULL")?;
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        // Room for a full log and what comes during the passes that end it, so the file is
+        // reused as it is rather than cut back and grown again.
+        let size_limit = 2 * i64::from(RESTART_FRAMES) * (page + 24);
+        conn.pragma_update(None, "journal_size_limit", size_limit)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let writers_turn = Arc::new(AtomicBool::new(false));
+        let signals = Arc::new(Signals::default());
         let (nudge, nudged) = mpsc::sync_channel::<()>(1);
-        let turn = writers_turn.clone();
+        let shared = signals.clone();
         std::thread::Builder::new()
             .name("lease-checkpoint".into())
-            .spawn(move || {
-                while nudged.recv().is_ok() {
-                    if turn.load(Ordering::Acquire) {
-                        continue;
-                    }
-                    if passive(&side).is_some_and(|frames| frames >= RESTART_FRAMES) {
-                        turn.store(true, Ordering::Release);
-                    }
-                }
-            })
+            .spawn(move || passes(&side, &nudged, &shared))
             .expect("lease checkpoint thread");
         Ok(Checkpoints {
-            writers_turn,
-            index: Some(index),
+            signals,
             nudge: Some(nudge),
         })
     }
@@ -109,45 +106,76 @@ impl Checkpoints {
     /// SQLite's automatic checkpoint, inside commits (where a second connection cannot be had).
     pub(super) fn inline() -> Checkpoints {
         Checkpoints {
-            writers_turn: Arc::new(AtomicBool::new(false)),
-            index: None,
+            signals: Arc::default(),
             nudge: None,
         }
     }
 
+    /// Whether checkpoints run beside the writer.
+    #[cfg(test)]
+    pub(super) fn beside(&self) -> bool {
+        self.nudge.is_some()
+    }
+
     /// Called by the writer between commits, once the last one's ACKs are released: finishes
-    /// the checkpoint when it is the writer's turn, or asks for a pass when the log is long.
+    /// the checkpoint when it is the writer's turn, or asks for a pass.
     pub(super) fn after_commit(&mut self, conn: &Connection) {
-        if self.writers_turn.load(Ordering::Acquire) {
-            passive(conn);
-            self.writers_turn.store(false, Ordering::Release);
+        let Some(nudge) = &self.nudge else { return };
+        if self.signals.writers_turn.load(Ordering::Acquire) {
+            // Nothing else writes now; a reader on an older snapshot may still hold part of
+            // the log back, and the next pass finds that.
+            let _ = passive(conn);
+            self.signals.writers_turn.store(false, Ordering::Release);
             return;
         }
-        let (Some(index), Some(nudge)) = (&self.index, &self.nudge) else {
-            return;
-        };
-        let mut frames = [0; 4];
-        // Read without SQLite's lock: a torn read only moves a pass by one commit.
-        if index.read_exact_at(&mut frames, MX_FRAME_AT).is_ok()
-            && u32::from_ne_bytes(frames) >= CHECKPOINT_FRAMES as u32
-        {
-            // Full: a pass is already due, and will cover this commit too.
-            if let Err(mpsc::TrySendError::Disconnected(())) = nudge.try_send(()) {
-                tracing::error!(
-                    "lease checkpoint thread has stopped; checkpoints go back inside commits"
-                );
-                if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_FRAMES) {
-                    tracing::error!(error = %e, "lease database: checkpoints cannot be turned back on");
+        let stopped = matches!(
+            nudge.try_send(()),
+            Err(mpsc::TrySendError::Disconnected(()))
+        );
+        if stopped || self.signals.given_up.load(Ordering::Acquire) {
+            tracing::error!("lease database checkpoints go back inside commits");
+            if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 1000) {
+                tracing::error!(error = %e, "lease database: checkpoints cannot be turned back on");
+            }
+            *self = Checkpoints::inline();
+        }
+    }
+}
+
+/// The checkpoint thread: a pass per nudge, at most one per `PASS_INTERVAL`.
+fn passes(side: &Connection, nudged: &mpsc::Receiver<()>, signals: &Signals) {
+    let mut failures = 0;
+    let mut last = None::<Instant>;
+    while nudged.recv().is_ok() {
+        if signals.writers_turn.load(Ordering::Acquire) {
+            continue;
+        }
+        if let Some(wait) = last.and_then(|t: Instant| PASS_INTERVAL.checked_sub(t.elapsed())) {
+            std::thread::sleep(wait);
+        }
+        last = Some(Instant::now());
+        match passive(side) {
+            Some(frames) => {
+                failures = 0;
+                if frames >= RESTART_FRAMES {
+                    signals.writers_turn.store(true, Ordering::Release);
                 }
-                *self = Checkpoints::inline();
+            }
+            None => {
+                failures += 1;
+                if failures == GIVE_UP_AFTER {
+                    tracing::error!(failures, "lease database checkpoints keep failing");
+                    signals.given_up.store(true, Ordering::Release);
+                    return;
+                }
             }
         }
     }
 }
 
-/// Copies what it can of the log into the database; returns the frames in the log. The next
-/// pass tries again after a failure: one that found the log busy (the writer starting it
-/// afresh) is routine.
+/// Copies what it can of the log into the database; returns the frames in the log. SQLITE_BUSY
+/// (another checkpoint running, or a commit updating the log's index at that moment) is
+/// routine once in a while: the next pass tries again.
 fn passive(conn: &Connection) -> Option<c_int> {
     match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
         Ok((frames, _)) => Some(frames),
