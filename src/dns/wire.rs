@@ -21,6 +21,7 @@
 //! +--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+
 //! ```
 
+use std::ops::Range;
 use thiserror::Error;
 
 /// Size of the fixed DNS header (RFC 1035 4.1.1).
@@ -757,8 +758,9 @@ pub struct ReplyInfo {
     pub(crate) soa_labels: Option<u8>,
     /// Where its OPT record sits, if it has one.
     pub opt: Option<OptSpan>,
-    /// Where its TSIG record sits (start, end), if it has one in the additional section.
-    pub signature: Option<(usize, usize)>,
+    /// Where its TSIG records sit in the additional section, if it has any: from the first
+    /// one's start to the last one's end (RFC 8945 allows one, last; any other goes with it).
+    pub signature: Option<Range<usize>>,
 }
 
 /// Checks that `reply` answers `q` (ID and question) and reads what the forwarder needs.
@@ -822,7 +824,10 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
         }
         if r.rtype == TYPE_TSIG && r.section == Section::Additional {
             // Like OPT, it belongs to the exchange with the upstream, not to the answer.
-            signature.get_or_insert((r.start, r.rdata.end));
+            let start = signature
+                .as_ref()
+                .map_or(r.start, |s: &Range<usize>| s.start);
+            signature = Some(start..r.rdata.end);
             return Ok(());
         }
         ttl_offsets.push(u16::try_from(r.ttl_at).map_err(|_| WireError::Truncated)?);
@@ -894,7 +899,7 @@ fn end_of_records(reply: &[u8], info: &ReplyInfo) -> Option<usize> {
         Some(question_end),
         last,
         info.opt.map(|o| o.end),
-        info.signature.map(|(_, end)| end),
+        info.signature.as_ref().map(|s| s.end),
     ]
     .into_iter()
     .flatten()
@@ -915,7 +920,7 @@ pub fn strip_hop_by_hop(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
         reply.truncate(end);
     }
     let opt = info.opt.take().map(|o| o.start);
-    let signature = info.signature.take().map(|(start, _)| start);
+    let signature = info.signature.take().map(|s| s.start);
     if let Some(cut) = opt.into_iter().chain(signature).min() {
         reply.truncate(cut);
         info.ttl_offsets.retain(|&off| (off as usize) < cut);

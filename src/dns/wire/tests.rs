@@ -429,6 +429,31 @@ fn records_after_a_first_tsig_go_with_it_and_arcount_counts_what_is_left() {
     Message::from_vec(&r).expect("hickory reads what is stored");
 }
 
+/// Two TSIG records with the second last: the span runs to the end of the last one, so the
+/// reply's end is found without walking it again (`end_of_records` checks that in debug builds).
+#[test]
+fn a_second_tsig_last_is_inside_the_signature_span() {
+    let q = query_bytes("a.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
+    r.truncate(r.len() - OPT_LEN);
+    let glue = [0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 9];
+    let tsig = [
+        3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 2, 1, 2,
+    ];
+    let first = r.len() + glue.len();
+    for part in [&glue[..], &tsig, &glue, &tsig] {
+        r.extend_from_slice(part);
+    }
+    set_count(&mut r, 3, 4);
+    r.extend_from_slice(b"trailing");
+    let mut info = read_reply(&r, &pq, 0x1234).unwrap();
+    assert_eq!(info.signature, Some(first..r.len() - b"trailing".len()));
+    strip_hop_by_hop(&mut r, &mut info);
+    assert_eq!((ancount(&r), arcount(&r)), (1, 1));
+    assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
+}
+
 // ---- cookies and 0x20 -----------------------------------------------------------------------
 
 /// A name's wire form, spelled as given.
