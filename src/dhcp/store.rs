@@ -36,14 +36,6 @@ pub enum StoreError {
     /// The database is not in WAL mode (the file system refused it).
     #[error("lease database is in journal mode {0}, not WAL")]
     NotWal(String),
-    /// The WAL index (`-shm`) file, read to time checkpoints, cannot be opened.
-    #[error("lease database index {path}: {source}")]
-    Index {
-        /// The index file.
-        path: String,
-        /// Why it cannot be opened.
-        source: std::io::Error,
-    },
     /// The writer thread has stopped: nothing more is made durable.
     #[error("lease database writer has stopped")]
     Stopped,
@@ -295,6 +287,13 @@ mod tests {
         }))
     }
 
+    /// An empty folder of its own for a test's database, and the database's path in it.
+    fn scratch(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("virtdns-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (dir.clone(), dir.join("leases.sqlite"))
+    }
+
     fn lease(n: u8) -> Lease {
         Lease {
             addr: Ipv4Addr::new(198, 18, 0, n),
@@ -307,9 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn committed_leases_survive_reopening() {
-        let dir = std::env::temp_dir().join(format!("virtdns-store-{}", std::process::id()));
-        let path = dir.join("leases.sqlite");
-        let _ = std::fs::remove_dir_all(&dir);
+        let (dir, path) = scratch("store");
         let store = Store::start(open(&path).unwrap());
         let commits = (1..=50).map(|n| {
             let store = store.clone();
@@ -342,9 +339,7 @@ mod tests {
     /// automatic checkpoint off, only the checkpoint thread and the writer's turns do.
     #[tokio::test]
     async fn the_checkpointer_copies_the_wal_into_the_database() {
-        let dir = std::env::temp_dir().join(format!("virtdns-ckpt-{}", std::process::id()));
-        let path = dir.join("leases.sqlite");
-        let _ = std::fs::remove_dir_all(&dir);
+        let (dir, path) = scratch("ckpt");
         let store = beside(open(&path).unwrap());
         let empty = std::fs::metadata(&path).unwrap().len();
         for n in 0..50 {
@@ -368,9 +363,7 @@ mod tests {
     /// RESTART_FRAMES pages, where passive passes alone let it grow with every commit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_starts_again_under_a_writer_that_never_pauses() {
-        let dir = std::env::temp_dir().join(format!("virtdns-restart-{}", std::process::id()));
-        let path = dir.join("leases.sqlite");
-        let _ = std::fs::remove_dir_all(&dir);
+        let (dir, path) = scratch("restart");
         let store = beside(open(&path).unwrap());
         let wal = dir.join("leases.sqlite-wal");
         let mut largest = 0;
