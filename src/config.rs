@@ -358,18 +358,30 @@ impl Config {
         Ok(config)
     }
 
-    /// The sections of `next` that differ from this configuration's and that only a start
-    /// applies: the name publisher and the metrics endpoint are set up once. (A changed
-    /// `[dns] listen` is reported by the DNS server's own reload.)
+    /// The settings of `next` that differ from this configuration's and that only a start
+    /// applies: sockets bound and parts built once (the listen addresses, the cache and the
+    /// forwarder's limit, the TCP listeners' limits, the name publisher, the metrics
+    /// endpoint).
     pub(crate) fn changes_awaiting_restart(&self, next: &Config) -> Vec<&'static str> {
-        let mut sections = Vec::new();
-        if next.publish != self.publish {
-            sections.push("[publish]");
-        }
-        if next.metrics != self.metrics {
-            sections.push("[metrics]");
-        }
-        sections
+        let (now, then) = (&self.dns, &next.dns);
+        [
+            ("[dns] listen", now.listen != then.listen),
+            ("[dns] cache_size", now.cache_size != then.cache_size),
+            ("[dns] max_inflight", now.max_inflight != then.max_inflight),
+            (
+                "[dns] tcp_max_connections",
+                now.tcp_max_connections != then.tcp_max_connections,
+            ),
+            (
+                "[dns] tcp_idle_timeout_ms",
+                now.tcp_idle_timeout_ms != then.tcp_idle_timeout_ms,
+            ),
+            ("[publish]", self.publish != next.publish),
+            ("[metrics]", self.metrics != next.metrics),
+        ]
+        .into_iter()
+        .filter_map(|(setting, changed)| changed.then_some(setting))
+        .collect()
     }
 
     /// The zone guests' names are published in: `[publish] zone`, else the DHCP domain.

@@ -180,10 +180,10 @@ fn reload(
     if waiting.is_empty() {
         crate::notify::reloaded("configuration reloaded");
     } else {
-        let sections = waiting.join(" and ");
-        tracing::warn!("{sections} changed: the change takes effect at the next start");
+        let settings = waiting.join(", ");
+        tracing::warn!("{settings} changed: applied at the next start, not by a reload");
         crate::notify::reloaded(&format!(
-            "configuration reloaded; {sections} changes wait for a restart"
+            "configuration reloaded; {settings} wait for a restart"
         ));
     }
     server.reload(config.dns.clone());

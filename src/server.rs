@@ -116,13 +116,10 @@ impl Server {
     }
 
     /// Applies new `[dns]` settings (SIGHUP): clients answered, local names and routes are
-    /// rebuilt where their settings changed, and only then is the cache emptied. Listen
-    /// addresses and TCP limits take effect at the next start.
+    /// rebuilt where their settings changed, and only then is the cache emptied. What only a
+    /// start applies is named by `Config::changes_awaiting_restart`.
     pub(crate) fn reload(&self, dns: DnsConfig) {
         let old = self.dns();
-        if dns.listen != old.listen {
-            tracing::warn!("[dns] listen changed: the new addresses take effect at the next start");
-        }
         let local_changed = dns.domain != old.domain
             || dns.records != old.records
             || dns.hosts != old.hosts

@@ -332,4 +332,17 @@ fn a_reload_names_the_sections_that_wait_for_a_restart() {
         publishing.changes_awaiting_restart(&Config::default()),
         ["[publish]", "[metrics]"]
     );
+    let elsewhere = parse(concat!(
+        "[dns]\nlisten = [\"127.0.0.1:5353\"]\ncache_size = 10\ntcp_idle_timeout_ms = 500\n\n",
+        "[metrics]\nlisten = \"127.0.0.1:9153\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        running.changes_awaiting_restart(&elsewhere),
+        [
+            "[dns] listen",
+            "[dns] cache_size",
+            "[dns] tcp_idle_timeout_ms"
+        ]
+    );
 }
