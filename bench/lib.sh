@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Shared by bench/dhcp, bench/dns and bench/publish (sourced, not run): equal socket receive
-# buffers for every server a bench compares, and reading back what the kernel gave each socket.
+# buffers for every server a bench compares, and reading back what the kernel gave each socket
+# (rcvbuf_check, which uses the caller's $buf).
 #
 # net.core.rmem_default/rmem_max are NOT per network namespace on this kernel (inside
 # `unshare -n` they are read-only copies of the host's; `sysctl -w` there fails with EINVAL and
@@ -34,4 +35,23 @@ rcvbuf_restore() {
 # kernel gave it (ss's skmem rb), in bytes.
 socket_rb() {
   ss -lumnH "sport = :$1" | awk '/^UNCONN/{a=$4} /skmem/{match($0, /rb[0-9]+/); print a, substr($0, RSTART + 2, RLENGTH - 2)}'
+}
+
+# Checks that every UDP socket on port $2 (only the one at address $3, when given) has the
+# receive buffer $buf, and records the first one's address and size for $1 in the file
+# $rcvbuf_table (default rb.txt; "who socket rb" lines, the bench's table). Says why and
+# returns 1 if a socket differs, or if there is none.
+# shellcheck disable=SC2154 # $buf is the caller's, the size every socket must have
+rcvbuf_check() { # who port [address]
+  local who=$1 port=$2 addr=${3:-} table=${rcvbuf_table:-rb.txt} sock rb seen=""
+  while read -r sock rb; do
+    [ -z "$addr" ] || [ "$sock" = "$addr:$port" ] || continue
+    seen=1
+    if [ "$rb" != "$buf" ]; then
+      echo "$who's socket $sock has rb $rb, not $buf: receive buffers would differ" >&2
+      return 1
+    fi
+    grep -q "^$who " "$table" 2>/dev/null || printf '%-9s %-22s %10s\n' "$who" "$sock" "$rb" >>"$table"
+  done < <(socket_rb "$port")
+  [ -n "$seen" ] || { echo "$who: no socket on port $port${addr:+ at $addr} to read the receive buffer of" >&2; return 1; }
 }
