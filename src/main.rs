@@ -13,9 +13,9 @@ use virtdns::server::Server;
 
 /// jemalloc, not glibc's malloc. The cache keeps small answers for minutes among a stream of
 /// short-lived per-query buffers spread over several threads; glibc's arenas fragment under
-/// that mix and keep it resident (100 000 cached answers held 326-400 MB RSS; at 20 000 names
-/// heaptrack saw 9 MB of live heap where RSS was 86 MB; no glibc tunable helped), where
-/// jemalloc stays near the live heap (42 MB for 100 000) and spends less CPU per query.
+/// that mix and keep it resident (in bench/dns, 100 000 cached answers held 326 MB RSS; at
+/// 20 000 names heaptrack saw 9 MB of live heap where RSS was 86 MB; no glibc tunable helped),
+/// where jemalloc stays near the live heap (42 MB for 100 000) and spends less CPU per query.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
