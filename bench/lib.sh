@@ -12,8 +12,15 @@
 # SO_RCVBUFFORCE for 4 MiB, which the kernel also doubles: BUF=8388608 makes them all equal.
 
 # Sets the host's rmem_default=$1 and rmem_max=$1/2, remembering the old values for
-# rcvbuf_restore (the caller traps EXIT with it). Needs root.
+# rcvbuf_restore (the caller traps EXIT with it). Needs root. One bench at a time: a second
+# would take the first one's values for the host's own and put them back at its exit (and
+# the two would measure each other's load), so it stops here while another holds the lock.
 rcvbuf_set() {
+  exec {rcvbuf_lock}>/run/virtdns-bench.lock
+  if ! flock -n "$rcvbuf_lock"; then
+    echo "another bench is running (it holds /run/virtdns-bench.lock); run one at a time" >&2
+    return 1
+  fi
   rcvbuf_old_def=$(cat /proc/sys/net/core/rmem_default)
   rcvbuf_old_max=$(cat /proc/sys/net/core/rmem_max)
   echo "$1" >/proc/sys/net/core/rmem_default
