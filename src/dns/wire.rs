@@ -817,17 +817,14 @@ fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError
     let mut negative_ttl: Option<u32> = None;
     let mut soa_labels: Option<u8> = None;
     let mut opt = None;
-    let mut signature = None;
+    let mut signature: Option<Range<usize>> = None;
     walk_records(p, question_end, |r| {
         if r.rtype == TYPE_OPT {
             return note_opt(p, &r, &mut opt);
         }
         if r.rtype == TYPE_TSIG && r.section == Section::Additional {
             // Like OPT, it belongs to the exchange with the upstream, not to the answer.
-            let start = signature
-                .as_ref()
-                .map_or(r.start, |s: &Range<usize>| s.start);
-            signature = Some(start..r.rdata.end);
+            signature = Some(signature.take().map_or(r.start, |s| s.start)..r.rdata.end);
             return Ok(());
         }
         ttl_offsets.push(u16::try_from(r.ttl_at).map_err(|_| WireError::Truncated)?);

@@ -401,21 +401,42 @@ fn an_upstream_tsig_goes_like_the_opt() {
     assert!(m.edns.is_some() && m.signature().is_none());
 }
 
-#[test]
-fn records_after_a_first_tsig_go_with_it_and_arcount_counts_what_is_left() {
+/// A record of the additional section of `with_additional`'s reply.
+#[derive(Clone, Copy)]
+enum Extra {
+    /// An A record for the question's name.
+    Glue,
+    /// A TSIG record (its RDATA is not a real signature).
+    Tsig,
+}
+
+/// A reply to `a.example. A` with one answer, no OPT, and `extras` as its additional section:
+/// the query's parse, the reply, and where each extra record starts.
+fn with_additional(extras: &[Extra]) -> (Query, Vec<u8>, Vec<usize>) {
     let q = query_bytes("a.example.", RecordType::A, None);
     let pq = parse_query(&q).unwrap();
     let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
     r.truncate(r.len() - OPT_LEN);
-    // Additional: an A record, a TSIG, then a malformed second TSIG and another A record.
     let glue = [0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 9];
     let tsig = [
         3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 2, 1, 2,
     ];
-    for part in [&glue[..], &tsig, &tsig, &glue] {
-        r.extend_from_slice(part);
+    let mut starts = Vec::new();
+    for extra in extras {
+        starts.push(r.len());
+        r.extend_from_slice(match extra {
+            Extra::Glue => &glue[..],
+            Extra::Tsig => &tsig[..],
+        });
     }
-    set_count(&mut r, 3, 4);
+    set_count(&mut r, 3, extras.len() as u16);
+    (pq, r, starts)
+}
+
+#[test]
+fn records_after_a_first_tsig_go_with_it_and_arcount_counts_what_is_left() {
+    // Additional: an A record, a TSIG, then a malformed second TSIG and another A record.
+    let (pq, mut r, _) = with_additional(&[Extra::Glue, Extra::Tsig, Extra::Tsig, Extra::Glue]);
     let mut info = read_reply(&r, &pq, 0x1234).unwrap();
     assert_eq!(info.ttl_offsets.len(), 3, "answer and two glue records");
     strip_hop_by_hop(&mut r, &mut info);
@@ -433,19 +454,9 @@ fn records_after_a_first_tsig_go_with_it_and_arcount_counts_what_is_left() {
 /// reply's end is found without walking it again (`end_of_records` checks that in debug builds).
 #[test]
 fn a_second_tsig_last_is_inside_the_signature_span() {
-    let q = query_bytes("a.example.", RecordType::A, None);
-    let pq = parse_query(&q).unwrap();
-    let mut r = reply_bytes(&q, &[(300, [192, 0, 2, 1])], None, Rcode::NOERROR);
-    r.truncate(r.len() - OPT_LEN);
-    let glue = [0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 9];
-    let tsig = [
-        3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 2, 1, 2,
-    ];
-    let first = r.len() + glue.len();
-    for part in [&glue[..], &tsig, &glue, &tsig] {
-        r.extend_from_slice(part);
-    }
-    set_count(&mut r, 3, 4);
+    let (pq, mut r, starts) =
+        with_additional(&[Extra::Glue, Extra::Tsig, Extra::Glue, Extra::Tsig]);
+    let first = starts[1];
     r.extend_from_slice(b"trailing");
     let mut info = read_reply(&r, &pq, 0x1234).unwrap();
     assert_eq!(info.signature, Some(first..r.len() - b"trailing".len()));
