@@ -62,3 +62,17 @@ rcvbuf_check() { # who port [address]
   done < <(socket_rb "$port")
   [ -n "$seen" ] || { echo "$who: no socket on port $port${addr:+ at $addr} to read the receive buffer of" >&2; return 1; }
 }
+
+# virtdns's metrics page (its [metrics] endpoint at $1, default 127.0.0.1:9153), on stdout.
+# Returns 1, saying so, when it cannot be read.
+metrics_scrape() { # [host:port]
+  local at=${1:-127.0.0.1:9153} body
+  if ! exec 3<>"/dev/tcp/${at%:*}/${at##*:}" 2>/dev/null; then
+    echo "virtdns's metrics at $at cannot be read" >&2
+    return 1
+  fi
+  printf 'GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n' >&3
+  body=$(cat <&3)
+  exec 3<&-
+  printf '%s\n' "$body"
+}
