@@ -105,6 +105,21 @@ impl Lab {
         };
         run(&mut guest.cmd(&["ip", "link", "set", "lo", "up"]));
         run(&mut guest.cmd(&["ip", "link", "set", "eth0", "address", &guest.mac, "up"]));
+        // The kernel applies a carrier change (the bridge's own carrier once its first port is
+        // up, the port's state, the guest's qdisc) from its link-watch work, for the bridge up
+        // to a second later when links changed just before; a frame sent earlier is dropped
+        // without a word (an OFFER sent into a bridge still without carrier, say). Wait until
+        // the bridge, its port and the guest's end all pass frames.
+        wait_until(
+            Duration::from_secs(5),
+            "guest link up and forwarding",
+            || {
+                link_line(&mut Command::new("ip"), &net.bridge).contains("state UP")
+                    && link_line(&mut Command::new("ip"), &host_end)
+                        .contains("bridge_slave state forwarding")
+                    && link_line(&mut guest.cmd(&["ip"]), "eth0").contains("state UP")
+            },
+        );
         guest
     }
 
@@ -312,4 +327,12 @@ impl Guest {
         std::fs::write(&rc, format!("nameserver {dns}\nsearch {search}\n")).unwrap();
         crate::clients::getent_with(self.cmd(&["unshare"]), &rc, name)
     }
+}
+
+/// `ip -d -o link show dev NAME` as run by `ip` (a plain or a guest's command), empty on failure.
+fn link_line(ip: &mut Command, name: &str) -> String {
+    ip.args(["-d", "-o", "link", "show", "dev", name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
