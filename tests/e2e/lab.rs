@@ -263,6 +263,22 @@ impl Lab {
     }
 
     /// Logs of every process, for a failure report.
+    /// Ends a scenario that passed: its processes stop and its folder goes, and the run's
+    /// folder with its last scenario (a failed scenario keeps its folder, for its files).
+    pub fn discard(self) {
+        let dir = self.dir.clone();
+        drop(self);
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(run) = dir.parent() {
+            let _ = std::fs::remove_dir(run);
+        }
+    }
+
+    /// The scenario's folder.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn logs(&self) -> String {
         let mut logs: Vec<String> = self
             .procs

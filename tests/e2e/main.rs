@@ -45,6 +45,7 @@ fn main() {
         let result = catch_unwind(AssertUnwindSafe(|| scenario(&mut lab)));
         match result {
             Ok(()) => {
+                lab.discard();
                 lab::record_outcome(name, lab::Outcome::Passed);
                 passed += 1;
                 println!(
@@ -54,13 +55,18 @@ fn main() {
             }
             Err(payload) => match payload.downcast::<lab::Skipped>() {
                 Ok(reason) => {
+                    lab.discard();
                     lab::record_outcome(name, lab::Outcome::Skipped(reason.0.clone()));
                     skipped += 1;
                     println!("test {name} ... skipped: {}", reason.0);
                 }
                 Err(_) => {
                     lab::record_outcome(name, lab::Outcome::Failed);
-                    println!("test {name} ... FAILED\n{}", lab.logs());
+                    println!(
+                        "test {name} ... FAILED (its files: {})\n{}",
+                        lab.dir().display(),
+                        lab.logs()
+                    );
                     failed.push(*name);
                 }
             },
