@@ -8,7 +8,7 @@ use crate::dhcp::pool::Pool;
 use crate::dhcp::rfc2131::Logged;
 use crate::dhcp::rfc2131::{self, Offerings};
 use crate::dhcp::socket;
-use crate::dhcp::store::{self, Change, LeaseLog, Pending, Store, StoreError};
+use crate::dhcp::store::{self, Change, LeaseLog, Store, StoreError};
 use crate::iface;
 use crate::libvirt::{StatusLease, write_status};
 use crate::metrics::shard::Direction;
@@ -62,6 +62,8 @@ pub(crate) struct DhcpServer {
     interface: String,
     client_port: u16,
     socket: UdpSocket,
+    /// Where a reply waits when the socket's send buffer is full.
+    runtime: tokio::runtime::Handle,
     names: watch::Sender<Names>,
     bad_input: Mutex<RateLimit>,
     /// libvirt's lease status file, rewritten after lease changes (`status_changed`).
@@ -159,6 +161,7 @@ impl DhcpServer {
             interface: cfg.interface.clone(),
             client_port: cfg.client_port,
             socket,
+            runtime: tokio::runtime::Handle::current(),
             names: watch::channel(names).0,
             bad_input: Mutex::new(RateLimit::default()),
             status_file,
@@ -194,7 +197,8 @@ impl DhcpServer {
         }
     }
 
-    /// Decides at once; waits for durability (in its own task) before replying.
+    /// Decides at once; a decision that changes a lease is replied to by the lease writer,
+    /// once the change is on disk.
     async fn handle(self: &Arc<Self>, raw: &[u8], source: SocketAddr) {
         let msg = match decode(raw) {
             Ok(m) => m,
@@ -227,12 +231,11 @@ impl DhcpServer {
             }
         };
         let Some(pending) = pending else {
-            self.send(send).await;
+            self.send(send);
             self.log(decision.event);
             return;
         };
-        let done = Durable {
-            pending,
+        let after = AfterCommit {
             names_changed: decision.names_changed,
             send,
             event: decision.event,
@@ -240,19 +243,20 @@ impl DhcpServer {
             seq,
         };
         let this = self.clone();
-        tokio::spawn(async move { this.when_durable(done).await });
+        pending.then(move |outcome| this.when_durable(outcome, after));
     }
 
-    /// Once a decision's changes are on disk: the reply goes out (unless a later decision
-    /// for the same client overtook it), the event is logged, names and the status file
-    /// follow. A change that cannot be made durable withholds the reply.
-    async fn when_durable(&self, done: Durable) {
-        if let Err(e) = done.pending.durable().await {
+    /// Once a decision's changes are on disk (run by the lease writer, right after its
+    /// commit): the reply goes out (unless a later decision for the same client overtook
+    /// it), the event is logged, names and the status file follow. A change that cannot be
+    /// made durable withholds the reply.
+    fn when_durable(self: &Arc<Self>, outcome: Result<(), StoreError>, done: AfterCommit) {
+        if let Err(e) = outcome {
             tracing::error!(error = %e, "lease not durable; withholding the reply");
             return;
         }
         if self.pool.lock().unwrap().is_latest(&done.client, done.seq) {
-            self.send(done.send).await;
+            self.send(done.send);
             self.log(done.event);
         } else {
             tracing::debug!("reply not sent: a later decision for the same client overtook it");
@@ -299,13 +303,25 @@ impl DhcpServer {
         }
     }
 
-    async fn send(&self, send: Option<Reply>) {
+    /// Sends a reply now, from whichever thread decided or committed it; only when the
+    /// socket's buffer is full does a task on the runtime wait to send it.
+    fn send(self: &Arc<Self>, send: Option<Reply>) {
         let Some((bytes, dest, kind)) = send else {
             return;
         };
-        match socket::deliver(&self.socket, &self.interface, &bytes, dest).await {
-            Ok(()) => crate::metrics::dhcp(Direction::Sent, kind),
-            Err(e) => tracing::warn!(error = %e, ?dest, "cannot send DHCP reply"),
+        let target = socket::target(&self.socket, &self.interface, dest);
+        match self.socket.try_send_to(&bytes, target) {
+            Ok(_) => crate::metrics::dhcp(Direction::Sent, kind),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let this = self.clone();
+                self.runtime.spawn(async move {
+                    match this.socket.send_to(&bytes, target).await {
+                        Ok(_) => crate::metrics::dhcp(Direction::Sent, kind),
+                        Err(e) => tracing::warn!(error = %e, %target, "cannot send DHCP reply"),
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, %target, "cannot send DHCP reply"),
         }
     }
 
@@ -446,9 +462,8 @@ fn misasserted_option(raw: &[u8]) -> Option<u8> {
     }
 }
 
-/// A decision waiting for its changes to be durable.
-struct Durable {
-    pending: Pending,
+/// What a decision does once its changes are durable.
+struct AfterCommit {
     names_changed: bool,
     send: Option<Reply>,
     event: Option<rfc2131::LeaseEvent>,

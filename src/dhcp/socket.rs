@@ -81,14 +81,9 @@ pub(crate) fn bind(interface: &str, port: u16) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Sends `bytes` to `dest` through `socket`, bound to `interface`.
-pub(crate) async fn deliver(
-    socket: &UdpSocket,
-    interface: &str,
-    bytes: &[u8],
-    dest: Destination,
-) -> io::Result<()> {
-    let target = match dest {
+/// The address to send a reply for `dest` to, through `socket`, bound to `interface`.
+pub(crate) fn target(socket: &UdpSocket, interface: &str, dest: Destination) -> SocketAddr {
+    match dest {
         Destination::Relay(a) | Destination::Unicast(a) => a,
         Destination::Broadcast(port) => SocketAddr::from((Ipv4Addr::BROADCAST, port)),
         Destination::Hardware { addr, mac, port } => {
@@ -100,8 +95,7 @@ pub(crate) async fn deliver(
                 }
             }
         }
-    };
-    socket.send_to(bytes, target).await.map(|_| ())
+    }
 }
 
 /// Adds `addr` → `mac` to the kernel's ARP table for `interface` (SIOCSARP).

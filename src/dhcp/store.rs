@@ -5,16 +5,18 @@
 //! beside it (`checkpoint`), outside the commits ACKs wait for.
 
 mod checkpoint;
+mod pending;
 
 use crate::dhcp::pool::Lease;
 use crate::types::Mac;
 use checkpoint::Checkpoints;
+pub(crate) use pending::Pending;
+use pending::Settle;
 use rusqlite::{Connection, params};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::mpsc;
 use thiserror::Error;
-use tokio::sync::oneshot;
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -36,6 +38,9 @@ pub enum StoreError {
     /// The database is not in WAL mode (the file system refused it).
     #[error("lease database is in journal mode {0}, not WAL")]
     NotWal(String),
+    /// A commit failed (SQLite's error, as the writer logged it).
+    #[error("lease database commit failed: {0}")]
+    Commit(String),
     /// The writer thread has stopped: nothing more is made durable.
     #[error("lease database writer has stopped")]
     Stopped,
@@ -50,7 +55,7 @@ pub enum Change {
     Remove(Ipv4Addr),
 }
 
-type Job = (Vec<Change>, oneshot::Sender<Result<(), String>>);
+type Job = (Vec<Change>, Settle);
 
 /// Handle to the writer thread.
 #[derive(Clone)]
@@ -172,33 +177,18 @@ pub(crate) trait LeaseLog {
     fn enqueue(&self, changes: Vec<Change>) -> Self::Pending;
 }
 
-/// Changes queued to the writer, not yet known to be on disk.
-pub(crate) struct Pending(Option<oneshot::Receiver<Result<(), String>>>);
-
-impl Pending {
-    /// Waits until the changes are committed to disk.
-    pub(crate) async fn durable(self) -> Result<(), StoreError> {
-        let Some(wait) = self.0 else {
-            return Err(StoreError::Stopped);
-        };
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Sql(rusqlite::Error::InvalidParameterName(e))),
-            Err(_) => Err(StoreError::Stopped),
-        }
-    }
-}
-
 impl LeaseLog for Store {
     type Pending = Pending;
 
     fn enqueue(&self, changes: Vec<Change>) -> Pending {
-        let (done, wait) = oneshot::channel();
         if changes.is_empty() {
-            let _ = done.send(Ok(()));
-            return Pending(Some(wait));
+            return Pending::done();
         }
-        Pending(self.jobs.send((changes, done)).ok().map(|()| wait))
+        let (settle, pending) = pending::job();
+        // A job the writer can no longer take comes back and is dropped: its Settle then
+        // fails it (`StoreError::Stopped`).
+        let _ = self.jobs.send((changes, settle));
+        pending
     }
 }
 
@@ -218,8 +208,9 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>, mut checkpoints: Che
             tracing::error!(error = %e, "lease database write failed; ACKs withheld");
             e.to_string()
         });
-        for (_, done) in batch {
-            let _ = done.send(result.clone());
+        // ACKs go out from here, in the continuations their decisions handed over.
+        for (_, settle) in batch {
+            settle.settle(result.clone().map_err(StoreError::Commit));
         }
         checkpoints.after_commit(&conn);
     }
