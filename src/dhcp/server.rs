@@ -69,6 +69,9 @@ pub(crate) struct DhcpServer {
     /// libvirt's lease status file, rewritten after lease changes (`status_changed`).
     status_file: Option<PathBuf>,
     status_changed: Notify,
+    /// Guest names changed: `names_loop` publishes them again (a burst of changes is one
+    /// rebuild, off the lease writer that sends the ACKs).
+    names_changed: Notify,
     /// When the expiry loop wakes next (Unix seconds), and how to wake it sooner.
     expiry_wake: AtomicU64,
     expiry_changed: Notify,
@@ -166,6 +169,7 @@ impl DhcpServer {
             bad_input: Mutex::new(RateLimit::default()),
             status_file,
             status_changed: Notify::new(),
+            names_changed: Notify::new(),
             expiry_wake: AtomicU64::new(0),
             expiry_changed: Notify::new(),
         })
@@ -184,6 +188,7 @@ impl DhcpServer {
     pub(crate) async fn run(self: Arc<Self>) {
         let _expiry = AbortOnDrop(tokio::spawn(self.clone().expire_loop()));
         let _status = AbortOnDrop(tokio::spawn(self.clone().status_loop()));
+        let _names = AbortOnDrop(tokio::spawn(self.clone().names_loop()));
         let mut buf = vec![0u8; 1500];
         loop {
             let (n, source) = match self.socket.recv_from(&mut buf).await {
@@ -263,7 +268,7 @@ impl DhcpServer {
         }
         self.status_changed.notify_one();
         if done.names_changed {
-            self.publish_names();
+            self.names_changed.notify_one();
         }
     }
 
@@ -330,6 +335,14 @@ impl DhcpServer {
         self.pool.lock().unwrap().usage(now())
     }
 
+    /// Publishes guest names again each time they change.
+    async fn names_loop(self: Arc<Self>) {
+        loop {
+            self.names_changed.notified().await;
+            self.publish_names();
+        }
+    }
+
     fn publish_names(&self) {
         let names = self.pool.lock().unwrap().names(now());
         self.names.send_if_modified(|current| {
@@ -387,7 +400,7 @@ impl DhcpServer {
             }
             self.status_changed.notify_one();
             if expired.iter().any(|l| l.name.is_some()) {
-                self.publish_names();
+                self.names_changed.notify_one();
             }
         }
     }
