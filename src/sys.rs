@@ -10,7 +10,8 @@
 //! They exist because none of our dependencies offers these calls: batched UDP
 //! (recvmmsg/sendmmsg, `dns::udp_batch`), an epoll set of our own watched by tokio
 //! (`dns::port_pool`), giving a kernel-chosen port back (`connect(AF_UNSPEC)`), the limit on
-//! open files, SO_RCVBUFFORCE (`ports`), SIOCSARP (`dhcp::socket`), getifaddrs and
+//! open files, SO_RCVBUFFORCE (`ports`), SIOCSARP and a bounded wait for room to send
+//! (poll(2), `dhcp::socket`), getifaddrs and
 //! if_nametoindex (`iface`, `resolv_conf`) and the clock tick (`metrics::record`).
 #![allow(unsafe_code)]
 
@@ -271,6 +272,20 @@ pub(crate) fn set_recv_buffer_force(socket: BorrowedFd<'_>, bytes: libc::c_int) 
         )
     })?;
     Ok(())
+}
+
+/// poll(2) for room to send on `fd`, at most `timeout`: whether there is room.
+pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut want = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one pollfd, owned by this frame for the whole call, and nfds = 1; `fd` is open
+    // for the call (borrowed).
+    let ready = check(unsafe { libc::poll(&mut want, 1, millis) })?;
+    Ok(ready > 0)
 }
 
 /// ioctl(SIOCSARP): adds `addr` at `mac` to the kernel's ARP table for `interface` (its

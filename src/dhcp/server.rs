@@ -62,8 +62,6 @@ pub(crate) struct DhcpServer {
     interface: String,
     client_port: u16,
     socket: UdpSocket,
-    /// Where a reply waits when the socket's send buffer is full.
-    runtime: tokio::runtime::Handle,
     names: watch::Sender<Names>,
     bad_input: Mutex<RateLimit>,
     /// libvirt's lease status file, rewritten after lease changes (`status_changed`).
@@ -75,6 +73,10 @@ pub(crate) struct DhcpServer {
     /// When the expiry loop wakes next (Unix seconds), and how to wake it sooner.
     expiry_wake: AtomicU64,
     expiry_changed: Notify,
+    /// Dropped last, after the socket: whoever waits for the service to let go of its port
+    /// waits for this (`closed`), not for the last reference, which another thread (the lease
+    /// writer's last continuation) may still be dropping.
+    dropped: watch::Sender<()>,
 }
 
 /// The current Unix time in seconds (0 for a clock set before 1970).
@@ -164,7 +166,6 @@ impl DhcpServer {
             interface: cfg.interface.clone(),
             client_port: cfg.client_port,
             socket,
-            runtime: tokio::runtime::Handle::current(),
             names: watch::channel(names).0,
             bad_input: Mutex::new(RateLimit::default()),
             status_file,
@@ -172,7 +173,14 @@ impl DhcpServer {
             names_changed: Notify::new(),
             expiry_wake: AtomicU64::new(0),
             expiry_changed: Notify::new(),
+            dropped: watch::channel(()).0,
         })
+    }
+
+    /// Ends (with an error: the sender is gone) once this service has been dropped, its
+    /// socket closed.
+    pub(crate) fn closed(&self) -> watch::Receiver<()> {
+        self.dropped.subscribe()
     }
 
     /// Guest names as they change.
@@ -255,7 +263,7 @@ impl DhcpServer {
     /// commit): the reply goes out (unless a later decision for the same client overtook
     /// it), the event is logged, names and the status file follow. A change that cannot be
     /// made durable withholds the reply.
-    fn when_durable(self: &Arc<Self>, outcome: Result<(), StoreError>, done: AfterCommit) {
+    fn when_durable(&self, outcome: Result<(), StoreError>, done: AfterCommit) {
         if let Err(e) = outcome {
             tracing::error!(error = %e, "lease not durable; withholding the reply");
             return;
@@ -308,24 +316,15 @@ impl DhcpServer {
         }
     }
 
-    /// Sends a reply now, from whichever thread decided or committed it; only when the
-    /// socket's buffer is full does a task on the runtime wait to send it.
-    fn send(self: &Arc<Self>, send: Option<Reply>) {
+    /// Sends a reply now, from whichever thread decided or committed it, so replies leave
+    /// in the order they were released.
+    fn send(&self, send: Option<Reply>) {
         let Some((bytes, dest, kind)) = send else {
             return;
         };
         let target = socket::target(&self.socket, &self.interface, dest);
-        match self.socket.try_send_to(&bytes, target) {
-            Ok(_) => crate::metrics::dhcp(Direction::Sent, kind),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let this = self.clone();
-                self.runtime.spawn(async move {
-                    match this.socket.send_to(&bytes, target).await {
-                        Ok(_) => crate::metrics::dhcp(Direction::Sent, kind),
-                        Err(e) => tracing::warn!(error = %e, %target, "cannot send DHCP reply"),
-                    }
-                });
-            }
+        match socket::send_now(&self.socket, &bytes, target) {
+            Ok(()) => crate::metrics::dhcp(Direction::Sent, kind),
             Err(e) => tracing::warn!(error = %e, %target, "cannot send DHCP reply"),
         }
     }

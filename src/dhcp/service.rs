@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the interface is looked at.
 pub(crate) const LINK_POLL: Duration = Duration::from_millis(250);
+/// Longest wait for a stopped DHCP service to let go of its port.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// What the DHCP service runs with; replaced whole on reload. None: no `[dhcp]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,18 +112,18 @@ pub(crate) async fn follow_interface(
     }
 }
 
-/// Drops the service and waits until its last task lets go of it, so its socket is closed
-/// before the next one binds the same port.
+/// Drops the service and waits until its last holder (a task, or the lease writer's last
+/// continuation) has dropped it, its socket closed, before the next one binds the same port.
 async fn released(server: Arc<DhcpServer>) {
-    let weak = Arc::downgrade(&server);
+    let mut closed = server.closed();
     drop(server);
-    for _ in 0..200 {
-        if weak.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // Nothing is ever sent: `changed` ends with an error when the service is gone.
+    if tokio::time::timeout(RELEASE_WAIT, closed.changed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the previous DHCP service is still finishing a commit; binding anyway");
     }
-    tracing::warn!("the previous DHCP service is still finishing a commit; binding anyway");
 }
 
 /// Returns when the interface is no longer `was`: what it is now, or None if it is gone.

@@ -15,6 +15,9 @@ use tokio::net::UdpSocket;
 /// Receive buffer asked for on the DHCP socket.
 const RECV_BUFFER: usize = 4 << 20;
 
+/// Longest wait for room in a full send buffer before a reply is given up.
+const SEND_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Where a reply goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
@@ -95,6 +98,26 @@ pub(crate) fn target(socket: &UdpSocket, interface: &str, dest: Destination) -> 
                 }
             }
         }
+    }
+}
+
+/// Sends `bytes` to `target` through `socket` at once, from whichever thread holds the reply
+/// (the runtime's, or the lease writer's right after a commit). The system call is made
+/// directly: tokio's idea of the socket's readiness belongs to the runtime thread. When the
+/// send buffer is full, waits up to `SEND_WAIT` for room; past that the reply is given up
+/// (the error says so), and the client retransmits as DHCP clients do.
+pub(crate) fn send_now(socket: &UdpSocket, bytes: &[u8], target: SocketAddr) -> io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    let to = socket2::SockAddr::from(target);
+    match sock.send_to(bytes, &to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if crate::sys::wait_writable(socket.as_fd(), SEND_WAIT)? {
+                sock.send_to(bytes, &to).map(|_| ())
+            } else {
+                Err(e)
+            }
+        }
+        sent => sent.map(|_| ()),
     }
 }
 
