@@ -233,16 +233,16 @@ impl DhcpServer {
         } = logged;
         tracing::debug!(%source, "{}", decision.note);
         self.wake_expiry_for(decision.earliest_expiry);
-        let send = match decision.reply {
-            None => None,
-            Some(reply) => {
-                let dest = socket::destination(&msg, &reply, source, self.client_port, client.mac);
-                match reply.to_vec() {
-                    Ok(bytes) => Some((bytes, dest, message_type(&reply))),
-                    Err(e) => return tracing::error!(error = %e, "cannot encode DHCP reply"),
-                }
-            }
-        };
+        // A reply that cannot be encoded is not sent; the decision's changes still count
+        // (the status file and names follow them).
+        let send = decision.reply.and_then(|reply| {
+            let dest = socket::destination(&msg, &reply, source, self.client_port, client.mac);
+            reply
+                .to_vec()
+                .map_err(|e| tracing::error!(error = %e, "cannot encode DHCP reply"))
+                .ok()
+                .map(|bytes| (bytes, dest, message_type(&reply)))
+        });
         let Some(pending) = pending else {
             self.send(send);
             self.log(decision.event);
