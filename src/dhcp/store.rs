@@ -350,6 +350,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The log's blocks are written ahead when the store opens (with the database's mode),
+    /// and the zeros past the frames change nothing a reopened database reads.
+    #[tokio::test]
+    async fn the_log_is_written_ahead_and_read_back_intact() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, path) = scratch("prewrite");
+        drop(open(&path).unwrap()); // creates it; a clean close removes the log
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let store = beside(open(&path).unwrap());
+        store.commit(vec![Change::Put(lease(3))]).await.unwrap();
+        let wal = std::fs::metadata(dir.join("leases.sqlite-wal")).unwrap();
+        let limit = 2 * checkpoint::RESTART_FRAMES as u64 * (4096 + 24);
+        assert!(wal.len() >= limit, "log {} bytes, limit {limit}", wal.len());
+        assert_eq!(wal.permissions().mode() & 0o777, 0o640);
+        drop(store);
+        let conn = open_read_only(&path).unwrap();
+        assert_eq!(find(&conn, lease(3).addr).unwrap(), Some(lease(3)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A writer that never pauses still gets its log started again: the WAL file stays near
     /// RESTART_FRAMES pages, where passive passes alone let it grow with every commit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

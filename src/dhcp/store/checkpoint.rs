@@ -89,6 +89,9 @@ impl Checkpoints {
         // reused as it is rather than cut back and grown again.
         let size_limit = 2 * i64::from(RESTART_FRAMES) * (page + 24);
         conn.pragma_update(None, "journal_size_limit", size_limit)?;
+        if let Err(e) = prewrite_wal(&path, size_limit as u64) {
+            tracing::warn!(error = %e, "lease database: cannot write the log's blocks ahead");
+        }
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let signals = Arc::new(Signals::default());
         let (nudge, nudged) = mpsc::sync_channel::<()>(1);
@@ -188,4 +191,34 @@ fn passive(conn: &Connection) -> Option<c_int> {
             None
         }
     }
+}
+
+/// Writes the log file's blocks once, up to `size`, past what it already holds: a commit
+/// that writes into blocks never written before leaves ext4 (xfs alike) converting their
+/// unwritten extents in a kernel worker before its fdatasync returns, and on a host whose
+/// CPUs are busy that worker waits for a CPU for seconds while every ACK waits on the commit.
+/// Zeros past the last frame are ignored by SQLite's recovery (a frame counts only if its
+/// salt and checksum match). The file gets the database's mode and owner, as SQLite gives it.
+fn prewrite_wal(db: &std::path::Path, size: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+    let meta = std::fs::metadata(db)?;
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(meta.mode() & 0o777)
+        .open(&wal)?;
+    let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = file.metadata()?.len();
+    if at >= size {
+        return Ok(());
+    }
+    while at < size {
+        let n = zeros.len().min((size - at) as usize);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()
 }
