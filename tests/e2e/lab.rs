@@ -262,7 +262,6 @@ impl Lab {
         self.attached.push((label.to_string(), path));
     }
 
-    /// Logs of every process, for a failure report.
     /// Ends a scenario that passed: its processes stop and its folder goes, and the run's
     /// folder with its last scenario (a failed scenario keeps its folder, for its files).
     pub fn discard(self) {
@@ -279,6 +278,7 @@ impl Lab {
         &self.dir
     }
 
+    /// Logs of every process, for a failure report.
     pub fn logs(&self) -> String {
         let mut logs: Vec<String> = self
             .procs

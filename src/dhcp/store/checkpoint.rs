@@ -198,27 +198,21 @@ fn passive(conn: &Connection) -> Option<c_int> {
 /// unwritten extents in a kernel worker before its fdatasync returns, and on a host whose
 /// CPUs are busy that worker waits for a CPU for seconds while every ACK waits on the commit.
 /// Zeros past the last frame are ignored by SQLite's recovery (a frame counts only if its
-/// salt and checksum match). The file gets the database's mode and owner, as SQLite gives it.
+/// salt and checksum match). The log already exists: SQLite made it (with the database's
+/// mode and owner) when the writer's connection first read the database.
 fn prewrite_wal(db: &std::path::Path, size: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-    let meta = std::fs::metadata(db)?;
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 1 << 20;
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .mode(meta.mode() & 0o777)
-        .open(&wal)?;
-    let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
-    let zeros = vec![0u8; 1 << 20];
-    let mut at = file.metadata()?.len();
-    if at >= size {
-        return Ok(());
+    let file = std::fs::OpenOptions::new().write(true).open(&wal)?;
+    let start = file.metadata()?.len();
+    let zeros = vec![0u8; CHUNK as usize];
+    for at in (start..size).step_by(CHUNK as usize) {
+        file.write_all_at(&zeros[..CHUNK.min(size - at) as usize], at)?;
     }
-    while at < size {
-        let n = zeros.len().min((size - at) as usize);
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
+    if start < size {
+        file.sync_data()?;
     }
-    file.sync_data()
+    Ok(())
 }
