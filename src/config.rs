@@ -84,6 +84,8 @@ pub struct DnsConfig {
     pub(crate) cache_size: usize,
     /// Upper bound on queries being forwarded at once; beyond it clients get SERVFAIL.
     pub(crate) max_inflight: usize,
+    /// Threads serving UDP clients, each with a socket of its own per listen address.
+    pub(crate) threads: usize,
     /// TTL of answers built from local data.
     pub(crate) local_ttl: u32,
     /// Bounds of the per-attempt upstream timeout, which follows each server's RTT.
@@ -114,6 +116,7 @@ impl Default for DnsConfig {
             discover_split_domains: true,
             cache_size: 10_000,
             max_inflight: 4096,
+            threads: 1,
             local_ttl: 0,
             min_timeout_ms: 200,
             max_timeout_ms: 2000,
@@ -127,6 +130,11 @@ impl Default for DnsConfig {
 }
 
 impl DnsConfig {
+    /// Threads serving UDP clients (`[dns] threads`).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// Forwarders with only an address replace resolv.conf as the default servers.
     pub(crate) fn forwarders_replace_resolv_conf(&self) -> bool {
         self.forwarders.iter().any(|f| f.domain.is_none())
@@ -359,8 +367,8 @@ impl Config {
     }
 
     /// The settings of `next` that differ from this configuration's and that only a start
-    /// applies: sockets bound and parts built once (the listen addresses, the cache and the
-    /// forwarder's limit, the TCP listeners' limits, the name publisher, the metrics
+    /// applies: sockets bound and parts built once (the listen addresses and UDP threads, the
+    /// cache and the forwarder's limit, the TCP listeners' limits, the name publisher, the metrics
     /// endpoint).
     pub(crate) fn changes_awaiting_restart(&self, next: &Config) -> Vec<&'static str> {
         let (now, then) = (&self.dns, &next.dns);
@@ -368,6 +376,7 @@ impl Config {
             ("[dns] listen", now.listen != then.listen),
             ("[dns] cache_size", now.cache_size != then.cache_size),
             ("[dns] max_inflight", now.max_inflight != then.max_inflight),
+            ("[dns] threads", now.threads != then.threads),
             (
                 "[dns] tcp_max_connections",
                 now.tcp_max_connections != then.tcp_max_connections,
@@ -443,9 +452,19 @@ impl Config {
                 "max_inflight must be at least 1".into(),
             ));
         }
+        if !(1..=MAX_THREADS).contains(&dns.threads) {
+            return Err(invalid(
+                "threads",
+                format!("threads must be 1 to {MAX_THREADS}, not {}", dns.threads),
+            ));
+        }
         Ok(())
     }
 }
+
+/// Most UDP threads `[dns] threads` may ask for: each costs a thread, a socket per listen
+/// address and an upstream epoll set, in every virtdns on the host (one per network).
+const MAX_THREADS: usize = 64;
 
 /// The line where `key = ...` is set, or where the table `[key]` opens (1 if not found).
 fn line_of_key(text: &str, key: &str) -> usize {

@@ -45,7 +45,7 @@ pub async fn run(load: impl Load) -> Result<()> {
     let metrics = crate::metrics::Endpoint::bind(&config)
         .await
         .map_err(|e| anyhow!(e))?;
-    let (udp, tcp) = Server::bind(&listen).await?;
+    let (udp, tcp) = Server::bind(&listen, config.dns.threads).await?;
     let server = Arc::new(Server::new(config.dns.clone(), listen.clone()));
     let cancel = CancellationToken::new();
     let dhcp_serving = Arc::new(Serving::default());

@@ -178,7 +178,7 @@ async fn check(common: Common) -> Result<()> {
         }
     }
     // What `run` does first: bind the listen addresses (then let them go).
-    match Server::bind(&listen).await {
+    match Server::bind(&listen, config.dns.threads()).await {
         Ok(_) => println!("listen: {} free", fmt_list(&listen)),
         Err(virtdns::server::StartError::Taken { addr, holder }) if holder.contains("virtdns") => {
             println!("listen: {addr} is held by a running virtdns ({holder})")

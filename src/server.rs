@@ -342,11 +342,11 @@ impl Server {
         self.names_changed.subscribe()
     }
 
-    /// Binds UDP and TCP on every listen address.
+    /// Binds TCP and, for each of `threads` UDP workers, UDP on every listen address.
     pub async fn bind(
         listen: &[SocketAddr],
+        threads: usize,
     ) -> Result<(Vec<std::net::UdpSocket>, Vec<TcpListener>), StartError> {
-        let workers = udp_workers(std::thread::available_parallelism().map_or(1, |n| n.get()));
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for &addr in listen {
@@ -365,7 +365,7 @@ impl Server {
             let first = reuseport_udp(addr).map_err(err)?;
             let bound = first.local_addr().map_err(err)?;
             udp.push(first);
-            for _ in 1..workers {
+            for _ in 1..threads {
                 udp.push(reuseport_udp(bound).map_err(err)?);
             }
             tcp.push(tcp_listener(bound).map_err(err)?);
@@ -505,17 +505,6 @@ fn listen_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socke
 /// dropped 0.1 % of queries in a soak with garbage bursts.
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
-/// Most UDP worker threads per listen address. One answers some 300 000 cache hits a second
-/// on bench/dns's machine; a host runs a virtdns per virtual network, and one per core on a
-/// 64-core host would be 64 threads, sockets and upstream epoll sets for each network.
-const MAX_UDP_WORKERS: usize = 4;
-
-/// UDP worker threads for a machine with `cores` CPUs: one per core, at most
-/// `MAX_UDP_WORKERS`.
-fn udp_workers(cores: usize) -> usize {
-    cores.clamp(1, MAX_UDP_WORKERS)
-}
-
 fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = listen_socket(addr, socket2::Type::DGRAM)?;
     crate::ports::set_receive_buffer(&socket, UDP_RECV_BUFFER)?;
@@ -532,17 +521,4 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     TcpListener::from_std(socket.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn udp_workers_follow_the_cores_up_to_a_cap() {
-        assert_eq!(udp_workers(1), 1);
-        assert_eq!(udp_workers(2), 2);
-        assert_eq!(udp_workers(MAX_UDP_WORKERS), MAX_UDP_WORKERS);
-        assert_eq!(udp_workers(64), MAX_UDP_WORKERS);
-    }
 }

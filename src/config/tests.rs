@@ -11,6 +11,10 @@ fn empty_file_gives_defaults() {
     let c = parse("").unwrap();
     assert!(c.dns.listen.is_empty());
     assert_eq!(c.dns.cache_size, 10_000);
+    assert_eq!(
+        c.dns.threads, 1,
+        "one UDP thread, as Unbound, NSD and dnsmasq run by default"
+    );
     assert!(c.dns.forward_plain_names);
     assert_eq!(c.dns.hosts, vec![PathBuf::from("/etc/hosts")]);
 }
@@ -100,6 +104,10 @@ fn errors_name_file_line_and_problem() {
             "virtdns.toml:2: min_timeout_ms (5000) must be above 0",
         ),
         ("[dns\n", "virtdns.toml:1: "),
+        (
+            "[dns]\ncache_size = 100\nthreads = 0\n",
+            "virtdns.toml:3: threads must be 1 to 64, not 0",
+        ),
         (
             "[dns]\nlog_queries = \"yes\"\n",
             "virtdns.toml:2: invalid type: string \"yes\", expected a boolean",
@@ -306,6 +314,11 @@ fn a_reload_names_the_sections_that_wait_for_a_restart() {
     assert!(running.changes_awaiting_restart(&same).is_empty());
     let moved = parse("[metrics]\nlisten = \"127.0.0.1:9154\"\n").unwrap();
     assert_eq!(running.changes_awaiting_restart(&moved), ["[metrics]"]);
+    let threaded = parse("[dns]\nthreads = 2\n\n[metrics]\nlisten = \"127.0.0.1:9153\"\n").unwrap();
+    assert_eq!(
+        running.changes_awaiting_restart(&threaded),
+        ["[dns] threads"]
+    );
     let publishing = parse(concat!(
         "[metrics]\nlisten = \"127.0.0.1:9153\"\n\n",
         "[dhcp]\ninterface = \"virbr0\"\n[[dhcp.range]]\n",

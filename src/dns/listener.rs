@@ -16,9 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// UDP sockets served thread-per-core: each socket (one per core up to four, SO_REUSEPORT)
-/// gets a thread with a single-threaded runtime, so a query, its forwarding and its reply
-/// never cross threads. Shared state (cache, in-flight table) sits behind short mutexes.
+/// UDP sockets, each served by a thread of its own with a single-threaded runtime, so a
+/// query, its forwarding and its reply never cross threads. `[dns] threads` sockets per
+/// listen address (SO_REUSEPORT spreads clients over them); shared state (cache, in-flight
+/// table) sits behind short mutexes.
 pub(crate) struct UdpWorkers {
     stop: tokio::sync::watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
