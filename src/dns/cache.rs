@@ -2,7 +2,8 @@
 //! question plus the DO and CD bits, served by rewriting the ID and ageing TTLs in place.
 //!
 //! Sharded behind plain mutexes (held for a hash lookup, never across `.await`) so workers on
-//! different cores rarely meet. Bounded: a full shard first drops expired answers, then an
+//! different cores rarely meet. A key is hashed once, with a keyed hash (SipHash, a random key
+//! per cache: names come from clients), and that hash picks both the shard and the slot. Bounded: a full shard first drops expired answers, then an
 //! arbitrary one (hash order, so effectively random eviction).
 //!
 //! An answer that exists only because an earlier server was down carries the upstream
@@ -10,7 +11,8 @@
 //! is a miss, so the host's answer is served again as soon as the host would get it.
 
 use crate::dns::wire::{self, MAX_NAME_LEN, Query};
-use std::collections::HashMap;
+use hashbrown::HashTable;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -160,10 +162,15 @@ impl Answer {
 
 type Shard = Mutex<Entries>;
 
+/// Matches the entry stored under `key`.
+fn same(key: &CacheKey) -> impl Fn(&(Box<[u8]>, Arc<Answer>)) -> bool + '_ {
+    move |(k, _)| **k == *key.as_slice()
+}
+
 /// One shard's answers, and what it has let go of (counted under the lock it already holds).
 #[derive(Default)]
 struct Entries {
-    map: HashMap<Box<[u8]>, Arc<Answer>>,
+    map: HashTable<(Box<[u8]>, Arc<Answer>)>,
     evicted: u64,
     expired: u64,
 }
@@ -184,6 +191,7 @@ pub(crate) struct CacheStats {
 pub struct Cache {
     shards: Box<[Shard]>,
     per_shard: usize,
+    hasher: RandomState,
 }
 
 impl Cache {
@@ -192,29 +200,33 @@ impl Cache {
         Cache {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
+            hasher: RandomState::new(),
         }
     }
 
-    /// FNV-1a over the key: cheap, and stable for a key.
-    fn shard(&self, key: &CacheKey) -> &Shard {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.as_slice() {
-            h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        &self.shards[(h as usize) % SHARDS]
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard of a key's hash: bits the table itself does not use (it takes the low bits
+    /// for the slot and the top seven for its tags).
+    fn shard(&self, hash: u64) -> &Shard {
+        &self.shards[(hash >> 40) as usize % SHARDS]
     }
 
     /// The answer for `key`, unless it expired or is a failover answer older than the
     /// latest recovery (`recoveries`, the upstream pool's count).
     pub fn get(&self, key: &CacheKey, recoveries: u64) -> Option<Arc<Answer>> {
-        let mut shard = self.shard(key).lock().unwrap();
-        let answer = shard.map.get(key.as_slice())?;
-        if answer.outlived(Instant::now(), recoveries) {
-            shard.map.remove(key.as_slice());
+        let hash = self.hash(key.as_slice());
+        let mut guard = self.shard(hash).lock().unwrap();
+        let shard = &mut *guard;
+        let entry = shard.map.find_entry(hash, same(key)).ok()?;
+        if entry.get().1.outlived(Instant::now(), recoveries) {
+            entry.remove();
             shard.expired += 1;
             return None;
         }
-        Some(answer.clone())
+        Some(entry.get().1.clone())
     }
 
     /// Stores `answer` under `key`, first evicting a sampled entry if the shard is full. An
@@ -223,8 +235,14 @@ impl Cache {
         if answer.ttl == 0 {
             return;
         }
-        let mut shard = self.shard(&key).lock().unwrap();
-        if shard.map.len() >= self.per_shard && !shard.map.contains_key(key.as_slice()) {
+        let hash = self.hash(key.as_slice());
+        let mut guard = self.shard(hash).lock().unwrap();
+        let shard = &mut *guard;
+        if let Some(held) = shard.map.find_mut(hash, same(&key)) {
+            held.1 = answer;
+            return;
+        }
+        if shard.map.len() >= self.per_shard {
             // Sampled eviction: of a few entries, drop the one that expires first (an expired
             // one if there is any). Constant work per insert, unlike a sweep of the shard.
             let victim = shard
@@ -233,12 +251,17 @@ impl Cache {
                 .take(EVICTION_SAMPLE)
                 .min_by_key(|(_, a)| a.expires_at())
                 .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
-                shard.map.remove(&victim);
+            let removed = victim.and_then(|victim| {
+                let is_victim = |e: &(Box<[u8]>, Arc<Answer>)| e.0 == victim;
+                let entry = shard.map.find_entry(self.hash(&victim), is_victim);
+                entry.ok().map(|e| e.remove())
+            });
+            if removed.is_some() {
                 shard.evicted += 1;
             }
         }
-        shard.map.insert(key.as_slice().into(), answer);
+        let entry = (Box::from(key.as_slice()), answer);
+        shard.map.insert_unique(hash, entry, |(k, _)| self.hash(k));
     }
 
     pub(crate) fn clear(&self) {

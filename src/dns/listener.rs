@@ -99,11 +99,13 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                 continue;
             }
         };
+        // Read once a batch: the ACL changes only on a reload.
+        let acl = resolver.acl();
         for i in 0..n {
             let (packet, peer) = batch.get(i);
             let Some(peer) = peer else { continue };
             let arrival = Arrival::new(Transport::Udp, Some(peer));
-            let immediate = if resolver.admits(peer.ip()) {
+            let immediate = if acl.admits(peer.ip()) {
                 resolver.answer_now(packet, Transport::Udp)
             } else {
                 tracing::debug!(%peer, "client not in the allowed networks: REFUSED");
