@@ -30,7 +30,7 @@ fn main() -> Result<()> {
         // Colour codes only for a person at a terminal, never into the journal or a file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    // UDP is served by one thread per core of its own (see dns::listener::UdpWorkers); the
+    // UDP is served by threads of its own (`[dns] threads`, see dns::listener::UdpWorkers); the
     // rest (TCP, DHCP, watchers) needs no more than one.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
