@@ -3,8 +3,9 @@
 //!
 //! Sharded behind plain mutexes (held for a hash lookup, never across `.await`) so workers on
 //! different cores rarely meet. A key is hashed once, with a keyed hash (SipHash, a random key
-//! per cache: names come from clients), and that hash picks both the shard and the slot. Bounded: a full shard first drops expired answers, then an
-//! arbitrary one (hash order, so effectively random eviction).
+//! per cache: names come from clients), and that hash picks both the shard and the slot.
+//! Bounded: a full shard first drops expired answers, then an arbitrary one (hash order, so
+//! effectively random eviction).
 //!
 //! An answer that exists only because an earlier server was down carries the upstream
 //! pool's recovery count from when it was obtained; once any server has recovered since, it
@@ -346,6 +347,17 @@ mod tests {
         assert!(cache.get(&CacheKey::of(&q), 4).is_none());
         assert!(cache.is_empty(), "dropped, not just hidden");
         assert_eq!(cache.stats().expired, 1);
+    }
+
+    #[test]
+    fn a_second_answer_for_a_question_replaces_the_first() {
+        let cache = Cache::new(10);
+        let (bytes, q) = query("a.example");
+        cache.insert(CacheKey::of(&q), answer_for(&bytes, 60));
+        cache.insert(CacheKey::of(&q), answer_for(&bytes, 300));
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(&CacheKey::of(&q), 0).unwrap().ttl, 300);
+        assert_eq!(cache.stats().evicted, 0);
     }
 
     #[test]
