@@ -19,8 +19,9 @@ const SERVICE_SECTIONS: &str = r#".SH SIGNALS
 Re\-read the configuration file (and the libvirt network's definition) and apply what changed:
 leases are kept, and the cache too when routes and local names are unchanged. A configuration
 that does not load is logged, and the running one stays. In \fB[dns]\fR, \fBlisten\fR,
-\fBcache_size\fR, \fBmax_inflight\fR, \fBthreads\fR and the TCP limits, and the \fB[publish]\fR and \fB[metrics]\fR
-sections are set up at start only: a reload that changes them logs a warning naming them.
+\fBcache_size\fR, \fBmax_inflight\fR, \fBthreads\fR and the TCP limits, and the
+\fB[publish]\fR and \fB[metrics]\fR sections are set up at start only: a reload that changes
+them logs a warning naming them.
 .TP
 .BR SIGTERM ", " SIGINT
 Stop: running work gets 2 seconds to finish.

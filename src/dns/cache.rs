@@ -246,18 +246,13 @@ impl Cache {
         if shard.map.len() >= self.per_shard {
             // Sampled eviction: of a few entries, drop the one that expires first (an expired
             // one if there is any). Constant work per insert, unlike a sweep of the shard.
-            let victim = shard
-                .map
-                .iter()
+            let map = &shard.map;
+            let victim = map
+                .iter_buckets()
                 .take(EVICTION_SAMPLE)
-                .min_by_key(|(_, a)| a.expires_at())
-                .map(|(k, _)| k.clone());
-            let removed = victim.and_then(|victim| {
-                let is_victim = |e: &(Box<[u8]>, Arc<Answer>)| e.0 == victim;
-                let entry = shard.map.find_entry(self.hash(&victim), is_victim);
-                entry.ok().map(|e| e.remove())
-            });
-            if removed.is_some() {
+                .min_by_key(|&i| map.get_bucket(i).map(|(_, a)| a.expires_at()));
+            if let Some(Ok(entry)) = victim.map(|i| shard.map.get_bucket_entry(i)) {
+                entry.remove();
                 shard.evicted += 1;
             }
         }

@@ -99,7 +99,8 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                 continue;
             }
         };
-        // Read once a batch: the ACL changes only on a reload.
+        // One snapshot judges a batch: the ACL changes only on a reload or when the
+        // interfaces do.
         let acl = resolver.acl();
         for i in 0..n {
             let (packet, peer) = batch.get(i);
