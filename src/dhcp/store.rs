@@ -361,7 +361,7 @@ mod tests {
         let store = beside(open(&path).unwrap());
         store.commit(vec![Change::Put(lease(3))]).await.unwrap();
         let wal = std::fs::metadata(dir.join("leases.sqlite-wal")).unwrap();
-        let limit = 2 * checkpoint::RESTART_FRAMES as u64 * (4096 + 24);
+        let limit = checkpoint::log_size_limit(4096) as u64;
         assert!(wal.len() >= limit, "log {} bytes, limit {limit}", wal.len());
         assert_eq!(wal.permissions().mode() & 0o777, 0o640);
         drop(store);

@@ -85,9 +85,7 @@ impl Checkpoints {
         // synced before the log may be reused: never leave it to how SQLite was built.
         side.pragma_update(None, "synchronous", "FULL")?;
         let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        // Room for a full log and what comes during the passes that end it, so the file is
-        // reused as it is rather than cut back and grown again.
-        let size_limit = 2 * i64::from(RESTART_FRAMES) * (page + 24);
+        let size_limit = log_size_limit(page);
         conn.pragma_update(None, "journal_size_limit", size_limit)?;
         if let Err(e) = prewrite_wal(&path, size_limit as u64) {
             tracing::warn!(error = %e, "lease database: cannot write the log's blocks ahead");
@@ -191,6 +189,13 @@ fn passive(conn: &Connection) -> Option<c_int> {
             None
         }
     }
+}
+
+/// The log's bound for pages of `page` bytes (frames carry a 24-byte header): room for a full
+/// log and what comes during the passes that end it, so the file is reused as it is rather
+/// than cut back and grown again.
+pub(super) fn log_size_limit(page: i64) -> i64 {
+    2 * i64::from(RESTART_FRAMES) * (page + 24)
 }
 
 /// Writes the log file's blocks once, up to `size`, past what it already holds: a commit
