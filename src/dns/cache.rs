@@ -4,8 +4,8 @@
 //! Sharded behind plain mutexes (held for a hash lookup, never across `.await`) so workers on
 //! different cores rarely meet. A key is hashed once, with a keyed hash (SipHash, a random key
 //! per cache: names come from clients), and that hash picks both the shard and the slot.
-//! Bounded: a full shard first drops expired answers, then an arbitrary one (hash order, so
-//! effectively random eviction).
+//! Bounded: a full shard drops, of a few answers sampled from a random slot on, the one that
+//! expires first (an expired one if there is any).
 //!
 //! An answer that exists only because an earlier server was down carries the upstream
 //! pool's recovery count from when it was obtained; once any server has recovered since, it
@@ -163,15 +163,24 @@ impl Answer {
 
 type Shard = Mutex<Entries>;
 
+/// A cached answer with what choosing a victim and growing the table read, kept beside the
+/// key so that neither follows a pointer: its hash and when it expires.
+struct Entry {
+    hash: u64,
+    expires: Instant,
+    key: Box<[u8]>,
+    answer: Arc<Answer>,
+}
+
 /// Matches the entry stored under `key`.
-fn same(key: &CacheKey) -> impl Fn(&(Box<[u8]>, Arc<Answer>)) -> bool + '_ {
-    move |(k, _)| **k == *key.as_slice()
+fn same(key: &CacheKey) -> impl Fn(&Entry) -> bool + '_ {
+    move |e| *e.key == *key.as_slice()
 }
 
 /// One shard's answers, and what it has let go of (counted under the lock it already holds).
 #[derive(Default)]
 struct Entries {
-    map: HashTable<(Box<[u8]>, Arc<Answer>)>,
+    map: HashTable<Entry>,
     evicted: u64,
     expired: u64,
 }
@@ -209,6 +218,12 @@ impl Cache {
         self.hasher.hash_one(key)
     }
 
+    /// The hash this cache files `key` under, for a caller that keeps a table of keys beside
+    /// it (the in-flight walks) and would otherwise hash the key again.
+    pub(crate) fn hash_of(&self, key: &CacheKey) -> u64 {
+        self.hash(key.as_slice())
+    }
+
     /// The shard of a key's hash: bits the table itself does not use (it takes the low bits
     /// for the slot and the top seven for its tags).
     fn shard(&self, hash: u64) -> &Shard {
@@ -222,42 +237,58 @@ impl Cache {
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
         let entry = shard.map.find_entry(hash, same(key)).ok()?;
-        if entry.get().1.outlived(Instant::now(), recoveries) {
+        if entry.get().answer.outlived(Instant::now(), recoveries) {
             entry.remove();
             shard.expired += 1;
             return None;
         }
-        Some(entry.get().1.clone())
+        Some(entry.get().answer.clone())
     }
 
     /// Stores `answer` under `key`, first evicting a sampled entry if the shard is full. An
     /// answer with TTL 0 is not stored.
     pub fn insert(&self, key: CacheKey, answer: Arc<Answer>) {
+        self.insert_hashed(self.hash_of(&key), &key, answer);
+    }
+
+    /// `insert`, with the key's `hash_of` already known.
+    pub(crate) fn insert_hashed(&self, hash: u64, key: &CacheKey, answer: Arc<Answer>) {
         if answer.ttl == 0 {
             return;
         }
-        let hash = self.hash(key.as_slice());
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
-        if let Some(held) = shard.map.find_mut(hash, same(&key)) {
-            held.1 = answer;
+        let expires = answer.expires_at();
+        if let Some(held) = shard.map.find_mut(hash, same(key)) {
+            (held.expires, held.answer) = (expires, answer);
             return;
         }
         if shard.map.len() >= self.per_shard {
-            // Sampled eviction: of a few entries, drop the one that expires first (an expired
-            // one if there is any). Constant work per insert, unlike a sweep of the shard.
+            // Sampled eviction: of a few entries from a random slot on, drop the one that
+            // expires first (an expired one if there is any). Constant work per insert, unlike
+            // a sweep of the shard; from slot 0 every time, the scan would lengthen as the
+            // table's start emptied, and take the answers stored there last.
             let map = &shard.map;
-            let victim = map
-                .iter_buckets()
+            let slots = map.num_buckets();
+            let start = rand::random_range(0..slots);
+            let victim = (start..slots)
+                .chain(0..start)
+                .filter_map(|i| map.get_bucket(i).map(|e| (e.expires, i)))
                 .take(EVICTION_SAMPLE)
-                .min_by_key(|&i| map.get_bucket(i).map(|(_, a)| a.expires_at()));
+                .min()
+                .map(|(_, i)| i);
             if let Some(Ok(entry)) = victim.map(|i| shard.map.get_bucket_entry(i)) {
                 entry.remove();
                 shard.evicted += 1;
             }
         }
-        let entry = (Box::from(key.as_slice()), answer);
-        shard.map.insert_unique(hash, entry, |(k, _)| self.hash(k));
+        let entry = Entry {
+            hash,
+            expires,
+            key: Box::from(key.as_slice()),
+            answer,
+        };
+        shard.map.insert_unique(hash, entry, |e| e.hash);
     }
 
     pub(crate) fn clear(&self) {
@@ -328,6 +359,29 @@ mod tests {
         cache.insert(CacheKey::of(&q), answer_for(&bytes, 60));
         let (_, lower) = query("mixed.example");
         assert!(cache.get(&CacheKey::of(&lower), 0).is_some());
+    }
+
+    /// A full shard lets go of the answer that expires first among those it samples; with no
+    /// more answers per shard than it samples, that is the one expiring first in the shard.
+    /// So of answers stored with ever longer TTLs, only the last of each shard are left.
+    #[test]
+    fn a_full_shard_evicts_what_expires_first() {
+        let cache = Cache::new(SHARDS * EVICTION_SAMPLE);
+        let stored = 1600;
+        let keys: Vec<CacheKey> = (0..stored)
+            .map(|i| {
+                let (bytes, q) = query(&format!("n{i}.example"));
+                cache.insert(CacheKey::of(&q), answer_for(&bytes, 1000 + i));
+                CacheKey::of(&q)
+            })
+            .collect();
+        let kept: Vec<usize> = (0..stored as usize)
+            .filter(|&i| cache.get(&keys[i], 0).is_some())
+            .collect();
+        assert_eq!(kept.len(), SHARDS * EVICTION_SAMPLE);
+        assert!(kept.contains(&(stored as usize - 1)), "the last one stored");
+        // About 100 answers per shard, of which the last 8 stay: none of the first half.
+        assert!(kept.iter().all(|&i| i >= stored as usize / 2), "{kept:?}");
     }
 
     #[test]

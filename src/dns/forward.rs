@@ -14,7 +14,7 @@ use crate::dns::trace::Trace;
 use crate::dns::transport::{Exchanger, Network};
 use crate::dns::upstream::{Upstream, UpstreamPool};
 use crate::dns::wire::{Query, Rcode};
-use std::collections::HashMap;
+use hashbrown::HashTable;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ pub struct Forwarder<X: Exchanger = Network> {
     exchanger: Arc<X>,
     pool: UpstreamPool,
     cache: Cache,
-    inflight: Mutex<HashMap<CacheKey, Vec<oneshot::Sender<Outcome>>>>,
+    inflight: Mutex<HashTable<InFlight>>,
     limit: Semaphore,
     rotation: AtomicUsize,
     /// The pool's lesson count the cache was last emptied for.
@@ -60,7 +60,7 @@ impl<X: Exchanger> Forwarder<X> {
             exchanger: Arc::new(exchanger),
             pool,
             cache: Cache::new(cache_size),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashTable::new()),
             limit: Semaphore::new(max_inflight),
             rotation: AtomicUsize::new(0),
             lessons_seen: AtomicU64::new(0),
@@ -111,17 +111,22 @@ impl<X: Exchanger> Forwarder<X> {
         servers: &[Arc<Upstream>],
         options: WalkOptions,
     ) -> Outcome {
-        let key = CacheKey::of(q);
+        let key = Keyed::new(&self.cache, CacheKey::of(q));
         let joined = {
             let mut inflight = self.inflight.lock().unwrap();
-            match inflight.get_mut(&key) {
-                Some(waiters) => {
+            match inflight.find_mut(key.hash, |w| w.is(&key)) {
+                Some(walk) => {
                     let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
+                    walk.waiters.push(tx);
                     Some(rx)
                 }
                 None => {
-                    inflight.insert(key, Vec::new());
+                    let walk = InFlight {
+                        hash: key.hash,
+                        key: Box::from(key.key.as_slice()),
+                        waiters: Vec::new(),
+                    };
+                    inflight.insert_unique(key.hash, walk, |w| w.hash);
                     None
                 }
             }
@@ -157,17 +162,18 @@ impl<X: Exchanger> Forwarder<X> {
         outcome
     }
 
-    fn finish(&self, key: &CacheKey, outcome: Outcome, keep: bool) {
+    fn finish(&self, key: &Keyed, outcome: Outcome, keep: bool) {
         if let (Ok(answer), true) = (&outcome, keep) {
-            self.cache.insert(*key, answer.clone());
+            self.cache.insert_hashed(key.hash, &key.key, answer.clone());
         }
-        let waiters = self
-            .inflight
-            .lock()
-            .unwrap()
-            .remove(key)
-            .unwrap_or_default();
-        for w in waiters {
+        let walk = {
+            let mut inflight = self.inflight.lock().unwrap();
+            inflight
+                .find_entry(key.hash, |w| w.is(key))
+                .ok()
+                .map(|e| e.remove().0)
+        };
+        for w in walk.map(|w| w.waiters).unwrap_or_default() {
             let _ = w.send(outcome.clone());
         }
     }
@@ -241,10 +247,41 @@ impl<X: Exchanger> Forwarder<X> {
     }
 }
 
+/// A question's cache key and the hash the cache files it under: computed once, it finds
+/// both the walk in flight and the cache slot.
+#[derive(Clone, Copy)]
+struct Keyed {
+    key: CacheKey,
+    hash: u64,
+}
+
+impl Keyed {
+    fn new(cache: &Cache, key: CacheKey) -> Keyed {
+        Keyed {
+            hash: cache.hash_of(&key),
+            key,
+        }
+    }
+}
+
+/// A walk in flight and who else waits for its outcome. The key is kept boxed so the table
+/// stays small (a `CacheKey` is 262 bytes, most of them unused).
+struct InFlight {
+    hash: u64,
+    key: Box<[u8]>,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
+impl InFlight {
+    fn is(&self, key: &Keyed) -> bool {
+        self.hash == key.hash && *self.key == *key.key.as_slice()
+    }
+}
+
 /// Completes an in-flight entry with SERVFAIL unless the leader completed it.
 struct FinishOnDrop<X: Exchanger> {
     forwarder: Arc<Forwarder<X>>,
-    key: Option<CacheKey>,
+    key: Option<Keyed>,
 }
 
 impl<X: Exchanger> Drop for FinishOnDrop<X> {

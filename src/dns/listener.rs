@@ -128,11 +128,13 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                     let packet = packet.to_vec();
                     let socket = socket.clone();
                     let resolver = resolver.clone();
-                    tokio::spawn(async move {
+                    // Boxed where it is built: a forwarding future is some 4 KB, and
+                    // spawning one by value copies it several times on the way to its task.
+                    tokio::spawn(Box::pin(async move {
                         let f = resolver.forward(&packet, q, route, Transport::Udp).await;
                         arrival.answered(&packet, Source::Forwarded, &f.reply, f.upstream);
                         let _ = socket.send_to(&f.reply, peer).await;
-                    });
+                    }));
                 }
             }
         }
