@@ -132,10 +132,6 @@ impl Answer {
         self.ttl
     }
 
-    fn expires_at(&self) -> Instant {
-        self.stored + Duration::from_secs(self.ttl as u64)
-    }
-
     fn expired(&self, now: Instant) -> bool {
         now.duration_since(self.stored) >= Duration::from_secs(self.ttl as u64)
     }
@@ -164,17 +160,18 @@ impl Answer {
 type Shard = Mutex<Entries>;
 
 /// A cached answer with what choosing a victim and growing the table read, kept beside the
-/// key so that neither follows a pointer: its hash and when it expires.
+/// key so that neither follows a pointer: its hash and when it expires (whole seconds since
+/// the cache was made).
 struct Entry {
     hash: u64,
-    expires: Instant,
     key: Box<[u8]>,
     answer: Arc<Answer>,
+    expires: u32,
 }
 
-/// Matches the entry stored under `key`.
-fn same(key: &CacheKey) -> impl Fn(&Entry) -> bool + '_ {
-    move |e| *e.key == *key.as_slice()
+/// Matches the entry stored under `key`, whose hash is `hash`.
+fn same(hash: u64, key: &CacheKey) -> impl Fn(&Entry) -> bool + '_ {
+    move |e| e.hash == hash && *e.key == *key.as_slice()
 }
 
 /// One shard's answers, and what it has let go of (counted under the lock it already holds).
@@ -202,6 +199,8 @@ pub struct Cache {
     shards: Box<[Shard]>,
     per_shard: usize,
     hasher: RandomState,
+    /// What entries' expiry times count from.
+    epoch: Instant,
 }
 
 impl Cache {
@@ -211,6 +210,7 @@ impl Cache {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             hasher: RandomState::new(),
+            epoch: Instant::now(),
         }
     }
 
@@ -222,6 +222,17 @@ impl Cache {
     /// it (the in-flight walks) and would otherwise hash the key again.
     pub(crate) fn hash_of(&self, key: &CacheKey) -> u64 {
         self.hash(key.as_slice())
+    }
+
+    /// When `answer` expires, in whole seconds since the cache was made.
+    fn expiry(&self, answer: &Answer) -> u32 {
+        let stored = answer
+            .stored
+            .saturating_duration_since(self.epoch)
+            .as_secs();
+        u32::try_from(stored)
+            .unwrap_or(u32::MAX)
+            .saturating_add(answer.ttl)
     }
 
     /// The shard of a key's hash: bits the table itself does not use (it takes the low bits
@@ -236,7 +247,7 @@ impl Cache {
         let hash = self.hash(key.as_slice());
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
-        let entry = shard.map.find_entry(hash, same(key)).ok()?;
+        let entry = shard.map.find_entry(hash, same(hash, key)).ok()?;
         if entry.get().answer.outlived(Instant::now(), recoveries) {
             entry.remove();
             shard.expired += 1;
@@ -253,21 +264,23 @@ impl Cache {
 
     /// `insert`, with the key's `hash_of` already known.
     pub(crate) fn insert_hashed(&self, hash: u64, key: &CacheKey, answer: Arc<Answer>) {
+        debug_assert_eq!(hash, self.hash_of(key), "a hash from this cache's hash_of");
         if answer.ttl == 0 {
             return;
         }
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
-        let expires = answer.expires_at();
-        if let Some(held) = shard.map.find_mut(hash, same(key)) {
+        let expires = self.expiry(&answer);
+        if let Some(held) = shard.map.find_mut(hash, same(hash, key)) {
             (held.expires, held.answer) = (expires, answer);
             return;
         }
         if shard.map.len() >= self.per_shard {
             // Sampled eviction: of a few entries from a random slot on, drop the one that
             // expires first (an expired one if there is any). Constant work per insert, unlike
-            // a sweep of the shard; from slot 0 every time, the scan would lengthen as the
-            // table's start emptied, and take the answers stored there last.
+            // a sweep of the shard. From slot 0 every time, the scan would lengthen as the
+            // table's first slots emptied, and would evict whatever was stored there last,
+            // whatever its TTL.
             let map = &shard.map;
             let slots = map.num_buckets();
             let start = rand::random_range(0..slots);
@@ -284,9 +297,9 @@ impl Cache {
         }
         let entry = Entry {
             hash,
-            expires,
             key: Box::from(key.as_slice()),
             answer,
+            expires,
         };
         shard.map.insert_unique(hash, entry, |e| e.hash);
     }
@@ -363,7 +376,8 @@ mod tests {
 
     /// A full shard lets go of the answer that expires first among those it samples; with no
     /// more answers per shard than it samples, that is the one expiring first in the shard.
-    /// So of answers stored with ever longer TTLs, only the last of each shard are left.
+    /// So of answers stored with ever longer TTLs, only the last of each shard are left. (This
+    /// checks the choice among the sample, not where the sample starts: the next test does.)
     #[test]
     fn a_full_shard_evicts_what_expires_first() {
         let cache = Cache::new(SHARDS * EVICTION_SAMPLE);
@@ -382,6 +396,32 @@ mod tests {
         assert!(kept.contains(&(stored as usize - 1)), "the last one stored");
         // About 100 answers per shard, of which the last 8 stay: none of the first half.
         assert!(kept.iter().all(|&i| i >= stored as usize / 2), "{kept:?}");
+    }
+
+    /// With more answers per shard than it samples, the sample starts at a random slot: every
+    /// old answer is soon in one and goes, wherever it sits in the table. (Sampled from slot 0
+    /// every time, the answers stored at the table's start go first, new or old, and old ones
+    /// further on stay.) Its shard takes some 1 000 samples of 8 of its 64 answers while 16 000
+    /// more are stored, so an old answer is in about 125 of them, and in each it is among the
+    /// oldest: for one to stay is not a matter of chance worth counting ((7/8)^1000 to be in
+    /// none).
+    #[test]
+    fn eviction_samples_from_anywhere_in_the_shard() {
+        let per_shard = 64;
+        let cache = Cache::new(SHARDS * per_shard);
+        let (old, stored) = (256, 16_256);
+        let keys: Vec<CacheKey> = (0..stored)
+            .map(|i| {
+                let (bytes, q) = query(&format!("n{i}.example"));
+                cache.insert(CacheKey::of(&q), answer_for(&bytes, 1000 + i));
+                CacheKey::of(&q)
+            })
+            .collect();
+        let kept_old = keys[..old as usize]
+            .iter()
+            .filter(|k| cache.get(k, 0).is_some())
+            .count();
+        assert_eq!(kept_old, 0, "of the first {old} answers stored");
     }
 
     #[test]

@@ -113,6 +113,8 @@ impl<X: Exchanger> Forwarder<X> {
     ) -> Outcome {
         let key = Keyed::new(&self.cache, CacheKey::of(q));
         let joined = {
+            // Made before the lock is taken (and freed after it is let go, if not needed).
+            let walk = InFlight::new(&key);
             let mut inflight = self.inflight.lock().unwrap();
             match inflight.find_mut(key.hash, |w| w.is(&key)) {
                 Some(walk) => {
@@ -121,11 +123,6 @@ impl<X: Exchanger> Forwarder<X> {
                     Some(rx)
                 }
                 None => {
-                    let walk = InFlight {
-                        hash: key.hash,
-                        key: Box::from(key.key.as_slice()),
-                        waiters: Vec::new(),
-                    };
                     inflight.insert_unique(key.hash, walk, |w| w.hash);
                     None
                 }
@@ -155,7 +152,7 @@ impl<X: Exchanger> Forwarder<X> {
             ms = started.elapsed().as_secs_f64() * 1e3,
             "forwarded"
         );
-        guard.key = None;
+        let key = guard.key.take().expect("set before the walk");
         // An answer walked with knowledge that changed meanwhile is shared, not kept.
         let current = self.forget_old_lessons() == lessons;
         self.finish(&key, outcome.clone(), current);
@@ -249,7 +246,6 @@ impl<X: Exchanger> Forwarder<X> {
 
 /// A question's cache key and the hash the cache files it under: computed once, it finds
 /// both the walk in flight and the cache slot.
-#[derive(Clone, Copy)]
 struct Keyed {
     key: CacheKey,
     hash: u64,
@@ -273,6 +269,15 @@ struct InFlight {
 }
 
 impl InFlight {
+    /// A walk for `key` that nobody else waits for yet.
+    fn new(key: &Keyed) -> InFlight {
+        InFlight {
+            hash: key.hash,
+            key: Box::from(key.key.as_slice()),
+            waiters: Vec::new(),
+        }
+    }
+
     fn is(&self, key: &Keyed) -> bool {
         self.hash == key.hash && *self.key == *key.key.as_slice()
     }
