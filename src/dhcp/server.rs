@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
+use tokio_util::task::AbortOnDropHandle;
 
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
 /// Lease changes closer together than this share one status file write.
@@ -194,9 +195,9 @@ impl DhcpServer {
 
     /// Serves until the task is dropped.
     pub(crate) async fn run(self: Arc<Self>) {
-        let _expiry = AbortOnDrop(tokio::spawn(self.clone().expire_loop()));
-        let _status = AbortOnDrop(tokio::spawn(self.clone().status_loop()));
-        let _names = AbortOnDrop(tokio::spawn(self.clone().names_loop()));
+        let _expiry = AbortOnDropHandle::new(tokio::spawn(self.clone().expire_loop()));
+        let _status = AbortOnDropHandle::new(tokio::spawn(self.clone().status_loop()));
+        let _names = AbortOnDropHandle::new(tokio::spawn(self.clone().names_loop()));
         let mut buf = vec![0u8; 1500];
         loop {
             let (n, source) = match self.socket.recv_from(&mut buf).await {
@@ -489,15 +490,6 @@ type Reply = (Vec<u8>, socket::Destination, u8);
 /// A message's type (option 53), 0 when it has none.
 fn message_type(msg: &dhcproto::v4::Message) -> u8 {
     msg.opts().msg_type().map_or(0, u8::from)
-}
-
-/// Stops a background task when its owner goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// At most `BURST` warnings per `WINDOW`; then one line saying how many were suppressed.

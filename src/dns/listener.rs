@@ -15,6 +15,7 @@ use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 
 /// UDP sockets, each served by a thread of its own with a single-threaded runtime, so a
 /// query, its forwarding and its reply never cross threads. `[dns] threads` sockets per
@@ -80,8 +81,10 @@ impl UdpWorkers {
 /// Serves queries arriving on `socket` until the task is dropped, or returns why the socket
 /// failed. Queries are taken a batch at a time (`udp_batch`); those answered at once (cache,
 /// local data, errors) go back in one batched send, the rest are forwarded in tasks of their
-/// own.
+/// own, whose replies go out in batches too (`Outbox`).
 pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> String {
+    let outbox = Arc::new(Outbox::default());
+    let _sender = AbortOnDropHandle::new(tokio::spawn(send_posted(socket.clone(), outbox.clone())));
     let mut batch = udp_batch::RecvBatch::default();
     // Reply buffers, reused from batch to batch.
     let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(udp_batch::BATCH);
@@ -126,7 +129,7 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                 Immediate::Drop => arrival.dropped(),
                 Immediate::Forward(q, route) => {
                     let packet = packet.to_vec();
-                    let socket = socket.clone();
+                    let outbox = outbox.clone();
                     let resolver = resolver.clone();
                     // Boxed where it is built: a forwarding future is some 4 KB, and
                     // spawning one by value copies it several times on the way to its task;
@@ -135,7 +138,7 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                     tokio::spawn(Box::pin(async move {
                         let f = resolver.forward(&packet, q, route, Transport::Udp).await;
                         arrival.answered(&packet, Source::Forwarded, &f.reply, f.upstream);
-                        let _ = socket.send_to(&f.reply, peer).await;
+                        outbox.post(f.reply, peer);
                     }));
                 }
             }
@@ -144,6 +147,38 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
         spare.extend(replies.drain(..).map(|(r, _)| r));
         // Replies of every kind come back here, but only cache hits reuse them: keep a batch.
         spare.truncate(udp_batch::BATCH);
+    }
+}
+
+/// Replies to forwarded queries, waiting to go out together. The upstream reader completes
+/// many queries in one wake-up; their tasks then run one after another, each leaves its reply
+/// here, and `send_posted`, woken by the first, runs after them all and sends the lot with
+/// one sendmmsg: one system call, and one wake-up of a client reading many, instead of a
+/// sendto for each.
+#[derive(Default)]
+struct Outbox {
+    replies: Mutex<Vec<(Vec<u8>, SocketAddr)>>,
+    posted: tokio::sync::Notify,
+}
+
+impl Outbox {
+    fn post(&self, reply: Vec<u8>, peer: SocketAddr) {
+        let mut replies = self.replies.lock().unwrap();
+        replies.push((reply, peer));
+        if replies.len() == 1 {
+            self.posted.notify_one();
+        }
+    }
+}
+
+/// Sends what is posted to `outbox`, a batch at a time, for as long as the listener runs.
+async fn send_posted(socket: Arc<UdpSocket>, outbox: Arc<Outbox>) {
+    let mut batch = Vec::new();
+    loop {
+        outbox.posted.notified().await;
+        std::mem::swap(&mut batch, &mut *outbox.replies.lock().unwrap());
+        send_all(&socket, &batch).await;
+        batch.clear();
     }
 }
 
@@ -667,6 +702,39 @@ impl<T> ConnTable<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Replies posted by forwarding tasks that finish in the same turn of the runtime all
+    /// reach their clients, in the order posted, more than a sendmmsg batch of them included;
+    /// and the outbox is empty once the sender has run.
+    #[tokio::test]
+    async fn replies_posted_together_all_go_out_in_order() {
+        let server = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = client.local_addr().unwrap();
+        let outbox = Arc::new(Outbox::default());
+        let _sender =
+            AbortOnDropHandle::new(tokio::spawn(send_posted(server.clone(), outbox.clone())));
+        let replies = udp_batch::BATCH + 8;
+        let tasks: Vec<_> = (0..replies)
+            .map(|i| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move { outbox.post(vec![i as u8; 12], peer) })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let mut buf = [0u8; 64];
+        for i in 0..replies {
+            let received = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf));
+            let (n, from) = received.await.expect("every reply arrives").unwrap();
+            assert_eq!(
+                (&buf[..n], from),
+                (&[i as u8; 12][..], server.local_addr().unwrap())
+            );
+        }
+        assert!(outbox.replies.lock().unwrap().is_empty());
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
