@@ -114,7 +114,7 @@ impl<X: Exchanger> Forwarder<X> {
         let key = Keyed::new(&self.cache, CacheKey::of(q));
         let joined = {
             // Made before the lock is taken (and freed after it is let go, if not needed).
-            let walk = InFlight::new(&key);
+            let ours = InFlight::new(&key);
             let mut inflight = self.inflight.lock().unwrap();
             match inflight.find_mut(key.hash, |w| w.is(&key)) {
                 Some(walk) => {
@@ -123,7 +123,7 @@ impl<X: Exchanger> Forwarder<X> {
                     Some(rx)
                 }
                 None => {
-                    inflight.insert_unique(key.hash, walk, |w| w.hash);
+                    inflight.insert_unique(key.hash, ours, |w| w.hash);
                     None
                 }
             }
