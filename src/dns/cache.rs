@@ -174,6 +174,22 @@ fn same(hash: u64, key: &CacheKey) -> impl Fn(&Entry) -> bool + '_ {
     move |e| e.hash == hash && *e.key == *key.as_slice()
 }
 
+/// A key with the hash its cache files it under, computed once (`Cache::hashed`).
+pub(crate) struct HashedKey {
+    key: CacheKey,
+    hash: u64,
+}
+
+impl HashedKey {
+    pub(crate) fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// One shard's answers, and what it has let go of (counted under the lock it already holds).
 #[derive(Default)]
 struct Entries {
@@ -214,14 +230,18 @@ impl Cache {
         }
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+    /// The hash this cache files `key` under.
+    fn hash(&self, key: &CacheKey) -> u64 {
+        self.hasher.hash_one(key.as_slice())
     }
 
-    /// The hash this cache files `key` under, for a caller that keeps a table of keys beside
-    /// it (the in-flight walks) and would otherwise hash the key again.
-    pub(crate) fn hash_of(&self, key: &CacheKey) -> u64 {
-        self.hash(key.as_slice())
+    /// `key` with its hash, for a caller that finds the question in a table of its own too
+    /// (the in-flight walks) and stores the answer later (`insert_hashed`).
+    pub(crate) fn hashed(&self, key: CacheKey) -> HashedKey {
+        HashedKey {
+            hash: self.hash(&key),
+            key,
+        }
     }
 
     /// When `answer` expires, in whole seconds since the cache was made.
@@ -244,7 +264,7 @@ impl Cache {
     /// The answer for `key`, unless it expired or is a failover answer older than the
     /// latest recovery (`recoveries`, the upstream pool's count).
     pub fn get(&self, key: &CacheKey, recoveries: u64) -> Option<Arc<Answer>> {
-        let hash = self.hash(key.as_slice());
+        let hash = self.hash(key);
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
         let entry = shard.map.find_entry(hash, same(hash, key)).ok()?;
@@ -259,12 +279,12 @@ impl Cache {
     /// Stores `answer` under `key`, first evicting a sampled entry if the shard is full. An
     /// answer with TTL 0 is not stored.
     pub fn insert(&self, key: CacheKey, answer: Arc<Answer>) {
-        self.insert_hashed(self.hash_of(&key), &key, answer);
+        self.insert_hashed(&self.hashed(key), answer);
     }
 
-    /// `insert`, with the key's `hash_of` already known.
-    pub(crate) fn insert_hashed(&self, hash: u64, key: &CacheKey, answer: Arc<Answer>) {
-        debug_assert_eq!(hash, self.hash_of(key), "a hash from this cache's hash_of");
+    /// `insert`, with the key's hash already known.
+    pub(crate) fn insert_hashed(&self, key: &HashedKey, answer: Arc<Answer>) {
+        let (hash, key) = (key.hash, &key.key);
         if answer.ttl == 0 {
             return;
         }
@@ -374,6 +394,18 @@ mod tests {
         assert!(cache.get(&CacheKey::of(&lower), 0).is_some());
     }
 
+    /// Stores answers for `count` names, each with a TTL a second longer than the one before
+    /// (so each expires after all stored before it); returns their keys in that order.
+    fn store_with_rising_ttls(cache: &Cache, count: u32) -> Vec<CacheKey> {
+        (0..count)
+            .map(|i| {
+                let (bytes, q) = query(&format!("n{i}.example"));
+                cache.insert(CacheKey::of(&q), answer_for(&bytes, 1000 + i));
+                CacheKey::of(&q)
+            })
+            .collect()
+    }
+
     /// A full shard lets go of the answer that expires first among those it samples; with no
     /// more answers per shard than it samples, that is the one expiring first in the shard.
     /// So of answers stored with ever longer TTLs, only the last of each shard are left. (This
@@ -382,13 +414,7 @@ mod tests {
     fn a_full_shard_evicts_what_expires_first() {
         let cache = Cache::new(SHARDS * EVICTION_SAMPLE);
         let stored = 1600;
-        let keys: Vec<CacheKey> = (0..stored)
-            .map(|i| {
-                let (bytes, q) = query(&format!("n{i}.example"));
-                cache.insert(CacheKey::of(&q), answer_for(&bytes, 1000 + i));
-                CacheKey::of(&q)
-            })
-            .collect();
+        let keys = store_with_rising_ttls(&cache, stored);
         let kept: Vec<usize> = (0..stored as usize)
             .filter(|&i| cache.get(&keys[i], 0).is_some())
             .collect();
@@ -410,13 +436,7 @@ mod tests {
         let per_shard = 64;
         let cache = Cache::new(SHARDS * per_shard);
         let (old, stored) = (256, 16_256);
-        let keys: Vec<CacheKey> = (0..stored)
-            .map(|i| {
-                let (bytes, q) = query(&format!("n{i}.example"));
-                cache.insert(CacheKey::of(&q), answer_for(&bytes, 1000 + i));
-                CacheKey::of(&q)
-            })
-            .collect();
+        let keys = store_with_rising_ttls(&cache, stored);
         let kept_old = keys[..old as usize]
             .iter()
             .filter(|k| cache.get(k, 0).is_some())

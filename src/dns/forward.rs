@@ -7,7 +7,7 @@ mod walk;
 
 pub(crate) use walk::{Verdict, verdict};
 
-use crate::dns::cache::{Answer, Cache, CacheKey};
+use crate::dns::cache::{Answer, Cache, CacheKey, HashedKey};
 use crate::dns::probe;
 use crate::dns::router::WalkOptions;
 use crate::dns::trace::Trace;
@@ -111,19 +111,19 @@ impl<X: Exchanger> Forwarder<X> {
         servers: &[Arc<Upstream>],
         options: WalkOptions,
     ) -> Outcome {
-        let key = Keyed::new(&self.cache, CacheKey::of(q));
+        let key = self.cache.hashed(CacheKey::of(q));
         let joined = {
             // Made before the lock is taken (and freed after it is let go, if not needed).
             let ours = InFlight::new(&key);
             let mut inflight = self.inflight.lock().unwrap();
-            match inflight.find_mut(key.hash, |w| w.is(&key)) {
+            match inflight.find_mut(key.hash(), |w| w.is(&key)) {
                 Some(walk) => {
                     let (tx, rx) = oneshot::channel();
                     walk.waiters.push(tx);
                     Some(rx)
                 }
                 None => {
-                    inflight.insert_unique(key.hash, ours, |w| w.hash);
+                    inflight.insert_unique(key.hash(), ours, |w| w.hash);
                     None
                 }
             }
@@ -159,14 +159,14 @@ impl<X: Exchanger> Forwarder<X> {
         outcome
     }
 
-    fn finish(&self, key: &Keyed, outcome: Outcome, keep: bool) {
+    fn finish(&self, key: &HashedKey, outcome: Outcome, keep: bool) {
         if let (Ok(answer), true) = (&outcome, keep) {
-            self.cache.insert_hashed(key.hash, &key.key, answer.clone());
+            self.cache.insert_hashed(key, answer.clone());
         }
         let walk = {
             let mut inflight = self.inflight.lock().unwrap();
             inflight
-                .find_entry(key.hash, |w| w.is(key))
+                .find_entry(key.hash(), |w| w.is(key))
                 .ok()
                 .map(|e| e.remove().0)
         };
@@ -244,24 +244,9 @@ impl<X: Exchanger> Forwarder<X> {
     }
 }
 
-/// A question's cache key and the hash the cache files it under: computed once, it finds
-/// both the walk in flight and the cache slot.
-struct Keyed {
-    key: CacheKey,
-    hash: u64,
-}
-
-impl Keyed {
-    fn new(cache: &Cache, key: CacheKey) -> Keyed {
-        Keyed {
-            hash: cache.hash_of(&key),
-            key,
-        }
-    }
-}
-
-/// A walk in flight and who else waits for its outcome. The key is kept boxed so the table
-/// stays small (a `CacheKey` is 262 bytes, most of them unused).
+/// A walk in flight and who else waits for its outcome, filed under the cache's hash of its
+/// question. The key is kept boxed so the table stays small (a `CacheKey` is 262 bytes, most
+/// of them unused).
 struct InFlight {
     hash: u64,
     key: Box<[u8]>,
@@ -270,23 +255,23 @@ struct InFlight {
 
 impl InFlight {
     /// A walk for `key` that nobody else waits for yet.
-    fn new(key: &Keyed) -> InFlight {
+    fn new(key: &HashedKey) -> InFlight {
         InFlight {
-            hash: key.hash,
-            key: Box::from(key.key.as_slice()),
+            hash: key.hash(),
+            key: Box::from(key.key().as_slice()),
             waiters: Vec::new(),
         }
     }
 
-    fn is(&self, key: &Keyed) -> bool {
-        self.hash == key.hash && *self.key == *key.key.as_slice()
+    fn is(&self, key: &HashedKey) -> bool {
+        self.hash == key.hash() && *self.key == *key.key().as_slice()
     }
 }
 
 /// Completes an in-flight entry with SERVFAIL unless the leader completed it.
 struct FinishOnDrop<X: Exchanger> {
     forwarder: Arc<Forwarder<X>>,
-    key: Option<Keyed>,
+    key: Option<HashedKey>,
 }
 
 impl<X: Exchanger> Drop for FinishOnDrop<X> {
