@@ -10,6 +10,12 @@
 //! An answer that exists only because an earlier server was down carries the upstream
 //! pool's recovery count from when it was obtained; once any server has recovered since, it
 //! is a miss, so the host's answer is served again as soon as the host would get it.
+//!
+//! A failure passed on (SERVFAIL and the like) is held `FAILURE_TTL` at first. One that
+//! comes back as soon as it is asked again is held twice as long each time, up to
+//! `FAILURE_HOLD_MAX` (RFC 9520 3.2's backoff for persistent failures): an expired failure
+//! stays in its slot, as a miss, so that the next failure for the same question finds how
+//! long the last one was held. Any other answer for the question ends the streak.
 
 use crate::dns::wire::{self, MAX_NAME_LEN, Query};
 use hashbrown::HashTable;
@@ -22,8 +28,12 @@ const SHARDS: usize = 16;
 const EVICTION_SAMPLE: usize = 8;
 /// Upper bound on any cached TTL.
 pub(crate) const MAX_TTL: u32 = 86_400;
-/// How long a failure (SERVFAIL and the like) is remembered.
+/// How long a failure (SERVFAIL and the like) is remembered at first.
 pub(crate) const FAILURE_TTL: u32 = 2;
+/// The longest a failure is held, however often it repeats. RFC 9520 allows five minutes;
+/// this stays short because the host asks its servers afresh every time, and a guest should
+/// see a server's recovery within seconds of the host.
+pub(crate) const FAILURE_HOLD_MAX: u32 = 8;
 
 /// What identifies a cached answer: DO/CD/RD flags, type, class and the lower-cased name,
 /// packed into one byte string on the stack (no allocation to look one up).
@@ -83,6 +93,8 @@ pub struct Answer {
     ttl: u32,
     /// Set for a failover answer: the pool's recovery count it is valid for.
     until_recovery: Option<u64>,
+    /// A failure passed on (no server gave a final answer): held longer when it repeats.
+    failure: bool,
     /// The upstream server it came from.
     server: Option<std::net::SocketAddr>,
 }
@@ -97,8 +109,21 @@ impl Answer {
             stored: Instant::now(),
             ttl: ttl.min(MAX_TTL),
             until_recovery: None,
+            failure: false,
             server: None,
         }
+    }
+
+    /// Marks this answer as a failure passed on: held with backoff when it repeats.
+    pub(crate) fn failure(mut self) -> Answer {
+        self.failure = true;
+        self
+    }
+
+    #[cfg(test)]
+    fn stored_at(mut self, at: Instant) -> Answer {
+        self.stored = at;
+        self
     }
 
     /// Notes the upstream server the answer came from.
@@ -119,8 +144,8 @@ impl Answer {
         self
     }
 
-    fn outlived(&self, now: Instant, recoveries: u64) -> bool {
-        self.expired(now) || self.until_recovery.is_some_and(|r| r != recoveries)
+    fn recovered_past(&self, recoveries: u64) -> bool {
+        self.until_recovery.is_some_and(|r| r != recoveries)
     }
 
     pub(crate) fn rcode(&self) -> wire::Rcode {
@@ -132,8 +157,9 @@ impl Answer {
         self.ttl
     }
 
-    fn expired(&self, now: Instant) -> bool {
-        now.duration_since(self.stored) >= Duration::from_secs(self.ttl as u64)
+    #[cfg(test)]
+    pub(crate) fn is_failure(&self) -> bool {
+        self.failure
     }
 
     /// The reply for this client: its ID and spelling, TTLs aged, OPT if it used EDNS, and
@@ -161,12 +187,35 @@ type Shard = Mutex<Entries>;
 
 /// A cached answer with what choosing a victim and growing the table read, kept beside the
 /// key so that neither follows a pointer: its hash and when it expires (whole seconds since
-/// the cache was made).
+/// the cache was made). It is held `lifetime` seconds from when it was stored: its TTL, or
+/// for a repeated failure the backoff's hold.
 struct Entry {
     hash: u64,
     key: Box<[u8]>,
     answer: Arc<Answer>,
     expires: u32,
+    lifetime: u32,
+}
+
+impl Entry {
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.answer.stored)
+            >= Duration::from_secs(self.lifetime.into())
+    }
+
+    /// How long a failure stored `at` (seconds since the cache was made) in place of this
+    /// entry is held: twice as long as this one if this is a failure that ended no longer
+    /// than `FAILURE_HOLD_MAX` before, else its own TTL.
+    fn next_hold(&self, failure: &Answer, at: u32) -> u32 {
+        let repeated = self.answer.failure && at <= self.expires.saturating_add(FAILURE_HOLD_MAX);
+        if repeated {
+            self.lifetime
+                .saturating_mul(2)
+                .clamp(failure.ttl, FAILURE_HOLD_MAX.max(failure.ttl))
+        } else {
+            failure.ttl
+        }
+    }
 }
 
 /// Matches the entry stored under `key`, whose hash is `hash`.
@@ -244,15 +293,10 @@ impl Cache {
         }
     }
 
-    /// When `answer` expires, in whole seconds since the cache was made.
-    fn expiry(&self, answer: &Answer) -> u32 {
-        let stored = answer
-            .stored
-            .saturating_duration_since(self.epoch)
-            .as_secs();
-        u32::try_from(stored)
-            .unwrap_or(u32::MAX)
-            .saturating_add(answer.ttl)
+    /// `at` in whole seconds since the cache was made.
+    fn seconds(&self, at: Instant) -> u32 {
+        let secs = at.saturating_duration_since(self.epoch).as_secs();
+        u32::try_from(secs).unwrap_or(u32::MAX)
     }
 
     /// The shard of a key's hash: bits the table itself does not use (it takes the low bits
@@ -264,16 +308,25 @@ impl Cache {
     /// The answer for `key`, unless it expired or is a failover answer older than the
     /// latest recovery (`recoveries`, the upstream pool's count).
     pub fn get(&self, key: &CacheKey, recoveries: u64) -> Option<Arc<Answer>> {
+        self.get_at(key, recoveries, Instant::now())
+    }
+
+    fn get_at(&self, key: &CacheKey, recoveries: u64, now: Instant) -> Option<Arc<Answer>> {
         let hash = self.hash(key);
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
         let entry = shard.map.find_entry(hash, same(hash, key)).ok()?;
-        if entry.get().answer.outlived(Instant::now(), recoveries) {
+        let held = entry.get();
+        if held.answer.recovered_past(recoveries) {
             entry.remove();
-            shard.expired += 1;
-            return None;
+        } else if !held.expired(now) {
+            return Some(held.answer.clone());
+        } else if !held.answer.failure {
+            entry.remove();
         }
-        Some(entry.get().answer.clone())
+        // An expired failure stays, for the next one to find (the backoff).
+        shard.expired += 1;
+        None
     }
 
     /// Stores `answer` under `key`, first evicting a sampled entry if the shard is full. An
@@ -288,11 +341,16 @@ impl Cache {
         if answer.ttl == 0 {
             return;
         }
+        let at = self.seconds(answer.stored);
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
-        let expires = self.expiry(&answer);
         if let Some(held) = shard.map.find_mut(hash, same(hash, key)) {
-            (held.expires, held.answer) = (expires, answer);
+            let lifetime = match answer.failure {
+                true => held.next_hold(&answer, at),
+                false => answer.ttl,
+            };
+            held.expires = at.saturating_add(lifetime);
+            (held.lifetime, held.answer) = (lifetime, answer);
             return;
         }
         if shard.map.len() >= self.per_shard {
@@ -318,8 +376,9 @@ impl Cache {
         let entry = Entry {
             hash,
             key: Box::from(key.as_slice()),
+            expires: at.saturating_add(answer.ttl),
+            lifetime: answer.ttl,
             answer,
-            expires,
         };
         shard.map.insert_unique(hash, entry, |e| e.hash);
     }
@@ -456,6 +515,77 @@ mod tests {
         assert!(cache.get(&CacheKey::of(&q), 4).is_none());
         assert!(cache.is_empty(), "dropped, not just hidden");
         assert_eq!(cache.stats().expired, 1);
+    }
+
+    /// A SERVFAIL for `bytes`'s question, passed on as a failure, stored `at`.
+    fn failure_at(bytes: &[u8], at: Instant) -> Arc<Answer> {
+        let mut reply = bytes.to_vec();
+        reply[2] |= 0x80;
+        reply[3] = (reply[3] & 0xf0) | 2;
+        Arc::new(
+            Answer::new(reply, Vec::new(), FAILURE_TTL)
+                .failure()
+                .stored_at(at),
+        )
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// RFC 9520's backoff: a failure that comes back as soon as it is asked again is held
+    /// 2, 4, 8 seconds, then 8 again.
+    #[test]
+    fn a_repeated_failure_is_held_twice_as_long_up_to_the_cap() {
+        let cache = Cache::new(10);
+        let (bytes, q) = query("broken.example");
+        let key = CacheKey::of(&q);
+        let t0 = Instant::now();
+        let mut at = t0;
+        for hold in [2, 4, 8, 8] {
+            cache.insert(key, failure_at(&bytes, at));
+            assert!(
+                cache
+                    .get_at(&key, 0, at + secs(hold) - Duration::from_millis(1),)
+                    .is_some(),
+                "held {hold} s"
+            );
+            at += secs(hold);
+            assert!(cache.get_at(&key, 0, at).is_none(), "gone after {hold} s");
+        }
+        assert_eq!(FAILURE_HOLD_MAX, 8);
+    }
+
+    /// The streak ends with any other answer for the question, and with a pause: a failure
+    /// asked again long after the last one ended is held `FAILURE_TTL` again.
+    #[test]
+    fn a_failure_after_an_answer_or_a_pause_is_held_briefly_again() {
+        let cache = Cache::new(10);
+        let (bytes, q) = query("flaky.example");
+        let key = CacheKey::of(&q);
+        let t0 = Instant::now();
+        cache.insert(key, failure_at(&bytes, t0));
+        assert!(cache.get_at(&key, 0, t0 + secs(2)).is_none());
+        assert_eq!(cache.len(), 1, "an expired failure stays, as a miss");
+        cache.insert(
+            key,
+            Arc::new(Answer::new(bytes.clone(), Vec::new(), 1).stored_at(t0 + secs(2))),
+        );
+        assert!(cache.get_at(&key, 0, t0 + secs(3)).is_none());
+        assert!(cache.is_empty(), "an expired answer goes");
+        cache.insert(key, failure_at(&bytes, t0 + secs(3)));
+        assert!(
+            cache.get_at(&key, 0, t0 + secs(5)).is_none(),
+            "held 2 s, not 4"
+        );
+
+        let paused = t0 + secs(5 + FAILURE_HOLD_MAX as u64 + 2);
+        cache.insert(key, failure_at(&bytes, paused));
+        assert!(
+            cache.get_at(&key, 0, paused + secs(2)).is_none(),
+            "held 2 s, not 4"
+        );
+        assert_eq!(cache.stats().expired, 4);
     }
 
     #[test]

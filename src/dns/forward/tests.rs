@@ -280,6 +280,20 @@ async fn a_fake_root_gives_way_outside_its_zones_only() {
     assert!(trace.contains("the answer the host gets"), "{trace}");
 }
 
+/// SERVFAIL from every server is the host's answer too: passed on, and marked as a failure
+/// for the cache's backoff.
+#[tokio::test(start_paused = true)]
+async fn servfail_from_every_server_is_passed_on_as_a_failure() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    lab.script()
+        .set(lab.addr(0), "*", bare(Rcode::SERVFAIL, false, true));
+    lab.script()
+        .set(lab.addr(1), "*", bare(Rcode::SERVFAIL, false, true));
+    let a = lab.resolve("a.example").await;
+    assert_eq!(got(&a), (Rcode::SERVFAIL, 0));
+    assert!(a.as_ref().unwrap().is_failure());
+}
+
 #[tokio::test(start_paused = true)]
 async fn servfail_moves_on_for_that_query_only() {
     let lab = Lab::new(&[FULL, FULL]).await;
@@ -292,6 +306,10 @@ async fn servfail_moves_on_for_that_query_only() {
     assert!(
         a.as_ref().unwrap().ttl() <= crate::dns::cache::FAILURE_TTL,
         "a failover answer after SERVFAIL lives no longer than a failure"
+    );
+    assert!(
+        !a.as_ref().unwrap().is_failure(),
+        "an answer, not a failure: held no longer when it repeats"
     );
     assert_eq!(got(&lab.resolve("b.example").await), (Rcode::NOERROR, 1));
     assert_eq!(lab.servers[0].capability(), Capability::FullResolver);

@@ -16,7 +16,9 @@
 //!   guests get a better answer than the host, on purpose.
 //! - An answer that came from a later server because an earlier one was down lives in the
 //!   cache only until a server recovers; one that came after an earlier server failed
-//!   (SERVFAIL, NOTIMP) lives at most `FAILURE_TTL`.
+//!   (SERVFAIL, NOTIMP) lives at most `FAILURE_TTL`. A failure passed on because no server
+//!   gave a final answer is marked as one, and the cache holds it with backoff when it
+//!   repeats (`dns::cache`).
 
 use super::{Forwarder, Outcome};
 use crate::dns::cache::{Answer, FAILURE_TTL, MAX_TTL};
@@ -441,7 +443,8 @@ fn note_not_used(trace: &mut Trace, unused: &[Arc<Upstream>], rest: &[Arc<Upstre
 
 /// Turns an accepted reply into a cacheable answer: OPT cut out, no TTL above how long it is
 /// kept (RFC 2308 5: the SOA of a negative answer says no more than its lifetime). Failures
-/// passed on, and answers obtained after an earlier server failed, are kept only briefly; an
+/// passed on (marked, for the cache's backoff), and answers obtained after an earlier server
+/// failed, are kept only briefly; an
 /// answer obtained because an earlier server was down ends with the next recovery. A reply
 /// without its question (FORMERR or NOTIMP from some servers) becomes a plain error.
 fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
@@ -466,7 +469,10 @@ fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
         &info.ttl_offsets,
         ttl.clamp(FAILURE_TTL, MAX_TTL),
     );
-    let answer = Answer::new(reply, info.ttl_offsets, ttl).served_by(server);
+    let mut answer = Answer::new(reply, info.ttl_offsets, ttl).served_by(server);
+    if passed_on_failure {
+        answer = answer.failure();
+    }
     Ok(Arc::new(match failover {
         Failover::AfterDown => answer.until_recovery(recoveries),
         _ => answer,
