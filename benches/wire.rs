@@ -6,6 +6,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 use virtdns::dns::cache::{Answer, Cache, CacheKey};
 use virtdns::dns::observe::Arrival;
 use virtdns::dns::served::{Source, Transport};
@@ -57,7 +58,7 @@ fn fast_path(c: &mut Criterion) {
     let answer = stored_reply(&q, &parsed);
     let mut out = Vec::with_capacity(512);
     c.bench_function("render_reply_id_spelling_ttl", |b| {
-        b.iter(|| answer.render_into(&mut out, black_box(&q), &parsed, 1232))
+        b.iter(|| answer.render_into(&mut out, black_box(&q), &parsed, 1232, Instant::now()))
     });
     let mut bytes = out.clone();
     c.bench_function("age_ttls_two_records", |b| {
@@ -65,9 +66,10 @@ fn fast_path(c: &mut Criterion) {
     });
     c.bench_function("whole_hit_path", |b| {
         b.iter(|| {
+            let now = Instant::now();
             let p = wire::parse_query(black_box(&q)).unwrap();
-            let a = cache.get(&CacheKey::of(&p), 0).unwrap();
-            a.render_into(&mut out, &q, &p, p.udp_limit());
+            let a = cache.get_at(&CacheKey::of(&p), 0, now).unwrap();
+            a.render_into(&mut out, &q, &p, p.udp_limit(), now);
         })
     });
     // What each query adds for the metrics and the query log (off): the same path, reported.
@@ -81,9 +83,10 @@ fn fast_path(c: &mut Criterion) {
     c.bench_function("whole_hit_path_observed", |b| {
         b.iter(|| {
             let arrival = Arrival::new(Transport::Udp, Some(black_box(peer)));
+            let now = Instant::now();
             let p = wire::parse_query(black_box(&q)).unwrap();
-            let a = cache.get(&CacheKey::of(&p), 0).unwrap();
-            a.render_into(&mut out, &q, &p, p.udp_limit());
+            let a = cache.get_at(&CacheKey::of(&p), 0, now).unwrap();
+            a.render_into(&mut out, &q, &p, p.udp_limit(), now);
             arrival.answered(&q, Source::Cache, &out, None);
         })
     });

@@ -225,7 +225,7 @@ fuzz_target!(|data: &[u8]| {
         agree(data, q, m);
     }
     for transport in [Transport::Udp, Transport::Tcp] {
-        let now = r.answer_now(data, transport);
+        let now = r.answer_now(data, transport, std::time::Instant::now());
         match (&parsed, now) {
             (Err(QueryProblem::Drop(_)), Immediate::Drop) => {}
             (Err(QueryProblem::Answer(code, _)), Immediate::Reply(out, _)) => {

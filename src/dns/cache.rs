@@ -166,13 +166,21 @@ impl Answer {
     /// truncated (TC, no records) when larger than `limit`.
     pub fn render(&self, client: &[u8], q: &Query, limit: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes.len() + wire::OPT_LEN);
-        self.render_into(&mut out, client, q, limit);
+        self.render_into(&mut out, client, q, limit, Instant::now());
         out
     }
 
-    /// `render` into a buffer the caller reuses (the UDP hot path).
-    pub fn render_into(&self, out: &mut Vec<u8>, client: &[u8], q: &Query, limit: usize) {
-        let elapsed = self.stored.elapsed().as_secs() as u32;
+    /// `render` into a buffer the caller reuses, aged to `now` (the UDP hot path, which reads
+    /// the clock once per batch).
+    pub fn render_into(
+        &self,
+        out: &mut Vec<u8>,
+        client: &[u8],
+        q: &Query,
+        limit: usize,
+        now: Instant,
+    ) {
+        let elapsed = now.saturating_duration_since(self.stored).as_secs() as u32;
         out.clear();
         out.extend_from_slice(&self.bytes);
         wire::age_ttls(out, &self.ttl_offsets, elapsed);
@@ -311,7 +319,8 @@ impl Cache {
         self.get_at(key, recoveries, Instant::now())
     }
 
-    fn get_at(&self, key: &CacheKey, recoveries: u64, now: Instant) -> Option<Arc<Answer>> {
+    /// `get`, with the time already read (once per batch, on the UDP hot path).
+    pub fn get_at(&self, key: &CacheKey, recoveries: u64, now: Instant) -> Option<Arc<Answer>> {
         let hash = self.hash(key);
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;

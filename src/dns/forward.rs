@@ -84,9 +84,9 @@ impl<X: Exchanger> Forwarder<X> {
     /// A cached answer for `key` that is still the host's answer. Answers cached before a
     /// server turned out to be something else are dropped (learning is rare: emptying the
     /// whole cache then costs nothing worth counting).
-    pub(crate) fn cached(&self, key: &CacheKey) -> Option<Arc<Answer>> {
+    pub(crate) fn cached(&self, key: &CacheKey, now: Instant) -> Option<Arc<Answer>> {
         self.forget_old_lessons();
-        self.cache.get(key, self.pool.recoveries())
+        self.cache.get_at(key, self.pool.recoveries(), now)
     }
 
     /// Empties the cache if a server's capability changed since it was last emptied.

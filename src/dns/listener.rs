@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -105,12 +105,14 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
         // One snapshot judges a batch: the ACL changes only on a reload or when the
         // interfaces do.
         let acl = resolver.acl();
+        // One reading of the clock serves the batch: cache expiry and TTL ageing.
+        let now = Instant::now();
         for i in 0..n {
             let (packet, peer) = batch.get(i);
             let Some(peer) = peer else { continue };
             let arrival = Arrival::new(Transport::Udp, Some(peer));
             let immediate = if acl.admits(peer.ip()) {
-                resolver.answer_now(packet, Transport::Udp)
+                resolver.answer_now(packet, Transport::Udp, now)
             } else {
                 tracing::debug!(%peer, "client not in the allowed networks: REFUSED");
                 resolver.refuse(packet)
@@ -122,7 +124,8 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                 }
                 Immediate::Cached(answer, q) => {
                     let mut out = spare.pop().unwrap_or_default();
-                    answer.render_into(&mut out, packet, &q, resolver::limit(&q, Transport::Udp));
+                    let limit = resolver::limit(&q, Transport::Udp);
+                    answer.render_into(&mut out, packet, &q, limit, now);
                     arrival.answered(packet, Source::Cache, &out, None);
                     replies.push((out, peer));
                 }

@@ -15,6 +15,7 @@ use crate::dns::wire::{self, Query, QueryProblem, Rcode};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 pub use crate::dns::served::{Source, Transport};
 
@@ -114,8 +115,9 @@ impl<X: Exchanger> Resolver<X> {
         }
     }
 
-    /// Parses and answers whatever needs no upstream: errors, local data, cache hits.
-    pub fn answer_now(&self, packet: &[u8], transport: Transport) -> Immediate {
+    /// Parses and answers whatever needs no upstream: errors, local data, cache hits (as of
+    /// `now`).
+    pub fn answer_now(&self, packet: &[u8], transport: Transport, now: Instant) -> Immediate {
         let q = match wire::parse_query(packet) {
             Ok(q) => q,
             Err(QueryProblem::Drop(why)) => {
@@ -136,7 +138,7 @@ impl<X: Exchanger> Resolver<X> {
         // The cache holds only forwarded answers and is emptied whenever local data changes,
         // so asking it first cannot shadow a local name; it spares the hit path the local
         // lookup.
-        if let Some(answer) = self.forwarder.cached(&CacheKey::of(&q)) {
+        if let Some(answer) = self.forwarder.cached(&CacheKey::of(&q), now) {
             return Immediate::Cached(answer, q);
         }
         let name = q.name.to_dotted();
@@ -166,7 +168,7 @@ impl<X: Exchanger> Resolver<X> {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let arrival = Arrival::new(transport, client);
-        let (reply, source, upstream) = match self.answer_now(packet, transport) {
+        let (reply, source, upstream) = match self.answer_now(packet, transport, Instant::now()) {
             Immediate::Reply(reply, source) => (reply, source, None),
             Immediate::Cached(answer, q) => {
                 let reply = answer.render(packet, &q, limit(&q, transport));

@@ -7,6 +7,7 @@ use crate::dns::transport::script::*;
 use crate::dns::upstream::Capability;
 use crate::dns::wire::{self, ReplyInfo};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -71,7 +72,9 @@ impl Lab {
     }
 
     fn cached(&self, name: &str) -> bool {
-        self.fwd.cached(&CacheKey::of(&query(name).1)).is_some()
+        self.fwd
+            .cached(&CacheKey::of(&query(name).1), Instant::now())
+            .is_some()
     }
 }
 
