@@ -206,22 +206,29 @@ struct Entry {
 }
 
 impl Entry {
-    fn expired(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.answer.stored)
-            >= Duration::from_secs(self.lifetime.into())
+    /// When its hold ends.
+    fn ends(&self) -> Instant {
+        self.answer.stored + Duration::from_secs(self.lifetime.into())
     }
 
-    /// How long a failure stored `at` (seconds since the cache was made) in place of this
-    /// entry is held: twice as long as this one if this is a failure that ended no longer
-    /// than `FAILURE_HOLD_MAX` before, else its own TTL.
-    fn next_hold(&self, failure: &Answer, at: u32) -> u32 {
-        let repeated = self.answer.failure && at <= self.expires.saturating_add(FAILURE_HOLD_MAX);
-        if repeated {
-            self.lifetime
-                .saturating_mul(2)
-                .clamp(failure.ttl, FAILURE_HOLD_MAX.max(failure.ttl))
-        } else {
-            failure.ttl
+    fn expired(&self, now: Instant) -> bool {
+        now >= self.ends()
+    }
+
+    /// How long `failure`, stored in place of this entry, is held: twice as long as this
+    /// entry if this is a failure whose hold ended no longer than `FAILURE_HOLD_MAX` before
+    /// (at most that), as long as this one if its hold has not ended (two walks for the
+    /// question raced), else `FAILURE_TTL`.
+    fn next_hold(&self, failure: &Answer) -> u32 {
+        if !self.answer.failure {
+            return failure.ttl;
+        }
+        match failure.stored.checked_duration_since(self.ends()) {
+            None => self.lifetime,
+            Some(gap) if gap <= Duration::from_secs(FAILURE_HOLD_MAX.into()) => {
+                self.lifetime.saturating_mul(2).min(FAILURE_HOLD_MAX)
+            }
+            Some(_) => failure.ttl,
         }
     }
 }
@@ -330,10 +337,18 @@ impl Cache {
             entry.remove();
         } else if !held.expired(now) {
             return Some(held.answer.clone());
-        } else if !held.answer.failure {
+        } else if held.answer.failure {
+            // Kept as a miss, for the next failure to find (the backoff). Counted once:
+            // `expires` 0 marks it (a stored entry expires at 1 or later), and makes it the
+            // first to go when room is needed.
+            let held = entry.into_mut();
+            if held.expires == 0 {
+                return None;
+            }
+            held.expires = 0;
+        } else {
             entry.remove();
         }
-        // An expired failure stays, for the next one to find (the backoff).
         shard.expired += 1;
         None
     }
@@ -355,7 +370,7 @@ impl Cache {
         let shard = &mut *guard;
         if let Some(held) = shard.map.find_mut(hash, same(hash, key)) {
             let lifetime = match answer.failure {
-                true => held.next_hold(&answer, at),
+                true => held.next_hold(&answer),
                 false => answer.ttl,
             };
             held.expires = at.saturating_add(lifetime);
@@ -565,36 +580,82 @@ mod tests {
         assert_eq!(FAILURE_HOLD_MAX, 8);
     }
 
-    /// The streak ends with any other answer for the question, and with a pause: a failure
-    /// asked again long after the last one ended is held `FAILURE_TTL` again.
+    /// Whether the answer for `key` is held at `at`.
+    fn held(cache: &Cache, key: &CacheKey, at: Instant) -> bool {
+        cache.get_at(key, 0, at).is_some()
+    }
+
+    /// The streak goes on across a pause of up to `FAILURE_HOLD_MAX` after a hold ends, and
+    /// starts over after a longer one.
     #[test]
-    fn a_failure_after_an_answer_or_a_pause_is_held_briefly_again() {
+    fn a_failure_after_a_long_pause_is_held_briefly_again() {
         let cache = Cache::new(10);
         let (bytes, q) = query("flaky.example");
         let key = CacheKey::of(&q);
         let t0 = Instant::now();
         cache.insert(key, failure_at(&bytes, t0));
-        assert!(cache.get_at(&key, 0, t0 + secs(2)).is_none());
-        assert_eq!(cache.len(), 1, "an expired failure stays, as a miss");
-        cache.insert(
-            key,
-            Arc::new(Answer::new(bytes.clone(), Vec::new(), 1).stored_at(t0 + secs(2))),
-        );
-        assert!(cache.get_at(&key, 0, t0 + secs(3)).is_none());
-        assert!(cache.is_empty(), "an expired answer goes");
-        cache.insert(key, failure_at(&bytes, t0 + secs(3)));
-        assert!(
-            cache.get_at(&key, 0, t0 + secs(5)).is_none(),
-            "held 2 s, not 4"
-        );
+        // 7 s after the 2 s hold ended: held 4 s.
+        let t1 = t0 + secs(2 + 7);
+        cache.insert(key, failure_at(&bytes, t1));
+        assert!(held(&cache, &key, t1 + secs(3)), "held 4 s");
+        assert!(!held(&cache, &key, t1 + secs(4)));
+        // 9 s after that 4 s hold ended: 2 s again.
+        let t2 = t1 + secs(4 + 9);
+        cache.insert(key, failure_at(&bytes, t2));
+        assert!(held(&cache, &key, t2 + secs(1)));
+        assert!(!held(&cache, &key, t2 + secs(2)), "held 2 s, not 8");
+    }
 
-        let paused = t0 + secs(5 + FAILURE_HOLD_MAX as u64 + 2);
-        cache.insert(key, failure_at(&bytes, paused));
-        assert!(
-            cache.get_at(&key, 0, paused + secs(2)).is_none(),
-            "held 2 s, not 4"
+    /// Any other answer ends the streak, whether or not it was looked up in between.
+    #[test]
+    fn an_answer_between_failures_ends_the_streak() {
+        let cache = Cache::new(10);
+        let (bytes, q) = query("flaky.example");
+        let key = CacheKey::of(&q);
+        let t0 = Instant::now();
+        cache.insert(key, failure_at(&bytes, t0));
+        let answer = Answer::new(bytes.clone(), Vec::new(), 3).stored_at(t0 + secs(2));
+        cache.insert(key, Arc::new(answer));
+        cache.insert(key, failure_at(&bytes, t0 + secs(6)));
+        assert!(!held(&cache, &key, t0 + secs(8)), "held 2 s, not more");
+    }
+
+    /// Two walks for one question racing: the second failure, stored while the first is still
+    /// held, is held as long, not twice as long; the next one after the hold doubles it.
+    #[test]
+    fn a_failure_stored_over_a_live_one_keeps_its_hold() {
+        let cache = Cache::new(10);
+        let (bytes, q) = query("raced.example");
+        let key = CacheKey::of(&q);
+        let t0 = Instant::now();
+        cache.insert(key, failure_at(&bytes, t0));
+        let t1 = t0 + Duration::from_millis(10);
+        cache.insert(key, failure_at(&bytes, t1));
+        assert!(!held(&cache, &key, t1 + secs(2)), "held 2 s, not 4");
+        cache.insert(key, failure_at(&bytes, t1 + secs(2)));
+        assert!(held(&cache, &key, t1 + secs(5)), "then 4 s");
+    }
+
+    /// An expired answer is counted once, and goes; an expired failure is counted once too
+    /// (however often it is asked for before the next one), and stays as a miss.
+    #[test]
+    fn expired_answers_are_counted_once() {
+        // Room for both in any shard (ten answers would be one per shard).
+        let cache = Cache::new(SHARDS * 2);
+        let (bytes, q) = query("a.example");
+        let (fbytes, fq) = query("broken.example");
+        let t0 = Instant::now();
+        cache.insert(
+            CacheKey::of(&q),
+            Arc::new(Answer::new(bytes, Vec::new(), 1).stored_at(t0)),
         );
-        assert_eq!(cache.stats().expired, 4);
+        cache.insert(CacheKey::of(&fq), failure_at(&fbytes, t0));
+        for _ in 0..3 {
+            assert!(!held(&cache, &CacheKey::of(&q), t0 + secs(2)));
+            assert!(!held(&cache, &CacheKey::of(&fq), t0 + secs(2)));
+        }
+        assert_eq!(cache.stats().expired, 2);
+        assert_eq!(cache.len(), 1, "the failure stays, as a miss");
     }
 
     #[test]

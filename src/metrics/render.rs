@@ -220,7 +220,7 @@ impl Collector for Snapshot {
         counters(
             &mut e,
             "virtdns_cache_expired",
-            "Answers found outlived when asked for, and dropped.",
+            "Answers found outlived when asked for (dropped; a failure is kept as a miss for the backoff), each counted once.",
             vec![(none(), self.cache.expired)],
         )?;
 

@@ -372,6 +372,31 @@ async fn an_io_error_fails_the_attempt_and_the_walk_moves_on() {
     assert_eq!(got(&outcome), (Rcode::NOERROR, 2), "{trace}");
 }
 
+/// A failure passed on because the server that might have answered was down is the host's
+/// answer only while it is down: it ends with its return, however long the backoff holds it.
+#[tokio::test(start_paused = true)]
+async fn a_failure_passed_on_while_a_server_is_down_ends_when_it_returns() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    let (vpn, router) = (lab.addr(0), lab.addr(1));
+    lab.script().set(vpn, "", Step::Timeout);
+    lab.script().set(vpn, "*", Step::Timeout);
+    lab.script()
+        .set(router, "*", bare(Rcode::SERVFAIL, false, true));
+    let failed = lab.resolve("git.example.com").await;
+    assert_eq!(got(&failed), (Rcode::SERVFAIL, 0));
+    assert!(failed.as_ref().unwrap().is_failure());
+    assert!(lab.cached("git.example.com"));
+    lab.script().set(vpn, "", FULL);
+    lab.script().set(vpn, "*", answer(34));
+    tokio::time::sleep(crate::dns::upstream::PROBE_INTERVAL * 2).await;
+    assert!(!lab.servers[0].is_down());
+    assert!(!lab.cached("git.example.com"), "ended by the recovery");
+    assert_eq!(
+        got(&lab.resolve("git.example.com").await),
+        (Rcode::NOERROR, 34)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn when_all_are_down_all_are_tried_and_timeouts_get_another_round() {
     let lab = Lab::new(&[FULL, FULL]).await;

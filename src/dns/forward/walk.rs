@@ -360,7 +360,10 @@ impl<X: Exchanger> Forwarder<X> {
                         wire::rcode(&ex.reply)
                     )
                 });
-                stored(ex, Failover::AfterFailure, walk.recoveries)
+                // A failure passed on after a server was down ends with its return, like
+                // any answer the down server might have changed.
+                let failover = walk.failover.max(Failover::AfterFailure);
+                stored(ex, failover, walk.recoveries)
             }
             None => {
                 trace.note(|| "no server answered: SERVFAIL".into());
@@ -444,8 +447,7 @@ fn note_not_used(trace: &mut Trace, unused: &[Arc<Upstream>], rest: &[Arc<Upstre
 /// Turns an accepted reply into a cacheable answer: OPT cut out, no TTL above how long it is
 /// kept (RFC 2308 5: the SOA of a negative answer says no more than its lifetime). Failures
 /// passed on (marked, for the cache's backoff), and answers obtained after an earlier server
-/// failed, are kept only briefly; an
-/// answer obtained because an earlier server was down ends with the next recovery. A reply
+/// failed, are kept only briefly; an answer obtained because an earlier server was down ends with the next recovery. A reply
 /// without its question (FORMERR or NOTIMP from some servers) becomes a plain error.
 fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
     let Exchange {
