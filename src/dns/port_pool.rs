@@ -35,6 +35,12 @@
 //!   `Expect` (ID and question, and the cookie and case `dns::guard` asks for); anything else
 //!   is read, counted by why, and dropped while the wait goes on. The wait ends with the
 //!   reply, the error, or the caller's timeout (which reads the counts, then drops `Sent`).
+//! - **Sent together.** A query's socket is readied (port, connect) and its wait set up at
+//!   once; the datagram itself is left for the thread's sender task, which sends every query
+//!   left since it last ran, back to back. A local server (systemd-resolved's stub, a
+//!   forwarder on the host) then wakes once for many queries, not once for each, and each
+//!   wake-up is paid for by the sender. A send that fails fails that query (as an I/O error,
+//!   like an ICMP error) and closes its socket; a query abandoned first is never sent.
 //! - **One reader per thread.** Each thread keeps an epoll set of its own, registered with
 //!   tokio once; sockets join it when created and leave it when closed, and a reader task
 //!   takes the ready sockets of many queries with one epoll_wait. Registering every socket
@@ -108,6 +114,8 @@ struct Slots {
     idle_v4: Vec<u64>,
     idle_v6: Vec<u64>,
     tokens: u64,
+    /// Queries whose sockets are connected and waiting, not yet sent: key, token, bytes.
+    unsent: Vec<(u64, u64, Box<[u8]>)>,
 }
 
 fn key(index: u32, generation: u32) -> u64 {
@@ -161,16 +169,36 @@ impl Slots {
         self.add(epoll, socket, server.is_ipv6(), port.is_none())
     }
 
-    /// Connects the socket of `key` to `server` and sends `query`; closes it on failure.
-    fn connect_and_send(&mut self, key: u64, server: SocketAddr, query: &[u8]) -> io::Result<()> {
+    /// Connects the socket of `key` to `server`; closes it on failure.
+    fn connect(&mut self, key: u64, server: SocketAddr) -> io::Result<()> {
         let slot = self.slot(key).expect("socket in its slot");
         let socket = slot.socket.as_ref().expect("slot has a socket");
-        let sent = socket.connect(server).and_then(|()| socket.send(query));
-        if let Err(e) = sent {
+        if let Err(e) = socket.connect(server) {
             self.close(key);
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Sends the queries left to send, one after another. A query whose wait already ended
+    /// is not sent; one whose send fails gets that error, and its socket closes.
+    fn send_unsent(&mut self) {
+        let mut unsent = std::mem::take(&mut self.unsent);
+        for (key, token, query) in unsent.drain(..) {
+            let Some(slot) = self.slot(key) else { continue };
+            if slot.waiting.as_ref().is_none_or(|w| w.token != token) {
+                continue;
+            }
+            let socket = slot.socket.as_ref().expect("slot has a socket");
+            if let Err(e) = socket.send(&query) {
+                if let Some(waiting) = slot.waiting.take() {
+                    let _ = waiting.done.send(Err(e));
+                }
+                self.close(key);
+            }
+        }
+        // The vector's room is kept for the next batch.
+        self.unsent = unsent;
     }
 
     /// Closes the socket of `key` (which takes it out of the epoll set).
@@ -297,6 +325,8 @@ impl Slots {
 struct Reader {
     epoll: Arc<Epoll>,
     slots: Mutex<Slots>,
+    /// A query was left to send (`send_posted` sends it, with any others left meanwhile).
+    posted: tokio::sync::Notify,
     /// Its task has ended (the runtime shut down): the thread needs a new reader.
     stopped: AtomicBool,
 }
@@ -319,10 +349,12 @@ fn reader() -> io::Result<Arc<Reader>> {
         let reader = Arc::new(Reader {
             epoll: Arc::new(Epoll::new()?),
             slots: Mutex::default(),
+            posted: tokio::sync::Notify::new(),
             stopped: AtomicBool::new(false),
         });
         let set = sys::watch(reader.epoll.clone())?;
         tokio::spawn(read_replies(set, Running(reader.clone())));
+        tokio::spawn(send_posted(Running(reader.clone())));
         *current = Some(reader.clone());
         Ok(reader)
     })
@@ -371,6 +403,19 @@ async fn read_replies(set: AsyncFd<Arc<Epoll>>, running: Running) {
     }
 }
 
+/// The sender task: sends the queries left since it last ran, together. Forwarding tasks
+/// woken by one batch of client queries run one after another, and each leaves its query
+/// here; this task, woken by the first, runs after them all. Sent back to back, the queries
+/// find a server on this host (a local stub such as systemd-resolved) still awake from the
+/// first, instead of waking it once per query, which the sender pays for.
+async fn send_posted(running: Running) {
+    let reader = &running.0;
+    loop {
+        reader.posted.notified().await;
+        reader.slots.lock().unwrap().send_unsent();
+    }
+}
+
 /// A query sent from a port of its own; `reply` waits for the answer. Dropping it (at a
 /// timeout) ends the query and frees its port.
 pub(crate) struct Sent {
@@ -380,8 +425,8 @@ pub(crate) struct Sent {
     reply: oneshot::Receiver<Reply>,
 }
 
-/// Sends `query` to `server` from a fresh port drawn at random; its reply is the first
-/// datagram `expect` accepts.
+/// Sends `query` to `server` from a fresh port drawn at random (when the sender task next
+/// runs); its reply is the first datagram `expect` accepts.
 pub(crate) fn send(server: SocketAddr, expect: &Expect, query: &[u8]) -> io::Result<Sent> {
     let ports = ports();
     for _ in 0..BIND_TRIES {
@@ -423,14 +468,18 @@ fn send_from(
     let key = match reused {
         // One that cannot reach this server (bound to another interface's scope, say) is
         // closed and a new socket tried.
-        Some(key) if slots.connect_and_send(key, server, query).is_ok() => key,
+        Some(key) if slots.connect(key, server).is_ok() => key,
         _ => {
             let key = slots.open(epoll, server, port)?;
-            slots.connect_and_send(key, server, query)?;
+            slots.connect(key, server)?;
             key
         }
     };
     let (token, reply) = slots.wait(key, expect);
+    slots.unsent.push((key, token, Box::from(query)));
+    if slots.unsent.len() == 1 {
+        reader.posted.notify_one();
+    }
     drop(slots);
     Ok(Sent {
         reader,
@@ -767,6 +816,38 @@ mod tests {
             waited.is_err(),
             "the forgery queued for the old port was dropped"
         );
+    }
+
+    /// Queries left while a task runs go out together when the sender task runs after it, in
+    /// the order they were left; one whose wait ended before then is not sent at all.
+    #[tokio::test]
+    async fn queries_left_together_go_out_together_less_any_abandoned() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (first, e1) = upstream("first.example", 1);
+        let (second, e2) = upstream("second.example", 2);
+        let (third, e3) = upstream("third.example", 3);
+        let (later, e4) = upstream("later.example", 4);
+        let kept = send(addr, &e1, &first).unwrap();
+        drop(send(addr, &e2, &second).unwrap());
+        let also_kept = send(addr, &e3, &third).unwrap();
+        {
+            let reader = reader().unwrap();
+            assert_eq!(
+                reader.slots.lock().unwrap().unsent.len(),
+                3,
+                "none sent yet"
+            );
+        }
+        assert_eq!(recv(&server).await.0, first);
+        assert_eq!(recv(&server).await.0, third);
+        let after = send(addr, &e4, &later).unwrap();
+        assert_eq!(
+            recv(&server).await.0,
+            later,
+            "the abandoned query never went out"
+        );
+        drop((kept, also_kept, after));
     }
 
     /// A port unreachable (what a forged ICMP error does too) fails the query whose port it
