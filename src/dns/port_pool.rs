@@ -36,7 +36,7 @@
 //!   is read, counted by why, and dropped while the wait goes on. The wait ends with the
 //!   reply, the error, or the caller's timeout (which reads the counts, then drops `Sent`).
 //! - **Sent together.** A query's socket is readied (port, connect) and its wait set up at
-//!   once; the datagram itself is left for the thread's sender task, which sends every query
+//!   once; the datagram itself is left for the thread's reader task, which sends every query
 //!   left since it last ran, back to back. A local server (systemd-resolved's stub, a
 //!   forwarder on the host) then wakes once for many queries, not once for each, and each
 //!   wake-up is paid for by the sender. A send that fails fails that query (as an I/O error,
@@ -114,7 +114,7 @@ struct Slots {
     idle_v4: Vec<u64>,
     idle_v6: Vec<u64>,
     tokens: u64,
-    /// Queries whose sockets are connected and waiting, not yet sent: key, token, bytes.
+    /// Queries left to send (key, token, bytes); those whose wait has ended since are skipped.
     unsent: Vec<(u64, u64, Box<[u8]>)>,
 }
 
@@ -197,7 +197,9 @@ impl Slots {
                 self.close(key);
             }
         }
-        // The vector's room is kept for the next batch.
+        // The vector's room is kept for the next batch (nothing is left while it is sent: the
+        // lock is held).
+        debug_assert!(self.unsent.is_empty());
         self.unsent = unsent;
     }
 
@@ -325,9 +327,10 @@ impl Slots {
 struct Reader {
     epoll: Arc<Epoll>,
     slots: Mutex<Slots>,
-    /// A query was left to send (`send_posted` sends it, with any others left meanwhile).
+    /// A query was left to send (its task sends it, with any others left meanwhile).
     posted: tokio::sync::Notify,
-    /// Its task has ended (the runtime shut down): the thread needs a new reader.
+    /// Its task has ended (the runtime shut down, or the epoll set failed): the thread
+    /// needs a new reader.
     stopped: AtomicBool,
 }
 
@@ -353,8 +356,7 @@ fn reader() -> io::Result<Arc<Reader>> {
             stopped: AtomicBool::new(false),
         });
         let set = sys::watch(reader.epoll.clone())?;
-        tokio::spawn(read_replies(set, Running(reader.clone())));
-        tokio::spawn(send_posted(Running(reader.clone())));
+        tokio::spawn(serve(set, Running(reader.clone())));
         *current = Some(reader.clone());
         Ok(reader)
     })
@@ -370,15 +372,33 @@ impl Drop for Running {
     }
 }
 
-/// The reader task: whenever the epoll set has ready sockets, takes up to `EVENTS` of them at
-/// once and reads each. Sockets are in the set edge-triggered: a socket is reported once per
-/// arrival, and each one reported is read until it would block, or its query is over.
-async fn read_replies(set: AsyncFd<Arc<Epoll>>, running: Running) {
+/// The reader's task, one per thread, doing two things:
+///
+/// - **Sending what was left to send.** Forwarding tasks woken by one batch of client queries
+///   run one after another, and each leaves its query; this task, woken by the first, runs
+///   after them all and sends them back to back. A server on this host (a local stub such as
+///   systemd-resolved) then finds the next query while still awake from the first, instead of
+///   being woken once per query, which the sender pays for.
+/// - **Reading replies.** Whenever the epoll set has ready sockets, it takes up to `EVENTS` of
+///   them at once and reads each. Sockets are in the set edge-triggered: a socket is reported
+///   once per arrival, and each one reported is read until it would block, or its query is
+///   over.
+///
+/// One task, so that the two end together: a reader whose task ended is replaced whole.
+async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
     let reader = &running.0;
     let mut events = [EpollEvent { events: 0, u64: 0 }; EVENTS];
     let mut buf = vec![0u8; UDP_REPLY_MAX];
     loop {
-        let Ok(mut ready) = set.readable().await else {
+        let ready = tokio::select! {
+            biased;
+            () = reader.posted.notified() => {
+                reader.slots.lock().unwrap().send_unsent();
+                continue;
+            }
+            ready = set.readable() => ready,
+        };
+        let Ok(mut ready) = ready else {
             return;
         };
         let n = match set.get_ref().ready(&mut events) {
@@ -403,21 +423,9 @@ async fn read_replies(set: AsyncFd<Arc<Epoll>>, running: Running) {
     }
 }
 
-/// The sender task: sends the queries left since it last ran, together. Forwarding tasks
-/// woken by one batch of client queries run one after another, and each leaves its query
-/// here; this task, woken by the first, runs after them all. Sent back to back, the queries
-/// find a server on this host (a local stub such as systemd-resolved) still awake from the
-/// first, instead of waking it once per query, which the sender pays for.
-async fn send_posted(running: Running) {
-    let reader = &running.0;
-    loop {
-        reader.posted.notified().await;
-        reader.slots.lock().unwrap().send_unsent();
-    }
-}
-
-/// A query sent from a port of its own; `reply` waits for the answer. Dropping it (at a
-/// timeout) ends the query and frees its port.
+/// A query on a port of its own, sent (or about to be: see `serve`); `reply` waits for the
+/// answer. Dropping it (at a timeout) ends the query, frees its port, and if it was not sent
+/// yet, it never is.
 pub(crate) struct Sent {
     reader: Arc<Reader>,
     key: u64,
@@ -450,8 +458,8 @@ fn port_taken(e: &io::Error) -> bool {
     )
 }
 
-/// Sends from a new socket bound to `port`, or with `None` from an idle socket that `connect`
-/// binds to a port of the kernel's choosing.
+/// Readies a new socket bound to `port`, or with `None` an idle socket that `connect` binds to
+/// a port of the kernel's choosing, and leaves `query` for the reader's task to send.
 fn send_from(
     server: SocketAddr,
     expect: &Expect,
@@ -494,7 +502,8 @@ fn new_socket(server: SocketAddr) -> io::Result<Socket> {
 }
 
 impl Sent {
-    /// The matching reply, or the socket's error (an ICMP error: this query's alone).
+    /// The matching reply, or the socket's error (an ICMP error, or the send's own: this
+    /// query's alone).
     pub(crate) async fn reply(&mut self) -> Reply {
         match (&mut self.reply).await {
             Ok(reply) => reply,
@@ -818,8 +827,10 @@ mod tests {
         );
     }
 
-    /// Queries left while a task runs go out together when the sender task runs after it, in
-    /// the order they were left; one whose wait ended before then is not sent at all.
+    /// Queries left while a task runs go out together when the reader's task runs after it,
+    /// in the order they were left; one whose wait ended before then is not sent at all, not
+    /// even on its socket's next query (the abandoned one's kernel-bound socket is reused at
+    /// once, so only the query's token tells the two apart).
     #[tokio::test]
     async fn queries_left_together_go_out_together_less_any_abandoned() {
         let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -829,8 +840,11 @@ mod tests {
         let (third, e3) = upstream("third.example", 3);
         let (later, e4) = upstream("later.example", 4);
         let kept = send(addr, &e1, &first).unwrap();
-        drop(send(addr, &e2, &second).unwrap());
-        let also_kept = send(addr, &e3, &third).unwrap();
+        let abandoned = send_from(addr, &e2, &second, None).unwrap();
+        let key = abandoned.key;
+        drop(abandoned);
+        let also_kept = send_from(addr, &e3, &third, None).unwrap();
+        assert_eq!(also_kept.key, key, "the same socket, reused");
         {
             let reader = reader().unwrap();
             assert_eq!(
@@ -848,6 +862,23 @@ mod tests {
             "the abandoned query never went out"
         );
         drop((kept, also_kept, after));
+    }
+
+    /// A query whose send fails (too big for a datagram) gets that error and loses its socket;
+    /// the query left after it in the same batch still goes out.
+    #[tokio::test]
+    async fn a_query_that_cannot_be_sent_fails_alone() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (_, e1) = upstream("big.example", 1);
+        let failed = send(addr, &e1, &vec![0u8; 70_000]).unwrap();
+        let (fine, e2) = upstream("fine.example", 2);
+        let ok = send(addr, &e2, &fine).unwrap();
+        let error = reply_of(failed).await.unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EMSGSIZE), "{error}");
+        assert_eq!(recv(&server).await.0, fine);
+        assert_eq!(sockets_in_use(), 1, "only the query that went out waits");
+        drop(ok);
     }
 
     /// A port unreachable (what a forged ICMP error does too) fails the query whose port it
