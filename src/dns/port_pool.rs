@@ -369,6 +369,14 @@ struct Running(Arc<Reader>);
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.stopped.store(true, Ordering::Relaxed);
+        // Nothing will send or read for the queries still waiting: they fail now ("upstream
+        // reader stopped"), not at their timeout.
+        if let Ok(mut slots) = self.0.slots.lock() {
+            slots.unsent.clear();
+            for slot in &mut slots.slots {
+                slot.waiting = None;
+            }
+        }
     }
 }
 
@@ -862,6 +870,27 @@ mod tests {
             "the abandoned query never went out"
         );
         drop((kept, also_kept, after));
+    }
+
+    /// When the reader's task ends (here, with its runtime), the queries waiting on it fail at
+    /// once instead of waiting out their timeout.
+    #[test]
+    fn queries_waiting_on_a_stopped_reader_fail_at_once() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        let mut sent = first.block_on(async { ask(addr, "a.example") });
+        drop(first);
+        let got = runtime()
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), sent.reply()).await });
+        let error = got.expect("failed at once, not timed out").unwrap_err();
+        assert_eq!(error.to_string(), "upstream reader stopped");
     }
 
     /// A query whose send fails (too big for a datagram) gets that error and loses its socket;
