@@ -4,6 +4,7 @@
 //! Listeners know nothing about how queries are answered; they hand bytes to the `Resolver`.
 
 use crate::dns::observe::Arrival;
+use crate::dns::posted::Posted;
 use crate::dns::resolver::{self, Immediate, Resolver, Source, Transport};
 use crate::dns::udp_batch;
 use std::collections::{BTreeSet, HashMap};
@@ -141,7 +142,7 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                     tokio::spawn(Box::pin(async move {
                         let f = resolver.forward(&packet, q, route, Transport::Udp).await;
                         arrival.answered(&packet, Source::Forwarded, &f.reply, f.upstream);
-                        outbox.post(f.reply, peer);
+                        outbox.post((f.reply, peer));
                     }));
                 }
             }
@@ -154,32 +155,16 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
 }
 
 /// Replies to forwarded queries, waiting to go out together. The upstream reader completes
-/// many queries in one wake-up; their tasks then run one after another, each leaves its reply
-/// here, and `send_posted`, woken by the first, runs after them all and sends the lot with
-/// one sendmmsg: one system call, and one wake-up of a client reading many, instead of a
-/// sendto for each.
-#[derive(Default)]
-struct Outbox {
-    replies: Mutex<Vec<(Vec<u8>, SocketAddr)>>,
-    posted: tokio::sync::Notify,
-}
-
-impl Outbox {
-    fn post(&self, reply: Vec<u8>, peer: SocketAddr) {
-        let mut replies = self.replies.lock().unwrap();
-        replies.push((reply, peer));
-        if replies.len() == 1 {
-            self.posted.notify_one();
-        }
-    }
-}
+/// many queries in one wake-up; their tasks then run one after another, each posts its reply,
+/// and `send_posted` takes the lot and sends it with one sendmmsg: one system call, and one
+/// wake-up of a client reading many, instead of a sendto for each.
+type Outbox = Posted<(Vec<u8>, SocketAddr)>;
 
 /// Sends what is posted to `outbox`, a batch at a time, for as long as the listener runs.
 async fn send_posted(socket: Arc<UdpSocket>, outbox: Arc<Outbox>) {
     let mut batch = Vec::new();
     loop {
-        outbox.posted.notified().await;
-        std::mem::swap(&mut batch, &mut *outbox.replies.lock().unwrap());
+        outbox.take(&mut batch).await;
         send_all(&socket, &batch).await;
         batch.clear();
     }
@@ -721,7 +706,7 @@ mod tests {
         let tasks: Vec<_> = (0..replies)
             .map(|i| {
                 let outbox = outbox.clone();
-                tokio::spawn(async move { outbox.post(vec![i as u8; 12], peer) })
+                tokio::spawn(async move { outbox.post((vec![i as u8; 12], peer)) })
             })
             .collect();
         for task in tasks {
@@ -736,7 +721,7 @@ mod tests {
                 (&[i as u8; 12][..], server.local_addr().unwrap())
             );
         }
-        assert!(outbox.replies.lock().unwrap().is_empty());
+        assert_eq!(outbox.len(), 0);
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -6,7 +6,8 @@
 //! it; `acl` says which clients are answered, `router` holds the routing table, `discover`
 //! finds split domains, `wire` reads and patches packet bytes (`rcode` is its RCODE type),
 //! `trace` records decisions for `virtdns explain`. `served` says how a query was answered,
-//! `observe` reports it (counted, and logged by `querylog` while that is on).
+//! `observe` reports it (counted, and logged by `querylog` while that is on). `posted` batches
+//! what many tasks send into one sender's turn.
 
 pub mod acl;
 pub mod cache;
@@ -17,6 +18,7 @@ pub(crate) mod listener;
 pub mod local;
 pub mod observe;
 pub(crate) mod port_pool;
+pub(crate) mod posted;
 pub(crate) mod probe;
 pub(crate) mod querylog;
 pub(crate) mod rcode;

@@ -52,6 +52,7 @@
 //! sockets through one epoll set.
 
 use crate::dns::guard::{Dropped, Expect};
+use crate::dns::posted::Posted;
 use crate::dns::wire::ReplyInfo;
 use crate::sys::{self, Epoll, EpollEvent};
 use socket2::{Domain, Socket, Type};
@@ -114,9 +115,10 @@ struct Slots {
     idle_v4: Vec<u64>,
     idle_v6: Vec<u64>,
     tokens: u64,
-    /// Queries left to send (key, token, bytes); those whose wait has ended since are skipped.
-    unsent: Vec<(u64, u64, Box<[u8]>)>,
 }
+
+/// A query left to send: its socket's key, its token, its bytes.
+type Unsent = (u64, u64, Box<[u8]>);
 
 fn key(index: u32, generation: u32) -> u64 {
     u64::from(generation) << 32 | u64::from(index)
@@ -180,10 +182,9 @@ impl Slots {
         Ok(())
     }
 
-    /// Sends the queries left to send, one after another. A query whose wait already ended
-    /// is not sent; one whose send fails gets that error, and its socket closes.
-    fn send_unsent(&mut self) {
-        let mut unsent = std::mem::take(&mut self.unsent);
+    /// Sends the queries left to send, one after another, emptying `unsent`. A query whose
+    /// wait already ended is not sent; one whose send fails gets that error.
+    fn send(&mut self, unsent: &mut Vec<Unsent>) {
         for (key, token, query) in unsent.drain(..) {
             let Some(slot) = self.slot(key) else { continue };
             if slot.waiting.as_ref().is_none_or(|w| w.token != token) {
@@ -191,16 +192,17 @@ impl Slots {
             }
             let socket = slot.socket.as_ref().expect("slot has a socket");
             if let Err(e) = socket.send(&query) {
-                if let Some(waiting) = slot.waiting.take() {
-                    let _ = waiting.done.send(Err(e));
-                }
-                self.close(key);
+                self.fail(key, e);
             }
         }
-        // The vector's room is kept for the next batch (nothing is left while it is sent: the
-        // lock is held).
-        debug_assert!(self.unsent.is_empty());
-        self.unsent = unsent;
+    }
+
+    /// The socket of `key` failed: its query gets `error`, and the socket closes.
+    fn fail(&mut self, key: u64, error: io::Error) {
+        if let Some(waiting) = self.slot(key).and_then(|s| s.waiting.take()) {
+            let _ = waiting.done.send(Err(error));
+        }
+        self.close(key);
     }
 
     /// Closes the socket of `key` (which takes it out of the epoll set).
@@ -294,10 +296,7 @@ impl Slots {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if let Some(waiting) = slot.waiting.take() {
-                        let _ = waiting.done.send(Err(e));
-                    }
-                    self.close(key);
+                    self.fail(key, e);
                     return;
                 }
             };
@@ -327,8 +326,9 @@ impl Slots {
 struct Reader {
     epoll: Arc<Epoll>,
     slots: Mutex<Slots>,
-    /// A query was left to send (its task sends it, with any others left meanwhile).
-    posted: tokio::sync::Notify,
+    /// Queries left to send (its task sends them); those whose wait has ended since are
+    /// skipped.
+    unsent: Posted<Unsent>,
     /// Its task has ended (the runtime shut down, or the epoll set failed): the thread
     /// needs a new reader.
     stopped: AtomicBool,
@@ -352,7 +352,7 @@ fn reader() -> io::Result<Arc<Reader>> {
         let reader = Arc::new(Reader {
             epoll: Arc::new(Epoll::new()?),
             slots: Mutex::default(),
-            posted: tokio::sync::Notify::new(),
+            unsent: Posted::default(),
             stopped: AtomicBool::new(false),
         });
         let set = sys::watch(reader.epoll.clone())?;
@@ -371,8 +371,8 @@ impl Drop for Running {
         self.0.stopped.store(true, Ordering::Relaxed);
         // Nothing will send or read for the queries still waiting: they fail now ("upstream
         // reader stopped"), not at their timeout.
+        self.0.unsent.clear();
         if let Ok(mut slots) = self.0.slots.lock() {
-            slots.unsent.clear();
             for slot in &mut slots.slots {
                 slot.waiting = None;
             }
@@ -397,11 +397,12 @@ async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
     let reader = &running.0;
     let mut events = [EpollEvent { events: 0, u64: 0 }; EVENTS];
     let mut buf = vec![0u8; UDP_REPLY_MAX];
+    let mut unsent = Vec::new();
     loop {
         let ready = tokio::select! {
             biased;
-            () = reader.posted.notified() => {
-                reader.slots.lock().unwrap().send_unsent();
+            () = reader.unsent.take(&mut unsent) => {
+                reader.slots.lock().unwrap().send(&mut unsent);
                 continue;
             }
             ready = set.readable() => ready,
@@ -441,7 +442,7 @@ pub(crate) struct Sent {
     reply: oneshot::Receiver<Reply>,
 }
 
-/// Sends `query` to `server` from a fresh port drawn at random (when the sender task next
+/// Sends `query` to `server` from a fresh port drawn at random (when the reader's task next
 /// runs); its reply is the first datagram `expect` accepts.
 pub(crate) fn send(server: SocketAddr, expect: &Expect, query: &[u8]) -> io::Result<Sent> {
     let ports = ports();
@@ -492,11 +493,8 @@ fn send_from(
         }
     };
     let (token, reply) = slots.wait(key, expect);
-    slots.unsent.push((key, token, Box::from(query)));
-    if slots.unsent.len() == 1 {
-        reader.posted.notify_one();
-    }
     drop(slots);
+    reader.unsent.post((key, token, Box::from(query)));
     Ok(Sent {
         reader,
         key,
@@ -855,11 +853,7 @@ mod tests {
         assert_eq!(also_kept.key, key, "the same socket, reused");
         {
             let reader = reader().unwrap();
-            assert_eq!(
-                reader.slots.lock().unwrap().unsent.len(),
-                3,
-                "none sent yet"
-            );
+            assert_eq!(reader.unsent.len(), 3, "none sent yet");
         }
         assert_eq!(recv(&server).await.0, first);
         assert_eq!(recv(&server).await.0, third);
