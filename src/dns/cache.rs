@@ -215,20 +215,20 @@ impl Entry {
         now >= self.ends()
     }
 
-    /// How long `failure`, stored in place of this entry, is held: twice as long as this
-    /// entry if this is a failure whose hold ended no longer than `FAILURE_HOLD_MAX` before
-    /// (at most that), as long as this one if its hold has not ended (two walks for the
-    /// question raced), else `FAILURE_TTL`.
-    fn next_hold(&self, failure: &Answer) -> u32 {
-        if !self.answer.failure {
-            return failure.ttl;
+    /// How long `answer`, stored in place of this entry, is held: its TTL, unless both are
+    /// failures. Then twice as long as this one if its hold ended no longer than
+    /// `FAILURE_HOLD_MAX` before (at most that), as long as this one if its hold has not
+    /// ended (two walks for the question raced), else its TTL.
+    fn next_hold(&self, answer: &Answer) -> u32 {
+        if !(answer.failure && self.answer.failure) {
+            return answer.ttl;
         }
-        match failure.stored.checked_duration_since(self.ends()) {
+        match answer.stored.checked_duration_since(self.ends()) {
             None => self.lifetime,
             Some(gap) if gap <= Duration::from_secs(FAILURE_HOLD_MAX.into()) => {
                 self.lifetime.saturating_mul(2).min(FAILURE_HOLD_MAX)
             }
-            Some(_) => failure.ttl,
+            Some(_) => answer.ttl,
         }
     }
 }
@@ -369,10 +369,7 @@ impl Cache {
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
         if let Some(held) = shard.map.find_mut(hash, same(hash, key)) {
-            let lifetime = match answer.failure {
-                true => held.next_hold(&answer),
-                false => answer.ttl,
-            };
+            let lifetime = held.next_hold(&answer);
             held.expires = at.saturating_add(lifetime);
             (held.lifetime, held.answer) = (lifetime, answer);
             return;
@@ -541,6 +538,12 @@ mod tests {
         assert_eq!(cache.stats().expired, 1);
     }
 
+    /// A cache, a question's bytes and key, and the time the test starts from.
+    fn one_question(name: &str) -> (Cache, Vec<u8>, CacheKey, Instant) {
+        let (bytes, q) = query(name);
+        (Cache::new(10), bytes, CacheKey::of(&q), Instant::now())
+    }
+
     /// A SERVFAIL for `bytes`'s question, passed on as a failure, stored `at`.
     fn failure_at(bytes: &[u8], at: Instant) -> Arc<Answer> {
         let mut reply = bytes.to_vec();
@@ -561,10 +564,7 @@ mod tests {
     /// 2, 4, 8 seconds, then 8 again.
     #[test]
     fn a_repeated_failure_is_held_twice_as_long_up_to_the_cap() {
-        let cache = Cache::new(10);
-        let (bytes, q) = query("broken.example");
-        let key = CacheKey::of(&q);
-        let t0 = Instant::now();
+        let (cache, bytes, key, t0) = one_question("broken.example");
         let mut at = t0;
         for hold in [2, 4, 8, 8] {
             cache.insert(key, failure_at(&bytes, at));
@@ -589,10 +589,7 @@ mod tests {
     /// starts over after a longer one.
     #[test]
     fn a_failure_after_a_long_pause_is_held_briefly_again() {
-        let cache = Cache::new(10);
-        let (bytes, q) = query("flaky.example");
-        let key = CacheKey::of(&q);
-        let t0 = Instant::now();
+        let (cache, bytes, key, t0) = one_question("flaky.example");
         cache.insert(key, failure_at(&bytes, t0));
         // 7 s after the 2 s hold ended: held 4 s.
         let t1 = t0 + secs(2 + 7);
@@ -609,10 +606,7 @@ mod tests {
     /// Any other answer ends the streak, whether or not it was looked up in between.
     #[test]
     fn an_answer_between_failures_ends_the_streak() {
-        let cache = Cache::new(10);
-        let (bytes, q) = query("flaky.example");
-        let key = CacheKey::of(&q);
-        let t0 = Instant::now();
+        let (cache, bytes, key, t0) = one_question("flaky.example");
         cache.insert(key, failure_at(&bytes, t0));
         let answer = Answer::new(bytes.clone(), Vec::new(), 3).stored_at(t0 + secs(2));
         cache.insert(key, Arc::new(answer));
@@ -624,10 +618,7 @@ mod tests {
     /// held, is held as long, not twice as long; the next one after the hold doubles it.
     #[test]
     fn a_failure_stored_over_a_live_one_keeps_its_hold() {
-        let cache = Cache::new(10);
-        let (bytes, q) = query("raced.example");
-        let key = CacheKey::of(&q);
-        let t0 = Instant::now();
+        let (cache, bytes, key, t0) = one_question("raced.example");
         cache.insert(key, failure_at(&bytes, t0));
         let t1 = t0 + Duration::from_millis(10);
         cache.insert(key, failure_at(&bytes, t1));

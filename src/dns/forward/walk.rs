@@ -447,8 +447,9 @@ fn note_not_used(trace: &mut Trace, unused: &[Arc<Upstream>], rest: &[Arc<Upstre
 /// Turns an accepted reply into a cacheable answer: OPT cut out, no TTL above how long it is
 /// kept (RFC 2308 5: the SOA of a negative answer says no more than its lifetime). Failures
 /// passed on (marked, for the cache's backoff), and answers obtained after an earlier server
-/// failed, are kept only briefly; an answer obtained because an earlier server was down ends with the next recovery. A reply
-/// without its question (FORMERR or NOTIMP from some servers) becomes a plain error.
+/// failed, are kept only briefly; an answer obtained because an earlier server was down ends
+/// with the next recovery. A reply without its question (FORMERR or NOTIMP from some servers)
+/// becomes a plain error.
 fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
     let Exchange {
         mut reply,
