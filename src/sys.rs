@@ -244,7 +244,7 @@ pub(crate) fn watch(epoll: Arc<Epoll>) -> io::Result<AsyncFd<Arc<Epoll>>> {
 // Sockets.
 
 /// `connect(AF_UNSPEC)`: dissolves the socket's association; a UDP socket whose port the
-/// kernel chose at connect gives that port back.
+/// kernel chose (at connect or at its first send) gives that port back.
 pub(crate) fn disconnect(socket: BorrowedFd<'_>) -> io::Result<()> {
     let unspec = libc::sockaddr {
         sa_family: libc::AF_UNSPEC as libc::sa_family_t,
@@ -260,14 +260,33 @@ pub(crate) fn disconnect(socket: BorrowedFd<'_>) -> io::Result<()> {
 /// setsockopt(SOL_SOCKET, SO_RCVBUFFORCE): a receive buffer of `bytes` (the kernel doubles
 /// it) past net.core.rmem_max. Fails with `PermissionDenied` without CAP_NET_ADMIN.
 pub(crate) fn set_recv_buffer_force(socket: BorrowedFd<'_>, bytes: libc::c_int) -> io::Result<()> {
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
+}
+
+/// IP_RECVERR (IPV6_RECVERR with `v6`): an unconnected UDP socket is told of the ICMP errors
+/// its datagrams draw (as an error from its next read, and in its error queue with the
+/// destination of the datagram that drew it), as a connected one is without asking.
+pub(crate) fn set_recv_errors(socket: BorrowedFd<'_>, v6: bool) -> io::Result<()> {
+    match v6 {
+        false => set_int_option(socket, libc::SOL_IP, libc::IP_RECVERR, 1),
+        true => set_int_option(socket, libc::SOL_IPV6, libc::IPV6_RECVERR, 1),
+    }
+}
+
+fn set_int_option(
+    socket: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int that outlives
     // the call; the descriptor is open (borrowed).
     check(unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     })?;

@@ -156,6 +156,9 @@ fn valid_cookie_len(len: usize) -> bool {
 /// Why a datagram was not taken as the reply to a query.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Rejection {
+    /// From another address or port than the server's.
+    #[error("it comes from another address or port than the server's")]
+    Stranger,
     /// Not an answer to the query (ID, question), or malformed.
     #[error("{0}")]
     Mismatch(#[from] ReplyMismatch),
@@ -173,7 +176,7 @@ pub enum Rejection {
 /// The datagrams dropped while one query waited, by why.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
-    /// Wrong ID or question, or malformed.
+    /// From a stranger, with a wrong ID or question, or malformed.
     pub(crate) other: u16,
     pub(crate) case: u16,
     pub(crate) wrong_cookie: u16,
@@ -184,7 +187,7 @@ impl Dropped {
     /// Counts one datagram dropped for `why`.
     pub fn note(&mut self, why: &Rejection) {
         let count = match why {
-            Rejection::Mismatch(_) => &mut self.other,
+            Rejection::Stranger | Rejection::Mismatch(_) => &mut self.other,
             Rejection::Case => &mut self.case,
             Rejection::WrongCookie => &mut self.wrong_cookie,
             Rejection::NoCookie => &mut self.no_cookie,
@@ -228,7 +231,7 @@ fn counts([other, case, wrong_cookie, no_cookie]: [u64; 4]) -> String {
         (case, "in another case"),
         (no_cookie, "without its cookie"),
         (wrong_cookie, "with another client cookie"),
-        (other, "with another ID or question"),
+        (other, "from another source, or with another ID or question"),
     ];
     let text: Vec<String> = parts
         .iter()

@@ -364,10 +364,13 @@ fn checksum(bytes: &[u8]) -> u16 {
 }
 
 /// 100 queries wait on the first server (which holds its replies back); a forger who learned
-/// the ports of three of them sends one ICMP port unreachable to each, from the server's
-/// address. Those three attempts fail and their queries are answered by the second server;
-/// the other 97, on ports of their own, still get the first server's answer. With the pooled
-/// sockets this replaces, every query waiting on a socket that got the error failed with it.
+/// the ports of six of them sends one ICMP port unreachable to each, from the server's
+/// address: for three, about a datagram to the server, and those three attempts fail and
+/// their queries are answered by the second server; for the other three, about a datagram
+/// to another port of the server, which virtdns never sent from those ports, and they are
+/// ignored. The other 97, on ports of their own, still get the first server's answer. With
+/// the pooled sockets this replaces, every query waiting on a socket that got the error
+/// failed with it.
 pub fn icmp_error_fails_one_attempt(lab: &mut Lab) {
     let (first, second) = (lab.addr(2), lab.addr(3));
     let upstream = Upstream::start(first, 1, true);
@@ -407,8 +410,10 @@ pub fn icmp_error_fails_one_attempt(lab: &mut Lab) {
     );
     let seen = upstream.seen();
     let victims: Vec<&Seen> = seen.iter().take(3).collect();
-    for v in &victims {
-        let icmp = port_unreachable(v.from, first, &v.bytes);
+    let elsewhere = SocketAddr::new(first.ip(), first.port() + 1);
+    let misdirected = seen.iter().skip(3).take(3).map(|v| (v, elsewhere));
+    for (v, to) in victims.iter().map(|v| (*v, first)).chain(misdirected) {
+        let icmp = port_unreachable(v.from, to, &v.bytes);
         raw.send_to(&icmp, &SocketAddr::new(v.from.ip(), 0).into())
             .expect("forged ICMP sent");
     }
