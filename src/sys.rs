@@ -263,14 +263,16 @@ pub(crate) fn set_recv_buffer_force(socket: BorrowedFd<'_>, bytes: libc::c_int) 
     set_int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
 }
 
-/// IP_RECVERR (IPV6_RECVERR with `v6`): an unconnected UDP socket is told of the ICMP errors
-/// its datagrams draw (as an error from its next read, and in its error queue with the
-/// destination of the datagram that drew it), as a connected one is without asking.
+/// IP_RECVERR (and IPV6_RECVERR with `v6`, for a socket that also reaches IPv4 servers by
+/// mapped addresses): an unconnected UDP socket is told of the ICMP errors its datagrams draw,
+/// as an error from its next read and in its error queue with the destination of the
+/// datagram that drew each. Without it only a connected socket is told, and only of the
+/// errors the kernel deems hard (port unreachable, not host unreachable).
 pub(crate) fn set_recv_errors(socket: BorrowedFd<'_>, v6: bool) -> io::Result<()> {
-    match v6 {
-        false => set_int_option(socket, libc::SOL_IP, libc::IP_RECVERR, 1),
-        true => set_int_option(socket, libc::SOL_IPV6, libc::IPV6_RECVERR, 1),
+    if v6 {
+        set_int_option(socket, libc::SOL_IPV6, libc::IPV6_RECVERR, 1)?;
     }
+    set_int_option(socket, libc::SOL_IP, libc::IP_RECVERR, 1)
 }
 
 fn set_int_option(

@@ -16,10 +16,13 @@
 //! - **Not connected.** The sockets send with `sendto` and check each datagram's source
 //!   themselves, which is what `connect` would have the kernel do, for one system call (and
 //!   its rehashing of the socket) less per query: 9 % of the CPU of a cold query in
-//!   bench/dns (17.97 against 19.78 µs, six alternating runs). ICMP errors, which the kernel reports only to connected sockets
-//!   unless asked, are asked for (IP_RECVERR): the error queue names the destination of the
-//!   datagram that drew each, and an error that names another destination than the query's
-//!   server is passed over, as the kernel would for a connected socket.
+//!   bench/dns (17.97 against 19.78 µs, six alternating runs). ICMP errors, which the kernel
+//!   reports only to connected sockets unless asked, are asked for (IP_RECVERR): the error
+//!   queue names the destination of the datagram that drew each, and an error that names
+//!   another destination than the query's server is passed over, as the kernel does for a
+//!   connected socket. Asking also brings the errors a connected socket is not told of (host
+//!   or network unreachable, time exceeded); glibc's resolver asks for them too (since 2.30,
+//!   BZ #24047), so a server the host's resolver leaves at once is left at once here too.
 //! - **Two ways to a port, one distribution.** A draw that lands in the kernel's range is
 //!   left to the kernel, which picks uniformly within it: an idle socket's first send binds
 //!   it to a random ephemeral port, and when its query is over it is disconnected
@@ -34,9 +37,10 @@
 //!   ports outside the kernel's range: 56 % with the default range, none if the
 //!   administrator widened it to 1024-65535.
 //! - **A socket error is one query's error.** An ICMP error (port unreachable, real or
-//!   forged) names a port, and a port carries one query: the error fails that exchange, as
-//!   an I/O error the walk takes as that server failing that attempt, and nothing else. A
-//!   socket that saw an error is closed, not reused.
+//!   forged) names a port, and a port carries one query: an error about a datagram to that
+//!   query's server fails that exchange, as an I/O error the walk takes as that server
+//!   failing that attempt, and nothing else. A socket that saw such an error, or an error
+//!   still queued when its query is over, is closed, not reused.
 //! - **A reply counts only if** its source is the server's and it passes the query's
 //!   `Expect` (ID and question, and the cookie and case `dns::guard` asks for); anything else
 //!   is read, counted by why, and dropped while the wait goes on. The wait ends with the
@@ -254,8 +258,10 @@ impl Slots {
             self.close(key);
             return;
         }
-        let mut byte = [0u8; 1];
-        while socket.recv(&mut byte).is_ok() {}
+        if !drained(socket) {
+            self.close(key);
+            return;
+        }
         if v6 {
             self.idle_v6.push(key);
         } else {
@@ -512,35 +518,51 @@ fn send_from(
     })
 }
 
-/// Whether `from` is `server`: address and port, and the interface where the server's
-/// address names one (a link-local server's scope).
+/// Whether `from` is `server`: address and port, and for a link-local server the interface
+/// (its scope; a reply from any other address carries none).
 fn same_peer(from: SocketAddr, server: SocketAddr) -> bool {
     match (from, server) {
         (SocketAddr::V6(from), SocketAddr::V6(server)) => {
             from.ip() == server.ip()
                 && from.port() == server.port()
-                && (server.scope_id() == 0 || from.scope_id() == server.scope_id())
+                && (!server.ip().is_unicast_link_local() || from.scope_id() == server.scope_id())
         }
         _ => from == server,
     }
 }
 
-/// Whether the errors queued on `socket` (IP_RECVERR; read, which empties the queue) include
-/// one drawn by a datagram to `server`. With none queued the error cannot be placed, and it
-/// counts. An unconnected socket is told of errors naming its port whatever their
-/// destination; a connected socket's kernel would have passed over the others.
+/// Whether the errors queued on `socket` (IP_RECVERR) include one drawn by a datagram to
+/// `server`; reading them empties the queue. An unconnected socket is told of the errors that
+/// name its port, whatever the destination of the datagram that drew them; a connected
+/// socket's kernel passes over those about another destination, and so does this. An error
+/// whose entry is gone (read with an earlier one, or never queued for want of buffer space)
+/// cannot be placed, and is passed over too: the query then ends with its reply or timeout.
 fn errors_name(socket: &UdpSocket, server: SocketAddr) -> bool {
     let socket = socket2::SockRef::from(socket);
     let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
-    let mut queued = false;
     let mut named = false;
     while let Ok((_, destination)) = socket.recv_from_with_flags(&mut buf, libc::MSG_ERRQUEUE) {
-        queued = true;
         named |= destination
             .as_socket()
             .is_some_and(|d| same_peer(d, server));
     }
-    named || !queued
+    named
+}
+
+/// Reads and drops whatever is still queued on a socket whose query is over; whether it can
+/// be kept: not if an error was among it (what is queued behind an error is read too, and
+/// the socket then closes, with its error queue).
+fn drained(socket: &UdpSocket) -> bool {
+    let mut byte = [0u8; 1];
+    let mut clean = true;
+    loop {
+        match socket.recv(&mut byte) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return clean,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => clean = false,
+        }
+    }
 }
 
 impl Sent {
@@ -960,18 +982,35 @@ mod tests {
 
     /// A port unreachable (what a forged ICMP error does too) fails the query whose port it
     /// names and no other: not the queries waiting on the same server, not one waiting on
-    /// another server, whichever way the refused query's port was chosen.
+    /// another server, whichever way the refused query's port was chosen. Over IPv4, over
+    /// IPv6, and to an IPv4 server by its mapped IPv6 address (an IPv6 socket told of an
+    /// ICMPv4 error), where the host has IPv6.
     #[tokio::test]
     async fn an_icmp_error_fails_only_the_query_that_used_the_port() {
-        let mut live = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = live.local_addr().unwrap();
+        let v4: IpAddr = Ipv4Addr::LOCALHOST.into();
+        let mapped = |a: SocketAddr| match a {
+            SocketAddr::V4(a) => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
+            v6 => v6,
+        };
+        icmp_error_fails_only_its_query(v4, |a| a).await;
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            icmp_error_fails_only_its_query(Ipv6Addr::LOCALHOST.into(), |a| a).await;
+            icmp_error_fails_only_its_query(v4, mapped).await;
+        }
+    }
+
+    /// The servers listen on `ip`; virtdns asks them at `seen_as` their address.
+    async fn icmp_error_fails_only_its_query(ip: IpAddr, seen_as: fn(SocketAddr) -> SocketAddr) {
+        let mut live = tokio::net::UdpSocket::bind((ip, 0)).await.unwrap();
+        let other = tokio::net::UdpSocket::bind((ip, 0)).await.unwrap();
+        let bound = live.local_addr().unwrap();
+        let addr = seen_as(bound);
         for own_port in [false, true] {
             // Two queries wait on the server and one on another server.
             let (first, second, elsewhere) = (
                 ask(addr, "first.example"),
                 ask(addr, "second.example"),
-                ask(other.local_addr().unwrap(), "elsewhere.example"),
+                ask(seen_as(other.local_addr().unwrap()), "elsewhere.example"),
             );
             let (q1, from1) = recv(&live).await;
             let (q2, from2) = recv(&live).await;
@@ -991,9 +1030,13 @@ mod tests {
                 }
             };
             let error = reply_of(refused).await.unwrap_err();
-            assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused, "{error}");
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::ConnectionRefused,
+                "{addr}: {error}"
+            );
             // The server comes back on its port and answers the queries it had taken.
-            live = tokio::net::UdpSocket::bind(addr).await.unwrap();
+            live = tokio::net::UdpSocket::bind(bound).await.unwrap();
             live.send_to(&reply_to(&q1), from1).await.unwrap();
             live.send_to(&reply_to(&q2), from2).await.unwrap();
             other.send_to(&reply_to(&q3), from3).await.unwrap();
@@ -1002,6 +1045,31 @@ mod tests {
             assert_eq!(reply_of(elsewhere).await.unwrap().0, reply_to(&q3));
         }
         assert_eq!(sockets_in_use(), 0);
+    }
+
+    /// A socket whose query is over is emptied; it is kept only if no error was among what
+    /// it held, and what was queued behind an error is read too.
+    #[test]
+    fn a_socket_left_with_an_error_is_not_kept() {
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ours.set_nonblocking(true).unwrap();
+        sys::set_recv_errors(ours.as_fd(), false).unwrap();
+        let addr = ours.local_addr().unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(drained(&ours), "nothing queued");
+        peer.send_to(b"late", addr).unwrap();
+        assert!(drained(&ours), "a datagram alone is read and dropped");
+        // A datagram to a closed port draws a port unreachable, at once over loopback.
+        ours.send_to(b"query", closed).unwrap();
+        peer.send_to(b"behind", addr).unwrap();
+        assert!(!drained(&ours), "an error was queued");
+        let mut buf = [0u8; 16];
+        let left = ours.recv(&mut buf).unwrap_err();
+        assert_eq!(left.kind(), io::ErrorKind::WouldBlock, "all of it read");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! a source port of its own drawn at random (`port_pool`), dropping datagrams from any other
 //! address or port than the server's, and a reply accepted only if it passes the query's
 //! `Expect` (ID and question, and the cookie and case `dns::guard` asks for); anything
-//! else is dropped, and counted, while the wait continues. An error on that port (an ICMP port
-//! unreachable, real or forged) is this exchange's error and no other query's. TCP goes over a
+//! else is dropped, and counted, while the wait continues. An ICMP error on that port about a
+//! datagram to that server (a port unreachable, real or forged) is this exchange's error and
+//! no other query's. TCP goes over a
 //! fresh connection, and its reply is read into a buffer that grows with the bytes received,
 //! not with the length the server announces.
 //!
