@@ -328,7 +328,26 @@ impl Cache {
 
     /// `get`, with the time already read (once per batch, on the UDP hot path).
     pub fn get_at(&self, key: &CacheKey, recoveries: u64, now: Instant) -> Option<Arc<Answer>> {
-        let hash = self.hash(key);
+        self.lookup(self.hash(key), key, recoveries, now)
+    }
+
+    /// `get_at` for a key whose hash is known.
+    pub(crate) fn get_hashed(
+        &self,
+        key: &HashedKey,
+        recoveries: u64,
+        now: Instant,
+    ) -> Option<Arc<Answer>> {
+        self.lookup(key.hash, &key.key, recoveries, now)
+    }
+
+    fn lookup(
+        &self,
+        hash: u64,
+        key: &CacheKey,
+        recoveries: u64,
+        now: Instant,
+    ) -> Option<Arc<Answer>> {
         let mut guard = self.shard(hash).lock().unwrap();
         let shard = &mut *guard;
         let entry = shard.map.find_entry(hash, same(hash, key)).ok()?;

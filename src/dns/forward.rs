@@ -131,6 +131,16 @@ impl<X: Exchanger> Forwarder<X> {
         if let Some(rx) = joined {
             return rx.await.unwrap_or(Err(Rcode::SERVFAIL));
         }
+        // A walk for the same question may have ended between the caller's cache miss and
+        // now: its answer is in the cache (stored before its in-flight entry went), and is
+        // the outcome, without a walk of our own.
+        if let Some(answer) = self
+            .cache
+            .get_hashed(&key, self.pool.recoveries(), Instant::now())
+        {
+            self.finish(&key, Ok(answer.clone()), false);
+            return Ok(answer);
+        }
         let Ok(_permit) = self.limit.try_acquire() else {
             tracing::warn!("too many queries in flight; answering SERVFAIL");
             self.finish(&key, Err(Rcode::SERVFAIL), false);

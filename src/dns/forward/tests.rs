@@ -478,6 +478,18 @@ async fn identical_concurrent_questions_share_one_upstream_query() {
     assert!(lab.cached("same.example"));
 }
 
+/// A question asked again just after its walk ended (cache missed by the caller, walk gone
+/// by the time it claims one) takes the answer that walk stored: one upstream query, not two.
+#[tokio::test(start_paused = true)]
+async fn a_question_missed_in_the_cache_as_its_walk_ends_takes_that_walks_answer() {
+    let lab = Lab::new(&[FULL]).await;
+    lab.script().set(lab.addr(0), "same.example", answer(1));
+    assert_eq!(got(&lab.resolve("same.example").await), (Rcode::NOERROR, 1));
+    // The caller looked in the cache before that walk stored its answer: it asks again.
+    assert_eq!(got(&lab.resolve("same.example").await), (Rcode::NOERROR, 1));
+    assert_eq!(lab.script().asked(lab.addr(0), "same.example"), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_inflight_bound_answers_servfail_at_once() {
     let lab = Lab::with_inflight(&[FULL], 1).await;
