@@ -102,8 +102,9 @@ impl<X: Exchanger> Forwarder<X> {
     }
 
     /// Resolves `q` through `servers`, or joins an identical exchange already in flight and
-    /// shares its outcome. The first asker does the walk itself; if its task is dropped midway
-    /// the others get SERVFAIL rather than wait forever.
+    /// shares its outcome. The first asker does the walk itself (or takes the answer of one that
+    /// ended since the caller looked in the cache); if its task is dropped midway the others
+    /// get SERVFAIL rather than wait forever.
     pub async fn resolve(
         self: &Arc<Self>,
         client: &[u8],
@@ -133,7 +134,9 @@ impl<X: Exchanger> Forwarder<X> {
         }
         // A walk for the same question may have ended between the caller's cache miss and
         // now: its answer is in the cache (stored before its in-flight entry went), and is
-        // the outcome, without a walk of our own.
+        // the outcome, without a walk of our own, unless what is known of the servers changed
+        // since (then the cache is emptied first, as for any lookup).
+        self.forget_old_lessons();
         if let Some(answer) = self
             .cache
             .get_hashed(&key, self.pool.recoveries(), Instant::now())

@@ -173,6 +173,11 @@ impl Slots {
     /// first send to bind (and then reusable).
     fn open(&mut self, epoll: &Epoll, server: SocketAddr, port: Option<u16>) -> io::Result<u64> {
         let socket = Socket::new(Domain::for_address(server), Type::DGRAM.nonblocking(), None)?;
+        if server.is_ipv6() {
+            // Reaches servers written as mapped IPv4 addresses whatever net.ipv6.bindv6only
+            // says (an idle IPv6 socket may serve either kind next).
+            socket.set_only_v6(false)?;
+        }
         sys::set_recv_errors(socket.as_fd(), server.is_ipv6())?;
         if let Some(port) = port {
             let any: IpAddr = match server {
@@ -240,8 +245,8 @@ impl Slots {
     }
 
     /// The query on `key` is over: a reusable socket gives its port back, drops whatever is
-    /// still queued (nothing sent to an old port may reach a later query) and waits idle;
-    /// any other socket closes.
+    /// still queued (nothing sent to an old port may reach a later query) and waits idle,
+    /// unless an error was among what it held; any other socket closes.
     fn finish(&mut self, key: u64) {
         let Some(slot) = self.slot(key) else { return };
         slot.waiting = None;
@@ -1049,8 +1054,8 @@ mod tests {
 
     /// A socket whose query is over is emptied; it is kept only if no error was among what
     /// it held, and what was queued behind an error is read too.
-    #[test]
-    fn a_socket_left_with_an_error_is_not_kept() {
+    #[tokio::test]
+    async fn a_socket_left_with_an_error_is_not_kept() {
         let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
         ours.set_nonblocking(true).unwrap();
         sys::set_recv_errors(ours.as_fd(), false).unwrap();
@@ -1063,8 +1068,14 @@ mod tests {
         assert!(drained(&ours), "nothing queued");
         peer.send_to(b"late", addr).unwrap();
         assert!(drained(&ours), "a datagram alone is read and dropped");
-        // A datagram to a closed port draws a port unreachable, at once over loopback.
+        // A datagram to a closed port draws a port unreachable; waited for without reading it
+        // (the kernel may finish the delivery later, in a thread of its own).
         ours.send_to(b"query", closed).unwrap();
+        let ours = tokio::net::UdpSocket::from_std(ours).unwrap();
+        let error = ours.ready(tokio::io::Interest::ERROR);
+        let arrived = tokio::time::timeout(Duration::from_secs(5), error).await;
+        arrived.expect("the ICMP error arrives").unwrap();
+        let ours = ours.into_std().unwrap();
         peer.send_to(b"behind", addr).unwrap();
         assert!(!drained(&ours), "an error was queued");
         let mut buf = [0u8; 16];
