@@ -250,7 +250,7 @@ fuzz_target!(|data: &[u8]| {
                 check_reply(data, q, &out, limit);
                 assert!(hickory(&out).is_some(), "hickory reads our cached reply");
             }
-            (Ok(q), Immediate::Forward(fq, _route)) => {
+            (Ok(q), Immediate::Forward(fq, _route, _)) => {
                 assert_eq!(fq.question_end, q.question_end);
                 check_upstream(data, q, h.as_ref().is_some_and(|m| m.queries.len() == 1));
             }

@@ -138,7 +138,8 @@ fuzz_target!(|data: &[u8]| {
         attempts: 1,
         ..WalkOptions::default()
     };
-    let outcome = block_on(forwarder.resolve(client, q, &servers, options));
+    let sought = forwarder.cache().generation();
+    let outcome = block_on(forwarder.resolve(client, q, &servers, options, sought));
     if let Ok(answer) = outcome {
         // Whichever server's reply the walk took, hickory-proto reads what is sent from it
         // if it read the fuzzed reply (the second server's are well-formed).

@@ -20,6 +20,7 @@
 use crate::dns::wire::{self, MAX_NAME_LEN, Query};
 use hashbrown::HashTable;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -281,7 +282,15 @@ pub struct Cache {
     hasher: RandomState,
     /// What entries' expiry times count from.
     epoch: Instant,
+    /// Bumped by every `clear`.
+    generation: AtomicU64,
 }
+
+/// Which emptying of the cache an answer was sought after (`Cache::generation`): read before
+/// the routes and local names a query is judged by, and checked when its answer is stored, so
+/// that an answer walked under routes or local data replaced since is passed on but not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation(u64);
 
 impl Cache {
     /// A cache of about `capacity` answers, spread over its shards.
@@ -291,7 +300,13 @@ impl Cache {
             per_shard: capacity.div_ceil(SHARDS).max(1),
             hasher: RandomState::new(),
             epoch: Instant::now(),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The current generation: taken before reading what a walk is based on.
+    pub fn generation(&self) -> Generation {
+        Generation(self.generation.load(Ordering::Acquire))
     }
 
     /// The hash this cache files `key` under.
@@ -375,17 +390,22 @@ impl Cache {
     /// Stores `answer` under `key`, first evicting a sampled entry if the shard is full. An
     /// answer with TTL 0 is not stored.
     pub fn insert(&self, key: CacheKey, answer: Arc<Answer>) {
-        self.insert_hashed(&self.hashed(key), answer);
+        self.insert_hashed(&self.hashed(key), answer, self.generation());
     }
 
     /// `insert`, with the key's hash already known.
-    pub(crate) fn insert_hashed(&self, key: &HashedKey, answer: Arc<Answer>) {
+    pub(crate) fn insert_hashed(&self, key: &HashedKey, answer: Arc<Answer>, sought: Generation) {
         let (hash, key) = (key.hash, &key.key);
         if answer.ttl == 0 {
             return;
         }
         let at = self.seconds(answer.stored);
         let mut guard = self.shard(hash).lock().unwrap();
+        // Checked under the shard's lock: a `clear` that bumped the generation first empties
+        // this shard after us, or has emptied it already and we see its bump.
+        if self.generation() != sought {
+            return;
+        }
         let shard = &mut *guard;
         if let Some(held) = shard.map.find_mut(hash, same(hash, key)) {
             let lifetime = held.next_hold(&answer);
@@ -423,7 +443,9 @@ impl Cache {
         shard.map.insert_unique(hash, entry, |e| e.hash);
     }
 
+    /// Empties the cache; answers sought before this are not stored after it.
     pub(crate) fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         for shard in self.shards.iter() {
             shard.lock().unwrap().map.clear();
         }

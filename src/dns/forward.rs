@@ -7,7 +7,7 @@ mod walk;
 
 pub(crate) use walk::{Verdict, verdict};
 
-use crate::dns::cache::{Answer, Cache, CacheKey, HashedKey};
+use crate::dns::cache::{Answer, Cache, CacheKey, Generation, HashedKey};
 use crate::dns::probe;
 use crate::dns::router::WalkOptions;
 use crate::dns::trace::Trace;
@@ -104,13 +104,15 @@ impl<X: Exchanger> Forwarder<X> {
     /// Resolves `q` through `servers`, or joins an identical exchange already in flight and
     /// shares its outcome. The first asker does the walk itself (or takes the answer of one that
     /// ended since the caller looked in the cache); if its task is dropped midway the others
-    /// get SERVFAIL rather than wait forever.
+    /// get SERVFAIL rather than wait forever. The answer is kept only if the cache was not
+    /// emptied since `sought` (taken before `servers` were chosen).
     pub async fn resolve(
         self: &Arc<Self>,
         client: &[u8],
         q: &Query,
         servers: &[Arc<Upstream>],
         options: WalkOptions,
+        sought: Generation,
     ) -> Outcome {
         let key = self.cache.hashed(CacheKey::of(q));
         let joined = {
@@ -141,12 +143,12 @@ impl<X: Exchanger> Forwarder<X> {
             .cache
             .get_hashed(&key, self.pool.recoveries(), Instant::now())
         {
-            self.finish(&key, Ok(answer.clone()), false);
+            self.finish(&key, Ok(answer.clone()), None);
             return Ok(answer);
         }
         let Ok(_permit) = self.limit.try_acquire() else {
             tracing::warn!("too many queries in flight; answering SERVFAIL");
-            self.finish(&key, Err(Rcode::SERVFAIL), false);
+            self.finish(&key, Err(Rcode::SERVFAIL), None);
             return Err(Rcode::SERVFAIL);
         };
         let mut guard = FinishOnDrop {
@@ -168,13 +170,15 @@ impl<X: Exchanger> Forwarder<X> {
         let key = guard.key.take().expect("set before the walk");
         // An answer walked with knowledge that changed meanwhile is shared, not kept.
         let current = self.forget_old_lessons() == lessons;
-        self.finish(&key, outcome.clone(), current);
+        self.finish(&key, outcome.clone(), current.then_some(sought));
         outcome
     }
 
-    fn finish(&self, key: &HashedKey, outcome: Outcome, keep: bool) {
-        if let (Ok(answer), true) = (&outcome, keep) {
-            self.cache.insert_hashed(key, answer.clone());
+    /// Shares `outcome` with whoever waits for the walk of `key`, and stores an answer if it is
+    /// to be kept (`keep`: the generation it was sought in).
+    fn finish(&self, key: &HashedKey, outcome: Outcome, keep: Option<Generation>) {
+        if let (Ok(answer), Some(sought)) = (&outcome, keep) {
+            self.cache.insert_hashed(key, answer.clone(), sought);
         }
         let walk = {
             let mut inflight = self.inflight.lock().unwrap();
@@ -290,7 +294,7 @@ struct FinishOnDrop<X: Exchanger> {
 impl<X: Exchanger> Drop for FinishOnDrop<X> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.forwarder.finish(&key, Err(Rcode::SERVFAIL), false);
+            self.forwarder.finish(&key, Err(Rcode::SERVFAIL), None);
         }
     }
 }

@@ -131,7 +131,7 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                     replies.push((out, peer));
                 }
                 Immediate::Drop => arrival.dropped(),
-                Immediate::Forward(q, route) => {
+                Immediate::Forward(q, route, sought) => {
                     let packet = packet.to_vec();
                     let outbox = outbox.clone();
                     let resolver = resolver.clone();
@@ -140,7 +140,9 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                     // one more allocation (beside the task's own) costs less. TCP's queries
                     // are few and are spawned as they are.
                     tokio::spawn(Box::pin(async move {
-                        let f = resolver.forward(&packet, q, route, Transport::Udp).await;
+                        let f = resolver
+                            .forward(&packet, q, route, sought, Transport::Udp)
+                            .await;
                         arrival.answered(&packet, Source::Forwarded, &f.reply, f.upstream);
                         outbox.post((f.reply, peer));
                     }));

@@ -4,7 +4,7 @@
 //! `answer_from` for the rest; each query answered is reported (`dns::observe`).
 
 use crate::dns::acl::Acl;
-use crate::dns::cache::{Answer, CacheKey};
+use crate::dns::cache::{Answer, CacheKey, Generation};
 use crate::dns::forward::{Forwarder, Outcome};
 use crate::dns::local::{LocalNames, LocalVerdict};
 use crate::dns::observe::Arrival;
@@ -30,8 +30,9 @@ pub enum Immediate {
     Cached(Arc<Answer>, Query),
     /// No reply: the packet is dropped (not a query that can be answered, even with an error).
     Drop,
-    /// Needs the forwarder.
-    Forward(Query, Route),
+    /// Needs the forwarder: the query, its route, and the cache's generation the route was
+    /// read in.
+    Forward(Query, Route, Generation),
 }
 
 /// A forwarded query's reply, and the upstream server it came from (None when no server
@@ -141,6 +142,9 @@ impl<X: Exchanger> Resolver<X> {
         if let Some(answer) = self.forwarder.cached(&CacheKey::of(&q), now) {
             return Immediate::Cached(answer, q);
         }
+        // Read before local data and routes: `set_local` and `set_routes` swap those, then
+        // empty the cache, so an answer sought under the old ones is not kept.
+        let sought = self.forwarder.cache().generation();
         let name = q.name.to_dotted();
         if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q, &name) {
             return Immediate::Reply(fit(reply, packet, &q, transport), Source::Local);
@@ -150,7 +154,7 @@ impl<X: Exchanger> Resolver<X> {
                 wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false),
                 Source::Local,
             ),
-            route => Immediate::Forward(q, route),
+            route => Immediate::Forward(q, route, sought),
         }
     }
 
@@ -178,8 +182,8 @@ impl<X: Exchanger> Resolver<X> {
                 arrival.dropped();
                 return None;
             }
-            Immediate::Forward(q, route) => {
-                let forwarded = self.forward(packet, q, route, transport).await;
+            Immediate::Forward(q, route, sought) => {
+                let forwarded = self.forward(packet, q, route, sought, transport).await;
                 (forwarded.reply, Source::Forwarded, forwarded.upstream)
             }
         };
@@ -192,6 +196,7 @@ impl<X: Exchanger> Resolver<X> {
         packet: &[u8],
         q: Query,
         route: Route,
+        sought: Generation,
         transport: Transport,
     ) -> Forwarded {
         let _in_flight = crate::metrics::forwarding();
@@ -205,7 +210,10 @@ impl<X: Exchanger> Resolver<X> {
                 upstream: None,
             };
         };
-        let outcome = self.forwarder.resolve(packet, &q, &servers, options).await;
+        let outcome = self
+            .forwarder
+            .resolve(packet, &q, &servers, options, sought)
+            .await;
         let upstream = outcome.as_ref().ok().and_then(|a| a.server());
         Forwarded {
             reply: render(outcome, packet, &q, transport),
