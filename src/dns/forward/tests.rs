@@ -77,6 +77,21 @@ impl Lab {
             .await
     }
 
+    /// Starts resolving `name` in a task of its own; returns once the first server is asked.
+    async fn resolving(&self, name: &'static str) -> tokio::task::JoinHandle<Outcome> {
+        let (fwd, servers) = (self.fwd.clone(), self.servers.clone());
+        let walk = tokio::spawn(async move {
+            let (bytes, q) = query(name);
+            let sought = fwd.cache().generation();
+            fwd.resolve(&bytes, &q, &servers, WalkOptions::default(), sought)
+                .await
+        });
+        while self.script().asked(self.addr(0), name) == 0 {
+            tokio::task::yield_now().await;
+        }
+        walk
+    }
+
     fn cached(&self, name: &str) -> bool {
         self.fwd
             .cached(&CacheKey::of(&query(name).1), Instant::now())
@@ -508,16 +523,7 @@ async fn an_answer_walked_across_a_clear_is_passed_on_not_kept() {
         "late.example",
         with(answer(1), |r| r.delay = Duration::from_millis(100)),
     );
-    let (fwd, servers) = (lab.fwd.clone(), lab.servers.clone());
-    let walk = tokio::spawn(async move {
-        let (bytes, q) = query("late.example");
-        let sought = fwd.cache().generation();
-        fwd.resolve(&bytes, &q, &servers, WalkOptions::default(), sought)
-            .await
-    });
-    while lab.script().asked(lab.addr(0), "late.example") == 0 {
-        tokio::task::yield_now().await;
-    }
+    let walk = lab.resolving("late.example").await;
     lab.fwd.cache().clear();
     assert_eq!(got(&walk.await.unwrap()), (Rcode::NOERROR, 1));
     assert!(!lab.cached("late.example"));
@@ -534,16 +540,7 @@ async fn the_inflight_bound_answers_servfail_at_once() {
         "*",
         with(answer(1), |r| r.delay = Duration::from_millis(300)),
     );
-    let (fwd, servers) = (lab.fwd.clone(), lab.servers.clone());
-    let first = tokio::spawn(async move {
-        let (b, q) = query("one.example");
-        let sought = fwd.cache().generation();
-        fwd.resolve(&b, &q, &servers, WalkOptions::default(), sought)
-            .await
-    });
-    while lab.script().asked(lab.addr(0), "one.example") == 0 {
-        tokio::task::yield_now().await;
-    }
+    let first = lab.resolving("one.example").await;
     let started = tokio::time::Instant::now();
     assert_eq!(
         lab.resolve("two.example").await.unwrap_err(),
