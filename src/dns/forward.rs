@@ -89,8 +89,15 @@ impl<X: Exchanger> Forwarder<X> {
         self.cache.get_at(key, self.pool.recoveries(), now)
     }
 
-    /// Empties the cache if a server's capability changed since it was last emptied.
-    fn forget_old_lessons(&self) -> u64 {
+    /// `cached` for a key whose hash is known.
+    fn cached_hashed(&self, key: &HashedKey, now: Instant) -> Option<Arc<Answer>> {
+        self.forget_old_lessons();
+        self.cache.get_hashed(key, self.pool.recoveries(), now)
+    }
+
+    /// Empties the cache if a server's capability changed since it was last emptied (which
+    /// also starts a new generation: answers walked with the old knowledge are not kept).
+    fn forget_old_lessons(&self) {
         let lessons = self.pool.lessons();
         // Read first: this runs on every lookup, and a write would bounce the line.
         if self.lessons_seen.load(Ordering::Relaxed) != lessons
@@ -98,7 +105,6 @@ impl<X: Exchanger> Forwarder<X> {
         {
             self.cache.clear();
         }
-        lessons
     }
 
     /// Resolves `q` through `servers`, or joins an identical exchange already in flight and
@@ -136,13 +142,9 @@ impl<X: Exchanger> Forwarder<X> {
         }
         // A walk for the same question may have ended between the caller's cache miss and
         // now: its answer is in the cache (stored before its in-flight entry went), and is
-        // the outcome, without a walk of our own, unless what is known of the servers changed
-        // since (then the cache is emptied first, as for any lookup).
-        self.forget_old_lessons();
-        if let Some(answer) = self
-            .cache
-            .get_hashed(&key, self.pool.recoveries(), Instant::now())
-        {
+        // the outcome, without a walk of our own.
+        let started = Instant::now();
+        if let Some(answer) = self.cached_hashed(&key, started) {
             self.finish(&key, Ok(answer.clone()), None);
             return Ok(answer);
         }
@@ -155,8 +157,6 @@ impl<X: Exchanger> Forwarder<X> {
             forwarder: self.clone(),
             key: Some(key),
         };
-        let started = Instant::now();
-        let lessons = self.pool.lessons();
         let outcome = self
             .walk(client, q, servers, options, &mut Trace::off())
             .await;
@@ -168,9 +168,10 @@ impl<X: Exchanger> Forwarder<X> {
             "forwarded"
         );
         let key = guard.key.take().expect("set before the walk");
-        // An answer walked with knowledge that changed meanwhile is shared, not kept.
-        let current = self.forget_old_lessons() == lessons;
-        self.finish(&key, outcome.clone(), current.then_some(sought));
+        // An answer walked with knowledge that changed meanwhile is shared, not kept: the
+        // change empties the cache, and `sought` is then past.
+        self.forget_old_lessons();
+        self.finish(&key, outcome.clone(), Some(sought));
         outcome
     }
 

@@ -259,11 +259,11 @@ impl Slots {
         let index = (key & 0xffff_ffff) as u32;
         let socket = self.slots[index as usize].socket.as_ref();
         let socket = socket.expect("slot has a socket");
-        if !reusable || idle >= IDLE_MAX || sys::disconnect(socket.as_fd()).is_err() {
-            self.close(key);
-            return;
-        }
-        if !drained(socket) {
+        if !reusable
+            || idle >= IDLE_MAX
+            || sys::disconnect(socket.as_fd()).is_err()
+            || !drained(socket)
+        {
             self.close(key);
             return;
         }
