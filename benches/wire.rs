@@ -26,7 +26,7 @@ fn stored_reply(q: &[u8], parsed: &wire::Query) -> Answer {
     r[3] = 0x80;
     r[6..8].copy_from_slice(&2u16.to_be_bytes());
     r[10..12].fill(0);
-    let mut offsets = Vec::new();
+    let mut offsets = virtdns::dns::wire::TtlOffsets::new();
     for last in [1u8, 2] {
         r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
         offsets.push(r.len() as u16);

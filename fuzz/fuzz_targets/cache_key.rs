@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
 
     let cache = Cache::new(4);
     let reply = wire::header_only_reply(a, Some(&qa), wire::Rcode::NOERROR, false);
-    cache.insert(ka, Arc::new(Answer::new(reply, Vec::new(), 60)));
+    cache.insert(ka, Arc::new(Answer::new(reply, Default::default(), 60)));
     assert_eq!(
         cache.get(&kb, 0).is_some(),
         same,

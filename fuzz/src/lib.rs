@@ -190,12 +190,12 @@ impl Exchanger for Scripted {
     fn exchange(
         &self,
         server: SocketAddr,
-        query: &[u8],
+        query: Vec<u8>,
         expect: &Expect,
         protocol: Protocol,
         timeout: Duration,
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send {
-        let result = match self.reply(server, query, &expect.q, protocol) {
+        let result = match self.reply(server, &query, &expect.q, protocol) {
             None => Err(ExchangeError::Timeout(timeout, Dropped::default())),
             Some(reply) => match expect.check(&reply) {
                 Ok(info) => Ok(Exchange {

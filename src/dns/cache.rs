@@ -17,7 +17,7 @@
 //! stays in its slot, as a miss, so that the next failure for the same question finds how
 //! long the last one was held. Any other answer for the question ends the streak.
 
-use crate::dns::wire::{self, MAX_NAME_LEN, Query};
+use crate::dns::wire::{self, MAX_NAME_LEN, Query, TtlOffsets};
 use hashbrown::HashTable;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,8 +88,10 @@ impl std::fmt::Debug for CacheKey {
 /// A reply ready to be reissued: bytes without OPT, where its TTLs are, when it was stored.
 #[derive(Debug)]
 pub struct Answer {
-    bytes: Box<[u8]>,
-    ttl_offsets: Box<[u16]>,
+    /// Kept as read, not shrunk: cutting the OPT out leaves a few bytes of capacity, mostly
+    /// within the same allocation size class, and a shrink would cost a reallocation.
+    bytes: Vec<u8>,
+    ttl_offsets: TtlOffsets,
     stored: Instant,
     ttl: u32,
     /// Set for a failover answer: the pool's recovery count it is valid for.
@@ -103,10 +105,10 @@ pub struct Answer {
 impl Answer {
     /// An answer from a reply's `bytes` (its OPT record cut out) and the offsets of its TTLs,
     /// to be reissued for `ttl` seconds (at most `MAX_TTL`).
-    pub fn new(bytes: Vec<u8>, ttl_offsets: Vec<u16>, ttl: u32) -> Answer {
+    pub fn new(bytes: Vec<u8>, ttl_offsets: TtlOffsets, ttl: u32) -> Answer {
         Answer {
-            bytes: bytes.into_boxed_slice(),
-            ttl_offsets: ttl_offsets.into_boxed_slice(),
+            bytes,
+            ttl_offsets,
             stored: Instant::now(),
             ttl: ttl.min(MAX_TTL),
             until_recovery: None,
@@ -491,7 +493,7 @@ mod tests {
     fn answer_for(bytes: &[u8], ttl: u32) -> Arc<Answer> {
         let mut reply = bytes.to_vec();
         reply[2] |= 0x80;
-        Arc::new(Answer::new(reply, Vec::new(), ttl))
+        Arc::new(Answer::new(reply, TtlOffsets::new(), ttl))
     }
 
     #[test]
@@ -571,7 +573,7 @@ mod tests {
         let (bytes, q) = query("a.example");
         let mut reply = bytes.clone();
         reply[2] |= 0x80;
-        let failover = Answer::new(reply, Vec::new(), 60).until_recovery(3);
+        let failover = Answer::new(reply, TtlOffsets::new(), 60).until_recovery(3);
         cache.insert(CacheKey::of(&q), Arc::new(failover));
         assert!(cache.get(&CacheKey::of(&q), 3).is_some());
         assert!(cache.get(&CacheKey::of(&q), 4).is_none());
@@ -591,7 +593,7 @@ mod tests {
         reply[2] |= 0x80;
         reply[3] = (reply[3] & 0xf0) | 2;
         Arc::new(
-            Answer::new(reply, Vec::new(), FAILURE_TTL)
+            Answer::new(reply, TtlOffsets::new(), FAILURE_TTL)
                 .failure()
                 .stored_at(at),
         )
@@ -649,7 +651,7 @@ mod tests {
     fn an_answer_between_failures_ends_the_streak() {
         let (cache, bytes, key, t0) = one_question("flaky.example");
         cache.insert(key, failure_at(&bytes, t0));
-        let answer = Answer::new(bytes.clone(), Vec::new(), 3).stored_at(t0 + secs(2));
+        let answer = Answer::new(bytes.clone(), TtlOffsets::new(), 3).stored_at(t0 + secs(2));
         cache.insert(key, Arc::new(answer));
         cache.insert(key, failure_at(&bytes, t0 + secs(6)));
         assert!(!held(&cache, &key, t0 + secs(8)), "held 2 s, not more");
@@ -679,7 +681,7 @@ mod tests {
         let t0 = Instant::now();
         cache.insert(
             CacheKey::of(&q),
-            Arc::new(Answer::new(bytes, Vec::new(), 1).stored_at(t0)),
+            Arc::new(Answer::new(bytes, TtlOffsets::new(), 1).stored_at(t0)),
         );
         cache.insert(CacheKey::of(&fq), failure_at(&fbytes, t0));
         for _ in 0..3 {
@@ -715,7 +717,7 @@ mod tests {
         let mut reply = bytes.clone();
         reply[2] |= 0x80;
         reply.extend(std::iter::repeat_n(0u8, 600));
-        let a = Answer::new(reply, Vec::new(), 60);
+        let a = Answer::new(reply, TtlOffsets::new(), 60);
         let out = a.render(&bytes, &q, 512);
         assert!(wire::tc(&out));
         assert_eq!(out.len(), q.question_end);

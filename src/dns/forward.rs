@@ -15,6 +15,7 @@ use crate::dns::transport::{Exchanger, Network};
 use crate::dns::upstream::{Upstream, UpstreamPool};
 use crate::dns::wire::{Query, Rcode};
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -263,11 +264,11 @@ impl<X: Exchanger> Forwarder<X> {
 }
 
 /// A walk in flight and who else waits for its outcome, filed under the cache's hash of its
-/// question. The key is kept boxed so the table stays small (a `CacheKey` is 262 bytes, most
-/// of them unused).
+/// question. The key's bytes are kept inline up to 64 (a `CacheKey` is 262 bytes, most of
+/// them unused): no allocation for a common name, a small table all the same.
 struct InFlight {
     hash: u64,
-    key: Box<[u8]>,
+    key: SmallVec<[u8; 64]>,
     waiters: Vec<oneshot::Sender<Outcome>>,
 }
 
@@ -276,7 +277,7 @@ impl InFlight {
     fn new(key: &HashedKey) -> InFlight {
         InFlight {
             hash: key.hash(),
-            key: Box::from(key.key().as_slice()),
+            key: SmallVec::from_slice(key.key().as_slice()),
             waiters: Vec::new(),
         }
     }

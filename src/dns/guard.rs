@@ -577,7 +577,7 @@ pub(crate) async fn ask<X: Exchanger>(
         let may_require = relaxed.is_none_or(|d| d.no_cookie == 0);
         let (query, expect) = guard.prepare(client, q, protocol, with_edns, mix, may_require);
         let result = x
-            .exchange(server.addr, &query, &expect, protocol, timeout)
+            .exchange(server.addr, query, &expect, protocol, timeout)
             .await;
         match &result {
             Ok(ex) => guard.count(&ex.dropped),

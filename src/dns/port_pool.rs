@@ -129,8 +129,8 @@ struct Slots {
     tokens: u64,
 }
 
-/// A query left to send: its socket's key, its token, its bytes.
-type Unsent = (u64, u64, Box<[u8]>);
+/// A query left to send: its socket's key, its token, its bytes (as built: no copy).
+type Unsent = (u64, u64, Vec<u8>);
 
 fn key(index: u32, generation: u32) -> u64 {
     u64::from(generation) << 32 | u64::from(index)
@@ -470,18 +470,25 @@ pub(crate) struct Sent {
 
 /// Sends `query` to `server` from a fresh port drawn at random (when the reader's task next
 /// runs); its reply is the first datagram `expect` accepts.
-pub(crate) fn send(server: SocketAddr, expect: &Expect, query: &[u8]) -> io::Result<Sent> {
+pub(crate) fn send(server: SocketAddr, expect: &Expect, query: Vec<u8>) -> io::Result<Sent> {
+    let sent = wait_on_a_fresh_port(server, expect)?;
+    sent.post(query);
+    Ok(sent)
+}
+
+/// A socket on a port drawn at random, with `expect`'s wait set up on it.
+fn wait_on_a_fresh_port(server: SocketAddr, expect: &Expect) -> io::Result<Sent> {
     let ports = ports();
     for _ in 0..BIND_TRIES {
         match ports.draw() {
             Source::Kernel => break,
-            Source::Own(port) => match send_from(server, expect, query, Some(port)) {
+            Source::Own(port) => match wait_on(server, expect, Some(port)) {
                 Err(e) if port_taken(&e) => continue,
                 sent => return sent,
             },
         }
     }
-    send_from(server, expect, query, None)
+    wait_on(server, expect, None)
 }
 
 /// Whether a bind failed because the port is not ours to take (in use, or below
@@ -494,13 +501,9 @@ fn port_taken(e: &io::Error) -> bool {
 }
 
 /// Readies a new socket bound to `port`, or with `None` an idle socket that its send binds to
-/// a port of the kernel's choosing, and leaves `query` for the reader's task to send.
-fn send_from(
-    server: SocketAddr,
-    expect: &Expect,
-    query: &[u8],
-    port: Option<u16>,
-) -> io::Result<Sent> {
+/// a port of the kernel's choosing, and sets up the wait for a reply to a query to `server`
+/// on it; `Sent::post` then leaves the query for the reader's task to send.
+fn wait_on(server: SocketAddr, expect: &Expect, port: Option<u16>) -> io::Result<Sent> {
     let reader = reader()?;
     let epoll = &*reader.epoll;
     let mut slots = reader.slots.lock().unwrap();
@@ -514,7 +517,6 @@ fn send_from(
     };
     let (token, reply) = slots.wait(key, server, expect);
     drop(slots);
-    reader.unsent.post((key, token, Box::from(query)));
     Ok(Sent {
         reader,
         key,
@@ -571,6 +573,11 @@ fn drained(socket: &UdpSocket) -> bool {
 }
 
 impl Sent {
+    /// Leaves `query` for the reader's task to send.
+    fn post(&self, query: Vec<u8>) {
+        self.reader.unsent.post((self.key, self.token, query));
+    }
+
     /// The matching reply, or the socket's error (an ICMP error, or the send's own: this
     /// query's alone).
     pub(crate) async fn reply(&mut self) -> Reply {
@@ -737,10 +744,22 @@ mod tests {
         )
     }
 
+    /// `send` from `port`, or with `None` from a port of the kernel's choosing.
+    fn send_from(
+        server: SocketAddr,
+        expect: &Expect,
+        query: &[u8],
+        port: Option<u16>,
+    ) -> io::Result<Sent> {
+        let sent = wait_on(server, expect, port)?;
+        sent.post(query.to_vec());
+        Ok(sent)
+    }
+
     /// Sends a query for `name` to `server` with a random ID.
     fn ask(server: SocketAddr, name: &str) -> Sent {
         let (query, expect) = upstream(name, rand::random());
-        send(server, &expect, &query).unwrap()
+        send(server, &expect, query.clone()).unwrap()
     }
 
     /// The reply a server gives to `query`: the same bytes, marked as a response.
@@ -821,7 +840,7 @@ mod tests {
         let (client, q) = question("abcdefghijklmnopqrstuvwxyz.example");
         let udp = crate::dns::transport::Protocol::Udp;
         let (query, expect) = guard.prepare(&client, &q, udp, true, true, true);
-        let sent = send(addr, &expect, &query).unwrap();
+        let sent = send(addr, &expect, query.clone()).unwrap();
         let (query, from) = recv(&server).await;
         let reply = reply_to(&query);
         let mut lower = reply.clone();
@@ -837,7 +856,7 @@ mod tests {
         assert_eq!((dropped.case, dropped.wrong_cookie), (1, 1), "{dropped:?}");
 
         let (query, expect) = guard.prepare(&client, &q, udp, true, true, true);
-        let mut sent = send(addr, &expect, &query).unwrap();
+        let mut sent = send(addr, &expect, query.clone()).unwrap();
         let (query, from) = recv(&server).await;
         let mut lower = reply_to(&query);
         lower[12..q.question_end - 4].make_ascii_lowercase();
@@ -926,7 +945,7 @@ mod tests {
         let (second, e2) = upstream("second.example", 2);
         let (third, e3) = upstream("third.example", 3);
         let (later, e4) = upstream("later.example", 4);
-        let kept = send(addr, &e1, &first).unwrap();
+        let kept = send(addr, &e1, first.clone()).unwrap();
         let abandoned = send_from(addr, &e2, &second, None).unwrap();
         let key = abandoned.key;
         drop(abandoned);
@@ -938,7 +957,7 @@ mod tests {
         }
         assert_eq!(recv(&server).await.0, first);
         assert_eq!(recv(&server).await.0, third);
-        let after = send(addr, &e4, &later).unwrap();
+        let after = send(addr, &e4, later.clone()).unwrap();
         assert_eq!(
             recv(&server).await.0,
             later,
@@ -975,9 +994,9 @@ mod tests {
         let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let (_, e1) = upstream("big.example", 1);
-        let failed = send(addr, &e1, &vec![0u8; 70_000]).unwrap();
+        let failed = send(addr, &e1, vec![0u8; 70_000]).unwrap();
         let (fine, e2) = upstream("fine.example", 2);
-        let ok = send(addr, &e2, &fine).unwrap();
+        let ok = send(addr, &e2, fine.clone()).unwrap();
         let error = reply_of(failed).await.unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::EMSGSIZE), "{error}");
         assert_eq!(recv(&server).await.0, fine);

@@ -178,7 +178,7 @@ mod tests {
         let info = wire::ReplyInfo {
             rcode: code,
             answers,
-            ttl_offsets: Vec::new(),
+            ttl_offsets: wire::TtlOffsets::new(),
             cache_ttl: None,
             soa_labels: None,
             opt: None,

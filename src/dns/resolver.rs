@@ -145,11 +145,12 @@ impl<X: Exchanger> Resolver<X> {
         // Read before local data and routes: `set_local` and `set_routes` swap those, then
         // empty the cache, so an answer sought under the old ones is not kept.
         let sought = self.forwarder.cache().generation();
-        let name = q.name.to_dotted();
-        if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q, &name) {
+        let name = q.name.dotted();
+        let name = name.as_str();
+        if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q, name) {
             return Immediate::Reply(fit(reply, packet, &q, transport), Source::Local);
         }
-        match self.routes().route(&name) {
+        match self.routes().route(name) {
             Route::PlainNameStaysLocal => Immediate::Reply(
                 wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false),
                 Source::Local,

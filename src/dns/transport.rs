@@ -58,7 +58,7 @@ pub trait Exchanger: Send + Sync + 'static {
     fn exchange(
         &self,
         server: SocketAddr,
-        query: &[u8],
+        query: Vec<u8>,
         expect: &Expect,
         protocol: Protocol,
         timeout: Duration,
@@ -74,7 +74,7 @@ impl Exchanger for Network {
     fn exchange(
         &self,
         server: SocketAddr,
-        query: &[u8],
+        query: Vec<u8>,
         expect: &Expect,
         protocol: Protocol,
         timeout: Duration,
@@ -102,7 +102,7 @@ pub struct Exchange {
 /// Sends `query` to `server` and waits up to `timeout` for the reply `expect` accepts.
 pub(crate) async fn exchange(
     server: SocketAddr,
-    query: &[u8],
+    query: Vec<u8>,
     expect: &Expect,
     protocol: Protocol,
     timeout: Duration,
@@ -116,7 +116,7 @@ pub(crate) async fn exchange(
                 Err(_) => return Err(ExchangeError::Timeout(timeout, sent.dropped())),
             }
         }
-        Protocol::Tcp => tokio::time::timeout(timeout, tcp(server, query, expect))
+        Protocol::Tcp => tokio::time::timeout(timeout, tcp(server, &query, expect))
             .await
             .map_err(|_| ExchangeError::Timeout(timeout, Dropped::default()))??,
     };

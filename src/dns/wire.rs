@@ -230,22 +230,68 @@ impl WireName {
     /// dots or unprintable bytes are escaped as in zone files.
     pub fn to_dotted(&self) -> String {
         let mut out = String::with_capacity(self.len as usize);
-        for label in self.labels() {
-            if !out.is_empty() {
-                out.push('.');
+        self.write_dotted(&mut out)
+            .expect("a String takes any text");
+        out
+    }
+
+    /// `to_dotted` on the stack: what every forwarded query's local and route lookups take,
+    /// with no allocation.
+    pub fn dotted(&self) -> Dotted {
+        let mut out = Dotted {
+            len: 0,
+            bytes: [0; MAX_DOTTED_LEN],
+        };
+        self.write_dotted(&mut out)
+            .expect("a name fits MAX_DOTTED_LEN");
+        out
+    }
+
+    fn write_dotted(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        for (i, label) in self.labels().enumerate() {
+            if i > 0 {
+                out.write_char('.')?;
             }
             for &c in label {
                 match c {
                     b'.' | b'\\' => {
-                        out.push('\\');
-                        out.push(c as char);
+                        out.write_char('\\')?;
+                        out.write_char(c as char)?;
                     }
-                    0x21..=0x7e => out.push(c as char),
-                    _ => out.push_str(&format!("\\{c:03}")),
+                    0x21..=0x7e => out.write_char(c as char)?,
+                    _ => write!(out, "\\{c:03}")?,
                 }
             }
         }
-        out
+        Ok(())
+    }
+}
+
+/// The longest dotted name: every byte of the longest wire name written as `\DDD`.
+const MAX_DOTTED_LEN: usize = 4 * MAX_NAME_LEN;
+
+/// A name in dotted presentation form, kept on the stack (`WireName::dotted`).
+pub struct Dotted {
+    len: usize,
+    bytes: [u8; MAX_DOTTED_LEN],
+}
+
+impl Dotted {
+    /// The dotted text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("only ASCII is written")
+    }
+}
+
+impl std::fmt::Write for Dotted {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -750,7 +796,7 @@ pub struct ReplyInfo {
     /// ANCOUNT: its number of answer records.
     pub answers: u16,
     /// TTL offsets of every record except OPT and TSIG.
-    pub ttl_offsets: Vec<u16>,
+    pub ttl_offsets: TtlOffsets,
     /// How long this reply may be cached (RFC 2308 for negative answers), if at all.
     pub(crate) cache_ttl: Option<u32>,
     /// Labels in the owner of the authority section's SOA, if there is one: the zone a
@@ -762,6 +808,10 @@ pub struct ReplyInfo {
     /// one's start to the last one's end (RFC 8945 allows one, last; any other goes with it).
     pub signature: Option<Range<usize>>,
 }
+
+/// Where a reply's TTLs are: inline for up to 8 records (an answer and its SOA or a few
+/// addresses), so reading a reply and keeping its answer allocate nothing more for them.
+pub type TtlOffsets = smallvec::SmallVec<[u16; 8]>;
 
 /// Checks that `reply` answers `q` (ID and question) and reads what the forwarder needs.
 /// Bytes after the last record are accepted, as BIND, dnsmasq and glibc accept them (glibc
@@ -778,7 +828,7 @@ pub fn read_reply(reply: &[u8], q: &Query, expected_id: u16) -> Result<ReplyInfo
             return Ok(ReplyInfo {
                 rcode: code,
                 answers: 0,
-                ttl_offsets: Vec::new(),
+                ttl_offsets: TtlOffsets::new(),
                 cache_ttl: None,
                 soa_labels: None,
                 opt: None,
@@ -812,7 +862,7 @@ pub enum ReplyMismatch {
 
 fn analyse_records(p: &[u8], question_end: usize) -> Result<ReplyInfo, WireError> {
     let code = rcode(p);
-    let mut ttl_offsets = Vec::new();
+    let mut ttl_offsets = TtlOffsets::new();
     let mut min_answer_ttl: Option<u32> = None;
     let mut negative_ttl: Option<u32> = None;
     let mut soa_labels: Option<u8> = None;
@@ -920,7 +970,7 @@ pub fn strip_hop_by_hop(reply: &mut Vec<u8>, info: &mut ReplyInfo) {
     let signature = info.signature.take().map(|s| s.start);
     if let Some(cut) = opt.into_iter().chain(signature).min() {
         reply.truncate(cut);
-        info.ttl_offsets.retain(|&off| (off as usize) < cut);
+        info.ttl_offsets.retain(|off| (*off as usize) < cut);
         // OPT and TSIG sit in the additional section (note_opt, analyse_records) and every
         // other record has a TTL offset, so what is left before the cut is the answer and
         // authority records and the additional records that have a TTL offset there.

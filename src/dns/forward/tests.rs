@@ -128,7 +128,7 @@ fn reply(code: Rcode, answers: u16, aa: bool, ra: bool) -> (Vec<u8>, ReplyInfo) 
     let info = ReplyInfo {
         rcode: code,
         answers,
-        ttl_offsets: Vec::new(),
+        ttl_offsets: wire::TtlOffsets::new(),
         cache_ttl: None,
         soa_labels: None,
         opt: None,

@@ -28,6 +28,7 @@ use crate::dns::trace::Trace;
 use crate::dns::transport::{Exchange, ExchangeError, Exchanger, Protocol};
 use crate::dns::upstream::{Capability, Upstream};
 use crate::dns::wire::{self, Query, Rcode};
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -105,6 +106,9 @@ enum Failover {
     AfterDown,
 }
 
+/// Servers in the order they are asked: a route's few, kept without an allocation.
+type Servers = SmallVec<[Arc<Upstream>; 4]>;
+
 /// The state of one walk.
 struct Walk<'a> {
     q: &'a Query,
@@ -154,18 +158,20 @@ impl<X: Exchanger> Forwarder<X> {
         let bounds = (low, high.min(options.timeout_cap).max(low));
         let mut pending = order;
         for attempt in 1..=options.attempts.max(1) {
-            let mut timed_out = Vec::new();
+            let mut timed_out = Servers::new();
             let mut i = 0;
             while i < pending.len() {
                 let group = &pending[i..i + self.group(&pending[i..], &walk, trace)];
                 // One server, the common case, is awaited as it is: no joined futures.
-                let results = match group {
-                    [one] => vec![self.ask(one, client, q, one.timeout(bounds)).await],
+                let results: SmallVec<[_; 1]> = match group {
+                    [one] => {
+                        smallvec::smallvec![self.ask(one, client, q, one.timeout(bounds)).await]
+                    }
                     _ => {
                         let asks = group
                             .iter()
                             .map(|s| self.ask(s, client, q, s.timeout(bounds)));
-                        futures_util::future::join_all(asks).await
+                        futures_util::future::join_all(asks).await.into()
                     }
                 };
                 for (j, (server, result)) in group.iter().zip(results).enumerate() {
@@ -196,13 +202,17 @@ impl<X: Exchanger> Forwarder<X> {
         options: WalkOptions,
         walk: &mut Walk,
         trace: &mut Trace,
-    ) -> Vec<Arc<Upstream>> {
-        let mut order = servers.to_vec();
+    ) -> Servers {
+        let mut order = Servers::from(servers);
         if options.rotate && !order.is_empty() {
             let start = self.rotation.fetch_add(1, Ordering::Relaxed) % order.len();
             order.rotate_left(start);
         }
-        let live: Vec<_> = order.iter().filter(|s| !s.is_down()).cloned().collect();
+        if order.iter().all(|s| !s.is_down()) {
+            self.learn_unknown(&order);
+            return order;
+        }
+        let live: Servers = order.iter().filter(|s| !s.is_down()).cloned().collect();
         if live.is_empty() {
             if !order.is_empty() {
                 trace.note(|| "every server is marked down: trying them all anyway".into());
@@ -221,14 +231,18 @@ impl<X: Exchanger> Forwarder<X> {
                 )
             });
         }
-        // Servers not known yet are probed now; the rest are re-learned by `Server`'s loop.
-        for s in live
+        self.learn_unknown(&live);
+        live
+    }
+
+    /// Servers not known yet are probed now; the rest are re-learned by `Server`'s loop.
+    fn learn_unknown(&self, servers: &[Arc<Upstream>]) {
+        for s in servers
             .iter()
             .filter(|s| s.capability() == Capability::Unknown)
         {
             self.learn_later(s);
         }
-        live
     }
 
     /// How many servers to ask at once, starting with `rest[0]`: it alone, or it and the

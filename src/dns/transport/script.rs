@@ -209,11 +209,12 @@ impl Exchanger for Script {
     async fn exchange(
         &self,
         server: SocketAddr,
-        query: &[u8],
+        query: Vec<u8>,
         expect: &Expect,
         protocol: Protocol,
         timeout: Duration,
     ) -> Result<Exchange, ExchangeError> {
+        let query = &query[..];
         let q = &expect.q;
         let name = q.name.to_dotted();
         self.log

@@ -229,6 +229,26 @@ fn names_convert_between_forms() {
 }
 
 #[test]
+fn the_longest_name_fully_escaped_is_written_on_the_stack_as_in_a_string() {
+    // Four labels of unprintable bytes, 255 bytes in all: every byte becomes \DDD.
+    let mut wire = Vec::new();
+    for len in [63u8, 63, 63, 61] {
+        wire.push(len);
+        wire.extend(std::iter::repeat_n(7u8, usize::from(len)));
+    }
+    wire.push(0);
+    let n = WireName::verbatim(&wire).unwrap();
+    let text = n.to_dotted();
+    assert_eq!(text.len(), 4 * 250 + 3);
+    assert!(text.starts_with("\\007\\007"));
+    assert_eq!(n.dotted().as_str(), text);
+    // A backslash in a label is escaped too.
+    let plain = name_from_dotted("a\\.b.example").unwrap();
+    assert_eq!(plain.dotted().as_str(), "a\\\\.b.example");
+    assert_eq!(plain.dotted().as_str(), plain.to_dotted());
+}
+
+#[test]
 fn compressed_question_is_formerr() {
     // b.example with "example" reached through a pointer: same name, different length.
     let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
