@@ -43,7 +43,15 @@ fuzz_target!(|data: &[u8]| {
 
     let cache = Cache::new(4);
     let reply = wire::header_only_reply(a, Some(&qa), wire::Rcode::NOERROR, false);
-    cache.insert(ka, Arc::new(Answer::new(reply, Default::default(), 60)));
+    cache.insert(
+        ka,
+        Arc::new(Answer::new(
+            reply,
+            Default::default(),
+            60,
+            std::time::Instant::now(),
+        )),
+    );
     assert_eq!(
         cache.get(&kb, 0).is_some(),
         same,

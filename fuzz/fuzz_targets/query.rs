@@ -43,7 +43,7 @@ fn name(s: &str) -> DomainName {
 fn cache(forwarder: &Forwarder, c: &Client, mut reply: Vec<u8>) {
     let mut info = wire::read_reply(&reply, &c.q, c.q.id).unwrap();
     wire::strip_hop_by_hop(&mut reply, &mut info);
-    let answer = Answer::new(reply, info.ttl_offsets, 300);
+    let answer = Answer::new(reply, info.ttl_offsets, 300, std::time::Instant::now());
     forwarder
         .cache()
         .insert(CacheKey::of(&c.q), Arc::new(answer));

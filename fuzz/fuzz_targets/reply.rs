@@ -115,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(m.edns.is_none());
             }
             wire::cap_ttls(&mut stored, &info.ttl_offsets, 300);
-            let answer = Answer::new(stored, info.ttl_offsets, 300);
+            let answer = Answer::new(stored, info.ttl_offsets, 300, std::time::Instant::now());
             render_all(&answer, c, expected.is_some(), expected);
         }
     }

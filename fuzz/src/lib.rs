@@ -203,6 +203,7 @@ impl Exchanger for Scripted {
                     reply,
                     info,
                     rtt: Duration::from_millis(1),
+                    received: std::time::Instant::now(),
                     dropped: Dropped::default(),
                 }),
                 // Dropped on the network, and the wait runs out.

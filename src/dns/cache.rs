@@ -104,12 +104,12 @@ pub struct Answer {
 
 impl Answer {
     /// An answer from a reply's `bytes` (its OPT record cut out) and the offsets of its TTLs,
-    /// to be reissued for `ttl` seconds (at most `MAX_TTL`).
-    pub fn new(bytes: Vec<u8>, ttl_offsets: TtlOffsets, ttl: u32) -> Answer {
+    /// received at `at`, to be reissued for `ttl` seconds (at most `MAX_TTL`) from then.
+    pub fn new(bytes: Vec<u8>, ttl_offsets: TtlOffsets, ttl: u32, at: Instant) -> Answer {
         Answer {
             bytes,
             ttl_offsets,
-            stored: Instant::now(),
+            stored: at,
             ttl: ttl.min(MAX_TTL),
             until_recovery: None,
             failure: false,
@@ -493,7 +493,7 @@ mod tests {
     fn answer_for(bytes: &[u8], ttl: u32) -> Arc<Answer> {
         let mut reply = bytes.to_vec();
         reply[2] |= 0x80;
-        Arc::new(Answer::new(reply, TtlOffsets::new(), ttl))
+        Arc::new(Answer::new(reply, TtlOffsets::new(), ttl, Instant::now()))
     }
 
     #[test]
@@ -573,7 +573,7 @@ mod tests {
         let (bytes, q) = query("a.example");
         let mut reply = bytes.clone();
         reply[2] |= 0x80;
-        let failover = Answer::new(reply, TtlOffsets::new(), 60).until_recovery(3);
+        let failover = Answer::new(reply, TtlOffsets::new(), 60, Instant::now()).until_recovery(3);
         cache.insert(CacheKey::of(&q), Arc::new(failover));
         assert!(cache.get(&CacheKey::of(&q), 3).is_some());
         assert!(cache.get(&CacheKey::of(&q), 4).is_none());
@@ -593,7 +593,7 @@ mod tests {
         reply[2] |= 0x80;
         reply[3] = (reply[3] & 0xf0) | 2;
         Arc::new(
-            Answer::new(reply, TtlOffsets::new(), FAILURE_TTL)
+            Answer::new(reply, TtlOffsets::new(), FAILURE_TTL, Instant::now())
                 .failure()
                 .stored_at(at),
         )
@@ -651,7 +651,8 @@ mod tests {
     fn an_answer_between_failures_ends_the_streak() {
         let (cache, bytes, key, t0) = one_question("flaky.example");
         cache.insert(key, failure_at(&bytes, t0));
-        let answer = Answer::new(bytes.clone(), TtlOffsets::new(), 3).stored_at(t0 + secs(2));
+        let answer = Answer::new(bytes.clone(), TtlOffsets::new(), 3, Instant::now())
+            .stored_at(t0 + secs(2));
         cache.insert(key, Arc::new(answer));
         cache.insert(key, failure_at(&bytes, t0 + secs(6)));
         assert!(!held(&cache, &key, t0 + secs(8)), "held 2 s, not more");
@@ -681,7 +682,7 @@ mod tests {
         let t0 = Instant::now();
         cache.insert(
             CacheKey::of(&q),
-            Arc::new(Answer::new(bytes, TtlOffsets::new(), 1).stored_at(t0)),
+            Arc::new(Answer::new(bytes, TtlOffsets::new(), 1, Instant::now()).stored_at(t0)),
         );
         cache.insert(CacheKey::of(&fq), failure_at(&fbytes, t0));
         for _ in 0..3 {
@@ -717,7 +718,7 @@ mod tests {
         let mut reply = bytes.clone();
         reply[2] |= 0x80;
         reply.extend(std::iter::repeat_n(0u8, 600));
-        let a = Answer::new(reply, TtlOffsets::new(), 60);
+        let a = Answer::new(reply, TtlOffsets::new(), 60, Instant::now());
         let out = a.render(&bytes, &q, 512);
         assert!(wire::tc(&out));
         assert_eq!(out.len(), q.question_end);

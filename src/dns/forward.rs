@@ -158,9 +158,11 @@ impl<X: Exchanger> Forwarder<X> {
             forwarder: self.clone(),
             key: Some(key),
         };
-        let outcome = self
-            .walk(client, q, servers, options, &mut Trace::off())
-            .await;
+        // Boxed: the walk is most of a forwarding future's size, and every future above it
+        // (this one, the resolver's, the listener's task) would otherwise hold it inline and
+        // be copied whole as each is built and started; one allocation costs less.
+        let mut trace = Trace::off();
+        let outcome = Box::pin(self.walk(client, q, servers, options, &mut trace)).await;
         tracing::debug!(
             name = %q.name.to_dotted(),
             qtype = q.qtype,

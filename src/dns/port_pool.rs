@@ -72,6 +72,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
@@ -92,7 +93,9 @@ const IDLE_MAX: usize = 1024;
 /// The soft limit on open files is raised towards this (or the hard limit, if lower).
 const FD_LIMIT: u64 = 65536;
 
-type Reply = io::Result<(Vec<u8>, ReplyInfo, Dropped)>;
+/// A query's outcome: the reply, what it says, what was dropped while it waited, and when it
+/// was read (one clock reading serves every reply taken in one wake-up).
+type Reply = io::Result<(Vec<u8>, ReplyInfo, Dropped, Instant)>;
 
 /// The query a socket carries.
 struct Waiting {
@@ -303,7 +306,7 @@ impl Slots {
     /// Reads what arrived on the socket of `key`: the first datagram from the server that
     /// answers its query completes it; an error (ICMP) that names the server fails it and
     /// closes the socket; anything else is dropped.
-    fn deliver(&mut self, key: u64, buf: &mut [u8]) {
+    fn deliver(&mut self, key: u64, buf: &mut [u8], at: Instant) {
         loop {
             let Some(slot) = self.slot(key) else { return };
             let socket = slot.socket.as_ref().expect("slot has a socket");
@@ -335,7 +338,7 @@ impl Slots {
                     let waiting = slot.waiting.take().expect("checked above");
                     let _ = waiting
                         .done
-                        .send(Ok((packet.to_vec(), info, waiting.dropped)));
+                        .send(Ok((packet.to_vec(), info, waiting.dropped, at)));
                     self.finish(key);
                     return;
                 }
@@ -444,10 +447,11 @@ async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
                 return;
             }
         };
-        {
+        if n > 0 {
+            let at = Instant::now();
             let mut slots = reader.slots.lock().unwrap();
             for event in &events[..n] {
-                slots.deliver(event.u64, &mut buf);
+                slots.deliver(event.u64, &mut buf, at);
             }
         }
         // Fewer than asked: the set was empty. An arrival since is a new event for tokio, and
@@ -805,7 +809,7 @@ mod tests {
         other[..2].copy_from_slice(&query[..2]);
         server.send_to(&other, from).await.unwrap();
         server.send_to(&reply, from).await.unwrap();
-        let (got, _, dropped) = reply_of(sent).await.unwrap();
+        let (got, _, dropped, _) = reply_of(sent).await.unwrap();
         assert_eq!(
             dropped.other, 2,
             "the forgery and the other question, counted"
@@ -824,7 +828,7 @@ mod tests {
         let reply = reply_to(&query);
         stranger.send_to(&reply, from).await.unwrap();
         server.send_to(&reply, from).await.unwrap();
-        let (got, _, dropped) = reply_of(sent).await.unwrap();
+        let (got, _, dropped, _) = reply_of(sent).await.unwrap();
         assert_eq!(got, reply);
         assert_eq!(dropped.other, 1, "the stranger's copy, counted");
     }
@@ -851,7 +855,7 @@ mod tests {
         for datagram in [&lower, &cookie, &reply] {
             server.send_to(datagram, from).await.unwrap();
         }
-        let (got, _, dropped) = reply_of(sent).await.unwrap();
+        let (got, _, dropped, _) = reply_of(sent).await.unwrap();
         assert_eq!(got, reply);
         assert_eq!((dropped.case, dropped.wrong_cookie), (1, 1), "{dropped:?}");
 

@@ -95,6 +95,8 @@ pub struct Exchange {
     pub info: ReplyInfo,
     /// How long the server took to answer.
     pub rtt: Duration,
+    /// When the reply was read.
+    pub received: Instant,
     /// What was dropped while waiting for it.
     pub dropped: Dropped,
 }
@@ -108,7 +110,7 @@ pub(crate) async fn exchange(
     timeout: Duration,
 ) -> Result<Exchange, ExchangeError> {
     let started = Instant::now();
-    let (reply, info, dropped) = match protocol {
+    let (reply, info, dropped, received) = match protocol {
         Protocol::Udp => {
             let mut sent = port_pool::send(server, expect, query)?;
             match tokio::time::timeout(timeout, sent.reply()).await {
@@ -124,7 +126,8 @@ pub(crate) async fn exchange(
         server,
         reply,
         info,
-        rtt: started.elapsed(),
+        rtt: received.saturating_duration_since(started),
+        received,
         dropped,
     })
 }
@@ -133,10 +136,11 @@ async fn tcp(
     server: SocketAddr,
     query: &[u8],
     expect: &Expect,
-) -> Result<(Vec<u8>, ReplyInfo, Dropped), ExchangeError> {
+) -> Result<(Vec<u8>, ReplyInfo, Dropped, Instant), ExchangeError> {
     let buf = tcp_message(server, query).await?;
+    let received = Instant::now();
     let info = expect.check(&buf)?;
-    Ok((buf, info, Dropped::default()))
+    Ok((buf, info, Dropped::default(), received))
 }
 
 /// Sends one DNS message to `server` over a fresh TCP connection (RFC 1035 4.2.2 framing) and

@@ -469,6 +469,7 @@ fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
         mut reply,
         mut info,
         server,
+        received,
         ..
     } = ex;
     if wire::qdcount(&reply) == 0 {
@@ -486,7 +487,7 @@ fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
         &info.ttl_offsets,
         ttl.clamp(FAILURE_TTL, MAX_TTL),
     );
-    let mut answer = Answer::new(reply, info.ttl_offsets, ttl).served_by(server);
+    let mut answer = Answer::new(reply, info.ttl_offsets, ttl, received).served_by(server);
     if passed_on_failure {
         answer = answer.failure();
     }

@@ -11,7 +11,7 @@ use crate::dns::wire::{self, HEADER_LEN, Query, Rcode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a scripted server does with one question.
 #[derive(Debug, Clone, Copy)]
@@ -273,6 +273,7 @@ impl Exchanger for Script {
                         reply: datagram,
                         info,
                         rtt: Duration::from_millis(1),
+                        received: Instant::now(),
                         dropped,
                     });
                 }

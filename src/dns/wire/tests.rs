@@ -337,7 +337,7 @@ fn bytes_after_the_last_record_are_accepted_and_cut() {
         assert_eq!(dirty, stripped, "{what}: stored without the bytes");
         assert_eq!(records_end(&dirty, pq.question_end), Ok(dirty.len()));
 
-        let answer = Answer::new(dirty, info.ttl_offsets, 60);
+        let answer = Answer::new(dirty, info.ttl_offsets, 60, std::time::Instant::now());
         let client = query_bytes("A.Example.", RecordType::A, Some((1232, true)));
         let cq = parse_query(&client).unwrap();
         let out = answer.render(&client, &cq, cq.udp_limit());
@@ -382,7 +382,7 @@ fn records_after_the_opt_go_with_it() {
     assert_eq!((arcount(&r), info.ttl_offsets.len()), (0, 1));
     assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
 
-    let answer = Answer::new(r, info.ttl_offsets, 60);
+    let answer = Answer::new(r, info.ttl_offsets, 60, std::time::Instant::now());
     let out = answer.render(&q, &pq, pq.udp_limit());
     let m = Message::from_vec(&out).unwrap();
     assert_eq!((m.answers.len(), m.additionals.len()), (1, 0));
@@ -414,7 +414,7 @@ fn an_upstream_tsig_goes_like_the_opt() {
     assert_eq!(arcount(&r), 0);
     assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
 
-    let answer = Answer::new(r, info.ttl_offsets, 60);
+    let answer = Answer::new(r, info.ttl_offsets, 60, std::time::Instant::now());
     let out = answer.render(&q, &pq, pq.udp_limit());
     let m = Message::from_vec(&out).expect("hickory reads what a client gets");
     assert_eq!((m.answers.len(), m.additionals.len()), (1, 0));
