@@ -61,7 +61,7 @@ fn render_all(
 ) {
     for client in [&c.0, &c.1] {
         for limit in [client.q.udp_limit(), u16::MAX as usize] {
-            let out = answer.render(&client.bytes, &client.q, limit);
+            let out = answer.render(&client.bytes, &client.q, limit, std::time::Instant::now());
             check_reply_hickory(&client.bytes, &client.q, &out, limit, must_read, counts);
         }
     }

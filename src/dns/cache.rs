@@ -165,16 +165,21 @@ impl Answer {
         self.failure
     }
 
-    /// The reply for this client: its ID and spelling, TTLs aged, OPT if it used EDNS, and
-    /// truncated (TC, no records) when larger than `limit`.
-    pub fn render(&self, client: &[u8], q: &Query, limit: usize) -> Vec<u8> {
+    /// The reply for this client at `now`: its ID and spelling, TTLs aged, OPT if it used
+    /// EDNS, and truncated (TC, no records) when larger than `limit`.
+    pub fn render(&self, client: &[u8], q: &Query, limit: usize, now: Instant) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes.len() + wire::OPT_LEN);
-        self.render_into(&mut out, client, q, limit, Instant::now());
+        self.render_into(&mut out, client, q, limit, now);
         out
     }
 
-    /// `render` into a buffer the caller reuses, aged to `now` (the UDP hot path, which reads
-    /// the clock once per batch).
+    /// When it was received from its server: what its TTLs are aged from.
+    pub(crate) fn stored(&self) -> Instant {
+        self.stored
+    }
+
+    /// `render` into a buffer the caller reuses (the UDP hot path, which reads the clock once
+    /// per batch).
     pub fn render_into(
         &self,
         out: &mut Vec<u8>,
@@ -719,9 +724,9 @@ mod tests {
         reply[2] |= 0x80;
         reply.extend(std::iter::repeat_n(0u8, 600));
         let a = Answer::new(reply, TtlOffsets::new(), 60, Instant::now());
-        let out = a.render(&bytes, &q, 512);
+        let out = a.render(&bytes, &q, 512, std::time::Instant::now());
         assert!(wire::tc(&out));
         assert_eq!(out.len(), q.question_end);
-        assert!(a.render(&bytes, &q, 65535).len() > 600);
+        assert!(a.render(&bytes, &q, 65535, std::time::Instant::now()).len() > 600);
     }
 }

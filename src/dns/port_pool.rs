@@ -93,9 +93,21 @@ const IDLE_MAX: usize = 1024;
 /// The soft limit on open files is raised towards this (or the hard limit, if lower).
 const FD_LIMIT: u64 = 65536;
 
-/// A query's outcome: the reply, what it says, what was dropped while it waited, and when it
-/// was read (one clock reading serves every reply taken in one wake-up).
-type Reply = io::Result<(Vec<u8>, ReplyInfo, Dropped, Instant)>;
+/// A query's outcome: its reply, or the error of its socket.
+type Reply = io::Result<Received>;
+
+/// A query's reply: the bytes, what they say, what was dropped while it waited, when the query
+/// went out and when the reply was read. One clock reading serves every query sent, and every
+/// reply read, in one wake-up of the reader; the round trip is the server's, without the
+/// time the query waited to be sent.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub(crate) reply: Vec<u8>,
+    pub(crate) info: ReplyInfo,
+    pub(crate) dropped: Dropped,
+    pub(crate) sent: Instant,
+    pub(crate) at: Instant,
+}
 
 /// The query a socket carries.
 struct Waiting {
@@ -106,6 +118,8 @@ struct Waiting {
     dropped: Dropped,
     /// Which query this is: a socket carries many, one after another.
     token: u64,
+    /// When it went out (set by the send).
+    sent: Option<Instant>,
     done: oneshot::Sender<Reply>,
 }
 
@@ -195,13 +209,15 @@ impl Slots {
     /// Sends the queries left to send, one after another, emptying `unsent`. A query whose
     /// wait already ended is not sent; one whose send fails gets that error.
     fn send(&mut self, unsent: &mut Vec<Unsent>) {
+        let now = Instant::now();
         for (key, token, query) in unsent.drain(..) {
             let Some(slot) = self.slot(key) else { continue };
-            let Some(server) = slot.waiting.as_ref().filter(|w| w.token == token) else {
+            let Some(waiting) = slot.waiting.as_mut().filter(|w| w.token == token) else {
                 continue;
             };
+            waiting.sent = Some(now);
             let socket = slot.socket.as_ref().expect("slot has a socket");
-            if let Err(e) = socket.send_to(&query, server.server) {
+            if let Err(e) = socket.send_to(&query, waiting.server) {
                 self.fail(key, e);
             }
         }
@@ -242,6 +258,7 @@ impl Slots {
             expect: *expect,
             dropped: Dropped::default(),
             token,
+            sent: None,
             done,
         });
         (token, reply)
@@ -336,9 +353,13 @@ impl Slots {
             match waiting.expect.check(packet) {
                 Ok(info) => {
                     let waiting = slot.waiting.take().expect("checked above");
-                    let _ = waiting
-                        .done
-                        .send(Ok((packet.to_vec(), info, waiting.dropped, at)));
+                    let _ = waiting.done.send(Ok(Received {
+                        reply: packet.to_vec(),
+                        info,
+                        dropped: waiting.dropped,
+                        sent: waiting.sent.unwrap_or(at),
+                        at,
+                    }));
                     self.finish(key);
                     return;
                 }
@@ -809,7 +830,11 @@ mod tests {
         other[..2].copy_from_slice(&query[..2]);
         server.send_to(&other, from).await.unwrap();
         server.send_to(&reply, from).await.unwrap();
-        let (got, _, dropped, _) = reply_of(sent).await.unwrap();
+        let Received {
+            reply: got,
+            dropped,
+            ..
+        } = reply_of(sent).await.unwrap();
         assert_eq!(
             dropped.other, 2,
             "the forgery and the other question, counted"
@@ -828,7 +853,11 @@ mod tests {
         let reply = reply_to(&query);
         stranger.send_to(&reply, from).await.unwrap();
         server.send_to(&reply, from).await.unwrap();
-        let (got, _, dropped, _) = reply_of(sent).await.unwrap();
+        let Received {
+            reply: got,
+            dropped,
+            ..
+        } = reply_of(sent).await.unwrap();
         assert_eq!(got, reply);
         assert_eq!(dropped.other, 1, "the stranger's copy, counted");
     }
@@ -855,7 +884,11 @@ mod tests {
         for datagram in [&lower, &cookie, &reply] {
             server.send_to(datagram, from).await.unwrap();
         }
-        let (got, _, dropped, _) = reply_of(sent).await.unwrap();
+        let Received {
+            reply: got,
+            dropped,
+            ..
+        } = reply_of(sent).await.unwrap();
         assert_eq!(got, reply);
         assert_eq!((dropped.case, dropped.wrong_cookie), (1, 1), "{dropped:?}");
 
@@ -919,7 +952,7 @@ mod tests {
         // The reply, then a forgery that would answer the next query, both queued at once.
         server.send_to(&reply_to(&query), from).await.unwrap();
         server.send_to(&reply_to(&second), from).await.unwrap();
-        assert_eq!(reply_of(sent).await.unwrap().0, reply_to(&first));
+        assert_eq!(reply_of(sent).await.unwrap().reply, reply_to(&first));
 
         let mut sent = send_from(addr, &e2, &second, None).unwrap();
         assert_eq!(sent.key, key, "the same socket, reused");
@@ -1068,9 +1101,9 @@ mod tests {
             live.send_to(&reply_to(&q1), from1).await.unwrap();
             live.send_to(&reply_to(&q2), from2).await.unwrap();
             other.send_to(&reply_to(&q3), from3).await.unwrap();
-            assert_eq!(reply_of(first).await.unwrap().0, reply_to(&q1));
-            assert_eq!(reply_of(second).await.unwrap().0, reply_to(&q2));
-            assert_eq!(reply_of(elsewhere).await.unwrap().0, reply_to(&q3));
+            assert_eq!(reply_of(first).await.unwrap().reply, reply_to(&q1));
+            assert_eq!(reply_of(second).await.unwrap().reply, reply_to(&q2));
+            assert_eq!(reply_of(elsewhere).await.unwrap().reply, reply_to(&q3));
         }
         assert_eq!(sockets_in_use(), 0);
     }

@@ -173,10 +173,11 @@ impl<X: Exchanger> Resolver<X> {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let arrival = Arrival::new(transport, client);
-        let (reply, source, upstream) = match self.answer_now(packet, transport, Instant::now()) {
+        let now = Instant::now();
+        let (reply, source, upstream) = match self.answer_now(packet, transport, now) {
             Immediate::Reply(reply, source) => (reply, source, None),
             Immediate::Cached(answer, q) => {
-                let reply = answer.render(packet, &q, limit(&q, transport));
+                let reply = answer.render(packet, &q, limit(&q, transport), now);
                 (reply, Source::Cache, None)
             }
             Immediate::Drop => {
@@ -272,9 +273,12 @@ pub fn limit(q: &Query, transport: Transport) -> usize {
     }
 }
 
+/// The reply for a walk's outcome. Its answer was received as the walk ended (or, taken from
+/// the cache as this query's walk began, stored by a walk that ended since this query missed
+/// it): there is no time to age its TTLs by.
 fn render(outcome: Outcome, packet: &[u8], q: &Query, transport: Transport) -> Vec<u8> {
     match outcome {
-        Ok(answer) => answer.render(packet, q, limit(q, transport)),
+        Ok(answer) => answer.render(packet, q, limit(q, transport), answer.stored()),
         Err(code) => wire::header_only_reply(packet, Some(q), code, false),
     }
 }

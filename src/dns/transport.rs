@@ -109,8 +109,13 @@ pub(crate) async fn exchange(
     protocol: Protocol,
     timeout: Duration,
 ) -> Result<Exchange, ExchangeError> {
-    let started = Instant::now();
-    let (reply, info, dropped, received) = match protocol {
+    let port_pool::Received {
+        reply,
+        info,
+        dropped,
+        sent,
+        at,
+    } = match protocol {
         Protocol::Udp => {
             let mut sent = port_pool::send(server, expect, query)?;
             match tokio::time::timeout(timeout, sent.reply()).await {
@@ -126,8 +131,8 @@ pub(crate) async fn exchange(
         server,
         reply,
         info,
-        rtt: received.saturating_duration_since(started),
-        received,
+        rtt: at.saturating_duration_since(sent),
+        received: at,
         dropped,
     })
 }
@@ -136,11 +141,18 @@ async fn tcp(
     server: SocketAddr,
     query: &[u8],
     expect: &Expect,
-) -> Result<(Vec<u8>, ReplyInfo, Dropped, Instant), ExchangeError> {
-    let buf = tcp_message(server, query).await?;
-    let received = Instant::now();
-    let info = expect.check(&buf)?;
-    Ok((buf, info, Dropped::default(), received))
+) -> Result<port_pool::Received, ExchangeError> {
+    let sent = Instant::now();
+    let reply = tcp_message(server, query).await?;
+    let at = Instant::now();
+    let info = expect.check(&reply)?;
+    Ok(port_pool::Received {
+        reply,
+        info,
+        dropped: Dropped::default(),
+        sent,
+        at,
+    })
 }
 
 /// Sends one DNS message to `server` over a fresh TCP connection (RFC 1035 4.2.2 framing) and

@@ -109,7 +109,7 @@ fn query(name: &str) -> (Vec<u8>, Query) {
 fn got(outcome: &Outcome) -> (Rcode, u8) {
     let a = outcome.as_ref().expect("an answer");
     let (bytes, q) = query("x.example");
-    let rendered = a.render(&bytes, &q, 65535);
+    let rendered = a.render(&bytes, &q, 65535, std::time::Instant::now());
     let last = if wire::ancount(&rendered) > 0 {
         *rendered.last().unwrap()
     } else {

@@ -413,7 +413,7 @@ async fn through_the_walk_a_server_that_lowercases_answers_and_stays_up() {
         )
         .await;
     let answer = outcome.unwrap();
-    let out = answer.render(&bytes, &q, 512);
+    let out = answer.render(&bytes, &q, 512, std::time::Instant::now());
     assert_eq!(spelled(&out), spelled(&bytes));
     assert_eq!(*out.last().unwrap(), 9);
     assert!(!server.is_down());

@@ -340,7 +340,7 @@ fn bytes_after_the_last_record_are_accepted_and_cut() {
         let answer = Answer::new(dirty, info.ttl_offsets, 60, std::time::Instant::now());
         let client = query_bytes("A.Example.", RecordType::A, Some((1232, true)));
         let cq = parse_query(&client).unwrap();
-        let out = answer.render(&client, &cq, cq.udp_limit());
+        let out = answer.render(&client, &cq, cq.udp_limit(), std::time::Instant::now());
         let m = Message::from_vec(&out).expect(what);
         let e = m.edns.expect("our OPT");
         assert!(e.flags().dnssec_ok, "{what}");
@@ -383,7 +383,7 @@ fn records_after_the_opt_go_with_it() {
     assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
 
     let answer = Answer::new(r, info.ttl_offsets, 60, std::time::Instant::now());
-    let out = answer.render(&q, &pq, pq.udp_limit());
+    let out = answer.render(&q, &pq, pq.udp_limit(), std::time::Instant::now());
     let m = Message::from_vec(&out).unwrap();
     assert_eq!((m.answers.len(), m.additionals.len()), (1, 0));
     assert!(m.edns.is_some());
@@ -415,7 +415,7 @@ fn an_upstream_tsig_goes_like_the_opt() {
     assert_eq!(records_end(&r, pq.question_end), Ok(r.len()));
 
     let answer = Answer::new(r, info.ttl_offsets, 60, std::time::Instant::now());
-    let out = answer.render(&q, &pq, pq.udp_limit());
+    let out = answer.render(&q, &pq, pq.udp_limit(), std::time::Instant::now());
     let m = Message::from_vec(&out).expect("hickory reads what a client gets");
     assert_eq!((m.answers.len(), m.additionals.len()), (1, 0));
     assert!(m.edns.is_some() && m.signature().is_none());
