@@ -20,6 +20,7 @@
 use crate::dns::wire::{self, MAX_NAME_LEN, Query, TtlOffsets};
 use hashbrown::HashTable;
 use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,14 +89,14 @@ impl std::fmt::Debug for CacheKey {
 /// A reply ready to be reissued: bytes without OPT, where its TTLs are, when it was stored.
 #[derive(Debug)]
 pub struct Answer {
-    /// Kept as read, not shrunk: cutting the OPT out leaves a few bytes of capacity, mostly
-    /// within the same allocation size class, and a shrink would cost a reallocation.
-    bytes: Vec<u8>,
+    bytes: Box<[u8]>,
     ttl_offsets: TtlOffsets,
     stored: Instant,
     ttl: u32,
     /// Set for a failover answer: the pool's recovery count it is valid for.
-    until_recovery: Option<u64>,
+    /// (Held as the count plus one, so that it takes 8 bytes, not 16: the answer then fits
+    /// a 128-byte allocation with its Arc's counts.)
+    until_recovery: Option<NonZeroU64>,
     /// A failure passed on (no server gave a final answer): held longer when it repeats.
     failure: bool,
     /// The upstream server it came from.
@@ -107,7 +108,8 @@ impl Answer {
     /// received at `at`, to be reissued for `ttl` seconds (at most `MAX_TTL`) from then.
     pub fn new(bytes: Vec<u8>, ttl_offsets: TtlOffsets, ttl: u32, at: Instant) -> Answer {
         Answer {
-            bytes,
+            // Shrunk to what it holds once its OPT is cut out: it may be kept for hours.
+            bytes: bytes.into_boxed_slice(),
             ttl_offsets,
             stored: at,
             ttl: ttl.min(MAX_TTL),
@@ -143,12 +145,13 @@ impl Answer {
     /// Marks this answer as obtained while a server was down: it stops being served once the
     /// recovery count moves past `recoveries`.
     pub(crate) fn until_recovery(mut self, recoveries: u64) -> Answer {
-        self.until_recovery = Some(recoveries);
+        self.until_recovery = NonZeroU64::new(recoveries.wrapping_add(1));
         self
     }
 
     fn recovered_past(&self, recoveries: u64) -> bool {
-        self.until_recovery.is_some_and(|r| r != recoveries)
+        self.until_recovery
+            .is_some_and(|r| r.get() != recoveries.wrapping_add(1))
     }
 
     pub(crate) fn rcode(&self) -> wire::Rcode {
@@ -584,6 +587,22 @@ mod tests {
         assert!(cache.get(&CacheKey::of(&q), 4).is_none());
         assert!(cache.is_empty(), "dropped, not just hidden");
         assert_eq!(cache.stats().expired, 1);
+        // Valid for recovery count 0 too (held as 1), and an answer not from a failover is
+        // valid whatever the count.
+        let mut reply = bytes.clone();
+        reply[2] |= 0x80;
+        let at_zero = Answer::new(reply.clone(), TtlOffsets::new(), 60, Instant::now());
+        assert!(!at_zero.until_recovery(0).recovered_past(0));
+        let plain = Answer::new(reply, TtlOffsets::new(), 60, Instant::now());
+        assert!(!plain.recovered_past(0) && !plain.recovered_past(u64::MAX));
+    }
+
+    /// An answer and its Arc's counts fit jemalloc's 128-byte size class: each of the
+    /// (default) 100 000 cached answers costs 128 bytes beside its reply, not 160.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn an_answer_with_its_counts_fits_128_bytes() {
+        assert!(std::mem::size_of::<Answer>() + 16 <= 128);
     }
 
     /// A cache, a question's bytes and key, and the time the test starts from.

@@ -14,7 +14,7 @@ use crate::dns::transport::{Exchanger, Network};
 use crate::dns::wire::{self, Query, QueryProblem, Rcode};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use crate::dns::served::{Source, Transport};
@@ -45,10 +45,11 @@ pub(crate) struct Forwarded {
 /// Answers client queries: after the ACL, from the cache, local names or routing table, and
 /// failing those through the forwarder.
 pub struct Resolver<X: Exchanger = Network> {
-    /// Read on every packet, replaced when interfaces change: lock-free reads.
+    /// Read on every packet, replaced when interfaces, leases, hosts files or resolv.conf
+    /// change: lock-free reads.
     acl: ArcSwap<Acl>,
-    local: RwLock<Arc<LocalNames>>,
-    routes: RwLock<Arc<RoutingTable>>,
+    local: ArcSwap<LocalNames>,
+    routes: ArcSwap<RoutingTable>,
     forwarder: Arc<Forwarder<X>>,
 }
 
@@ -62,29 +63,29 @@ impl<X: Exchanger> Resolver<X> {
     ) -> Resolver<X> {
         Resolver {
             acl: ArcSwap::from_pointee(acl),
-            local: RwLock::new(Arc::new(local)),
-            routes: RwLock::new(Arc::new(routes)),
+            local: ArcSwap::from_pointee(local),
+            routes: ArcSwap::from_pointee(routes),
             forwarder: Arc::new(forwarder),
         }
     }
 
     pub(crate) fn routes(&self) -> Arc<RoutingTable> {
-        self.routes.read().unwrap().clone()
+        self.routes.load_full()
     }
 
     pub(crate) fn local(&self) -> Arc<LocalNames> {
-        self.local.read().unwrap().clone()
+        self.local.load_full()
     }
 
     /// Swaps the routing table; answers cached under the old one are dropped.
     pub(crate) fn set_routes(&self, routes: RoutingTable) {
-        *self.routes.write().unwrap() = Arc::new(routes);
+        self.routes.store(Arc::new(routes));
         self.forwarder.cache().clear();
     }
 
     /// Swaps local data; cached answers go too, since a name may have become local.
     pub(crate) fn set_local(&self, local: LocalNames) {
-        *self.local.write().unwrap() = Arc::new(local);
+        self.local.store(Arc::new(local));
         self.forwarder.cache().clear();
     }
 
@@ -147,10 +148,10 @@ impl<X: Exchanger> Resolver<X> {
         let sought = self.forwarder.cache().generation();
         let name = q.name.dotted();
         let name = name.as_str();
-        if let LocalVerdict::Answer(reply, _) = self.local().answer(packet, &q, name) {
+        if let LocalVerdict::Answer(reply, _) = self.local.load().answer(packet, &q, name) {
             return Immediate::Reply(fit(reply, packet, &q, transport), Source::Local);
         }
-        match self.routes().route(name) {
+        match self.routes.load().route(name) {
             Route::PlainNameStaysLocal => Immediate::Reply(
                 wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false),
                 Source::Local,
