@@ -110,7 +110,12 @@ impl Answer {
         Answer {
             // Shrunk to what it holds once its OPT is cut out: it may be kept for hours.
             bytes: bytes.into_boxed_slice(),
-            ttl_offsets,
+            ttl_offsets: {
+                // Inline up to 8; more were read onto the heap, and are shrunk like the bytes.
+                let mut offsets = ttl_offsets;
+                offsets.shrink_to_fit();
+                offsets
+            },
             stored: at,
             ttl: ttl.min(MAX_TTL),
             until_recovery: None,
@@ -743,9 +748,9 @@ mod tests {
         reply[2] |= 0x80;
         reply.extend(std::iter::repeat_n(0u8, 600));
         let a = Answer::new(reply, TtlOffsets::new(), 60, Instant::now());
-        let out = a.render(&bytes, &q, 512, std::time::Instant::now());
+        let out = a.render(&bytes, &q, 512, Instant::now());
         assert!(wire::tc(&out));
         assert_eq!(out.len(), q.question_end);
-        assert!(a.render(&bytes, &q, 65535, std::time::Instant::now()).len() > 600);
+        assert!(a.render(&bytes, &q, 65535, Instant::now()).len() > 600);
     }
 }

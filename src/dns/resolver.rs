@@ -45,10 +45,12 @@ pub(crate) struct Forwarded {
 /// Answers client queries: after the ACL, from the cache, local names or routing table, and
 /// failing those through the forwarder.
 pub struct Resolver<X: Exchanger = Network> {
-    /// Read on every packet, replaced when interfaces, leases, hosts files or resolv.conf
-    /// change: lock-free reads.
+    /// Read on every packet, replaced when interfaces change: lock-free reads.
     acl: ArcSwap<Acl>,
+    /// Read for every query not answered from the cache, replaced when leases, static
+    /// records or hosts files change.
     local: ArcSwap<LocalNames>,
+    /// Read likewise, replaced when resolv.conf, the VPN's domains or the configuration do.
     routes: ArcSwap<RoutingTable>,
     forwarder: Arc<Forwarder<X>>,
 }
@@ -274,9 +276,10 @@ pub fn limit(q: &Query, transport: Transport) -> usize {
     }
 }
 
-/// The reply for a walk's outcome. Its answer was received as the walk ended (or, taken from
-/// the cache as this query's walk began, stored by a walk that ended since this query missed
-/// it): there is no time to age its TTLs by.
+/// The reply for a walk's outcome, aged from when its answer was stored: as the walk ended,
+/// with its final reply or as it gave up (or, for an answer the walk found in the cache as it
+/// began, as a walk that ended since this query missed the cache did). So there is no time
+/// to age its TTLs by, and no clock to read.
 fn render(outcome: Outcome, packet: &[u8], q: &Query, transport: Transport) -> Vec<u8> {
     match outcome {
         Ok(answer) => answer.render(packet, q, limit(q, transport), answer.stored()),

@@ -318,6 +318,23 @@ async fn servfail_from_every_server_is_passed_on_as_a_failure() {
     assert!(a.as_ref().unwrap().is_failure());
 }
 
+/// A failure the walk held while it tried later servers is kept from when the walk gave up
+/// and passed it on, not from when it was read: read longer ago than a failure is kept, it
+/// would be stored already expired, and its backoff would never start.
+#[tokio::test(start_paused = true)]
+async fn a_failure_passed_on_is_kept_from_when_the_walk_gave_up() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    let read_early = with(bare(Rcode::SERVFAIL, false, true), |r| {
+        r.read_ago = std::time::Duration::from_secs(u64::from(crate::dns::cache::FAILURE_TTL) * 2);
+    });
+    lab.script().set(lab.addr(0), "*", read_early);
+    lab.script().set(lab.addr(1), "*", Step::Timeout);
+    let a = lab.resolve("a.example").await;
+    assert_eq!(got(&a), (Rcode::SERVFAIL, 0));
+    assert!(a.as_ref().unwrap().is_failure());
+    assert!(lab.cached("a.example"), "held for its backoff");
+}
+
 #[tokio::test(start_paused = true)]
 async fn servfail_moves_on_for_that_query_only() {
     let lab = Lab::new(&[FULL, FULL]).await;

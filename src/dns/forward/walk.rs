@@ -349,7 +349,8 @@ impl<X: Exchanger> Forwarder<X> {
             Verdict::Final => {
                 // From a server that refuses outside names, this is a zone of its own.
                 asked(trace, &|| "final".into());
-                Some(stored(ex, walk.failover, walk.recoveries))
+                let at = ex.received;
+                Some(stored(ex, walk.failover, walk.recoveries, at))
             }
         }
     }
@@ -364,7 +365,7 @@ impl<X: Exchanger> Forwarder<X> {
                     wire::rcode(&ex.reply)
                 )
             });
-            return stored(ex, walk.failover, walk.recoveries);
+            return stored(ex, walk.failover, walk.recoveries, Instant::now());
         }
         match walk.last_reply {
             Some(ex) => {
@@ -377,7 +378,7 @@ impl<X: Exchanger> Forwarder<X> {
                 // A failure passed on after a server was down ends with its return, like
                 // any answer the down server might have changed.
                 let failover = walk.failover.max(Failover::AfterFailure);
-                stored(ex, failover, walk.recoveries)
+                stored(ex, failover, walk.recoveries, Instant::now())
             }
             None => {
                 trace.note(|| "no server answered: SERVFAIL".into());
@@ -463,13 +464,14 @@ fn note_not_used(trace: &mut Trace, unused: &[Arc<Upstream>], rest: &[Arc<Upstre
 /// passed on (marked, for the cache's backoff), and answers obtained after an earlier server
 /// failed, are kept only briefly; an answer obtained because an earlier server was down ends
 /// with the next recovery. A reply without its question (FORMERR or NOTIMP from some servers)
-/// becomes a plain error.
-fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
+/// becomes a plain error. Its lifetime runs from `at`: when a final answer was read, or when
+/// the walk gave up and passed on an earlier reply (which the walk may have held for seconds,
+/// longer than a failure is kept).
+fn stored(ex: Exchange, failover: Failover, recoveries: u64, at: Instant) -> Outcome {
     let Exchange {
         mut reply,
         mut info,
         server,
-        received,
         ..
     } = ex;
     if wire::qdcount(&reply) == 0 {
@@ -487,7 +489,7 @@ fn stored(ex: Exchange, failover: Failover, recoveries: u64) -> Outcome {
         &info.ttl_offsets,
         ttl.clamp(FAILURE_TTL, MAX_TTL),
     );
-    let mut answer = Answer::new(reply, info.ttl_offsets, ttl, received).served_by(server);
+    let mut answer = Answer::new(reply, info.ttl_offsets, ttl, at).served_by(server);
     if passed_on_failure {
         answer = answer.failure();
     }

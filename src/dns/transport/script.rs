@@ -38,6 +38,9 @@ pub(crate) struct Reply {
     /// Silent over UDP (what a forger sends still arrives).
     pub(crate) udp_silent: bool,
     pub(crate) delay: Duration,
+    /// How long before the walk takes the reply it was read (a reply the walk held while it
+    /// waited for later servers).
+    pub(crate) read_ago: Duration,
 }
 
 /// A recursive resolver's answer 192.0.2.`n`.
@@ -52,6 +55,7 @@ pub(crate) fn answer(n: u8) -> Step {
         tcp_silent: false,
         udp_silent: false,
         delay: Duration::ZERO,
+        read_ago: Duration::ZERO,
     })
 }
 
@@ -67,6 +71,7 @@ pub(crate) fn bare(code: Rcode, aa: bool, ra: bool) -> Step {
         tcp_silent: false,
         udp_silent: false,
         delay: Duration::ZERO,
+        read_ago: Duration::ZERO,
     })
 }
 
@@ -82,6 +87,7 @@ pub(crate) fn nxdomain(soa_at_root: bool) -> Step {
         tcp_silent: false,
         udp_silent: false,
         delay: Duration::ZERO,
+        read_ago: Duration::ZERO,
     })
 }
 
@@ -104,6 +110,7 @@ pub(crate) const FULL: Step = Step::Reply(Reply {
     tcp_silent: false,
     udp_silent: false,
     delay: Duration::ZERO,
+    read_ago: Duration::ZERO,
 });
 pub(crate) const REFUSES: Step = Step::Reply(Reply {
     code: Rcode::REFUSED,
@@ -115,6 +122,7 @@ pub(crate) const REFUSES: Step = Step::Reply(Reply {
     tcp_silent: false,
     udp_silent: false,
     delay: Duration::ZERO,
+    read_ago: Duration::ZERO,
 });
 pub(crate) const OWN_ROOT: Step = Step::Reply(Reply {
     code: Rcode::NOERROR,
@@ -126,6 +134,7 @@ pub(crate) const OWN_ROOT: Step = Step::Reply(Reply {
     tcp_silent: false,
     udp_silent: false,
     delay: Duration::ZERO,
+    read_ago: Duration::ZERO,
 });
 
 /// How a scripted server speaks beyond its replies. The default: no cookies, case kept.
@@ -264,6 +273,10 @@ impl Exchanger for Script {
                 datagrams.push(serve(query, q, &r, protocol, &manner));
             }
         }
+        let read_ago = match &step {
+            Step::Reply(r) => r.read_ago,
+            _ => Duration::ZERO,
+        };
         let mut dropped = Dropped::default();
         for datagram in datagrams {
             match expect.check(&datagram) {
@@ -273,7 +286,9 @@ impl Exchanger for Script {
                         reply: datagram,
                         info,
                         rtt: Duration::from_millis(1),
-                        received: Instant::now(),
+                        received: Instant::now()
+                            .checked_sub(read_ago)
+                            .expect("not before boot"),
                         dropped,
                     });
                 }
