@@ -93,9 +93,7 @@ pub struct Answer {
     ttl_offsets: TtlOffsets,
     stored: Instant,
     ttl: u32,
-    /// Set for a failover answer: the pool's recovery count it is valid for.
-    /// (Held as the count plus one, so that it takes 8 bytes, not 16: the answer then fits
-    /// a 128-byte allocation with its Arc's counts.)
+    /// Set for a failover answer: the pool's recovery count it is valid for (`recovery_mark`).
     until_recovery: Option<NonZeroU64>,
     /// A failure passed on (no server gave a final answer): held longer when it repeats.
     failure: bool,
@@ -106,16 +104,13 @@ pub struct Answer {
 impl Answer {
     /// An answer from a reply's `bytes` (its OPT record cut out) and the offsets of its TTLs,
     /// received at `at`, to be reissued for `ttl` seconds (at most `MAX_TTL`) from then.
-    pub fn new(bytes: Vec<u8>, ttl_offsets: TtlOffsets, ttl: u32, at: Instant) -> Answer {
+    pub fn new(bytes: Vec<u8>, mut ttl_offsets: TtlOffsets, ttl: u32, at: Instant) -> Answer {
+        // Both shrunk to what they hold (the bytes once their OPT is cut out, offsets past the
+        // 8 kept inline): an answer may be kept for hours.
+        ttl_offsets.shrink_to_fit();
         Answer {
-            // Shrunk to what it holds once its OPT is cut out: it may be kept for hours.
             bytes: bytes.into_boxed_slice(),
-            ttl_offsets: {
-                // Inline up to 8; more were read onto the heap, and are shrunk like the bytes.
-                let mut offsets = ttl_offsets;
-                offsets.shrink_to_fit();
-                offsets
-            },
+            ttl_offsets,
             stored: at,
             ttl: ttl.min(MAX_TTL),
             until_recovery: None,
@@ -150,13 +145,13 @@ impl Answer {
     /// Marks this answer as obtained while a server was down: it stops being served once the
     /// recovery count moves past `recoveries`.
     pub(crate) fn until_recovery(mut self, recoveries: u64) -> Answer {
-        self.until_recovery = NonZeroU64::new(recoveries.wrapping_add(1));
+        self.until_recovery = recovery_mark(recoveries);
         self
     }
 
     fn recovered_past(&self, recoveries: u64) -> bool {
         self.until_recovery
-            .is_some_and(|r| r.get() != recoveries.wrapping_add(1))
+            .is_some_and(|r| Some(r) != recovery_mark(recoveries))
     }
 
     pub(crate) fn rcode(&self) -> wire::Rcode {
@@ -205,6 +200,12 @@ impl Answer {
             wire::set_aa(out, wire::aa(&self.bytes));
         }
     }
+}
+
+/// A recovery count as an answer holds it: plus one, so that with its `Option` it takes 8
+/// bytes, not 16, and an answer fits a 128-byte allocation with its Arc's counts.
+fn recovery_mark(recoveries: u64) -> Option<NonZeroU64> {
+    NonZeroU64::new(recoveries.wrapping_add(1))
 }
 
 type Shard = Mutex<Entries>;

@@ -77,19 +77,30 @@ impl Lab {
             .await
     }
 
-    /// Starts resolving `name` in a task of its own; returns once the first server is asked.
-    async fn resolving(&self, name: &'static str) -> tokio::task::JoinHandle<Outcome> {
+    /// Resolves `name` in a task of its own.
+    fn spawn_resolve(&self, name: &'static str) -> tokio::task::JoinHandle<Outcome> {
         let (fwd, servers) = (self.fwd.clone(), self.servers.clone());
-        let walk = tokio::spawn(async move {
+        tokio::spawn(async move {
             let (bytes, q) = query(name);
             let sought = fwd.cache().generation();
             fwd.resolve(&bytes, &q, &servers, WalkOptions::default(), sought)
                 .await
-        });
+        })
+    }
+
+    /// Starts resolving `name` in a task of its own; returns once the first server is asked.
+    async fn resolving(&self, name: &'static str) -> tokio::task::JoinHandle<Outcome> {
+        let walk = self.spawn_resolve(name);
         while self.script().asked(self.addr(0), name) == 0 {
             tokio::task::yield_now().await;
         }
         walk
+    }
+
+    /// Server `i` answers `name` with 192.0.2.1 after `ms` milliseconds.
+    fn answers_after(&self, i: usize, name: &str, ms: u64) {
+        let late = with(answer(1), |r| r.delay = Duration::from_millis(ms));
+        self.script().set(self.addr(i), name, late);
     }
 
     fn cached(&self, name: &str) -> bool {
@@ -494,22 +505,8 @@ async fn rotate_starts_at_the_next_server_each_time() {
 #[tokio::test(start_paused = true)]
 async fn identical_concurrent_questions_share_one_upstream_query() {
     let lab = Lab::new(&[FULL]).await;
-    lab.script().set(
-        lab.addr(0),
-        "same.example",
-        with(answer(1), |r| r.delay = Duration::from_millis(100)),
-    );
-    let (bytes, q) = query("same.example");
-    let asks: Vec<_> = (0..20)
-        .map(|_| {
-            let (fwd, bytes, servers) = (lab.fwd.clone(), bytes.clone(), lab.servers.clone());
-            tokio::spawn(async move {
-                let sought = fwd.cache().generation();
-                fwd.resolve(&bytes, &q, &servers, WalkOptions::default(), sought)
-                    .await
-            })
-        })
-        .collect();
+    lab.answers_after(0, "same.example", 100);
+    let asks: Vec<_> = (0..20).map(|_| lab.spawn_resolve("same.example")).collect();
     for a in asks {
         assert_eq!(a.await.unwrap().unwrap().rcode(), Rcode::NOERROR);
     }
@@ -535,11 +532,7 @@ async fn a_question_missed_in_the_cache_as_its_walk_ends_takes_that_walks_answer
 #[tokio::test(start_paused = true)]
 async fn an_answer_walked_across_a_clear_is_passed_on_not_kept() {
     let lab = Lab::new(&[FULL]).await;
-    lab.script().set(
-        lab.addr(0),
-        "late.example",
-        with(answer(1), |r| r.delay = Duration::from_millis(100)),
-    );
+    lab.answers_after(0, "late.example", 100);
     let walk = lab.resolving("late.example").await;
     lab.fwd.cache().clear();
     assert_eq!(got(&walk.await.unwrap()), (Rcode::NOERROR, 1));
@@ -552,11 +545,7 @@ async fn an_answer_walked_across_a_clear_is_passed_on_not_kept() {
 #[tokio::test(start_paused = true)]
 async fn the_inflight_bound_answers_servfail_at_once() {
     let lab = Lab::with_inflight(&[FULL], 1).await;
-    lab.script().set(
-        lab.addr(0),
-        "*",
-        with(answer(1), |r| r.delay = Duration::from_millis(300)),
-    );
+    lab.answers_after(0, "*", 300);
     let first = lab.resolving("one.example").await;
     let started = tokio::time::Instant::now();
     assert_eq!(

@@ -208,10 +208,6 @@ impl<X: Exchanger> Forwarder<X> {
             let start = self.rotation.fetch_add(1, Ordering::Relaxed) % order.len();
             order.rotate_left(start);
         }
-        if order.iter().all(|s| !s.is_down()) {
-            self.learn_unknown(&order);
-            return order;
-        }
         let live: Servers = order.iter().filter(|s| !s.is_down()).cloned().collect();
         if live.is_empty() {
             if !order.is_empty() {
@@ -231,18 +227,14 @@ impl<X: Exchanger> Forwarder<X> {
                 )
             });
         }
-        self.learn_unknown(&live);
-        live
-    }
-
-    /// Servers not known yet are probed now; the rest are re-learned by `Server`'s loop.
-    fn learn_unknown(&self, servers: &[Arc<Upstream>]) {
-        for s in servers
+        // Servers not known yet are probed now; the rest are re-learned by `Server`'s loop.
+        for s in live
             .iter()
             .filter(|s| s.capability() == Capability::Unknown)
         {
             self.learn_later(s);
         }
+        live
     }
 
     /// How many servers to ask at once, starting with `rest[0]`: it alone, or it and the
