@@ -420,7 +420,13 @@ fn three_hypervisors(lab: &mut Lab, kind: Primary) {
         "    after the outage and a SIGKILL: zone equals the 6 live names + the admin's, {:.1} s after the primary came back",
         took.as_secs_f64()
     );
-    let ptr = records(primary, &reverse_zone(&net), "PTR");
+    // The reverse zone is updated after the forward one (separate updates): wait for it too.
+    let reverse = || records(primary, &reverse_zone(&net), "PTR");
+    wait_until(CONVERGE, "the reverse zone follows the churn", || {
+        let ptr = reverse();
+        ptr.contains_key(&last(echo)) && !ptr.contains_key(&last(one["bravo"]))
+    });
+    let ptr = reverse();
     assert!(
         !ptr.contains_key(&last(one["bravo"])),
         "bravo's PTR is gone: {ptr:?}"
