@@ -2,16 +2,26 @@
 //! owns the in-flight table (identical concurrent questions share one walk), the cache
 //! write, and the background learning about servers; `walk` owns the walk itself (order,
 //! skips, glibc's verdicts, failover), written against the `Exchanger` seam.
+//!
+//! A walk runs in a task (`resolve`), or begins where the query arrives (`forward`): when its
+//! first server is asked alone, that exchange is started there (`Exchanger::start`) and its
+//! end is taken by whoever reads the reply (the upstream reader). If that reply ends the walk,
+//! as it does for most names, the answer is kept and handed on right there: the query costs
+//! no task, channel or timer of its own. Anything else (no reply, a retry the guard or the
+//! walk calls for, a reply that moves the walk on) goes on in a task, through the same walk
+//! code, from where it stands.
 
 mod walk;
 
+use walk::{FirstTurn, Walk, asks_again};
 pub(crate) use walk::{Verdict, verdict};
 
 use crate::dns::cache::{Answer, Cache, CacheKey, Generation, HashedKey};
+use crate::dns::guard::{Asking, Expect};
 use crate::dns::probe;
 use crate::dns::router::WalkOptions;
 use crate::dns::trace::Trace;
-use crate::dns::transport::{Exchanger, Network};
+use crate::dns::transport::{self, Completion, Ended, Exchanger, Network, Protocol};
 use crate::dns::upstream::{Upstream, UpstreamPool};
 use crate::dns::wire::{Query, Rcode};
 use hashbrown::HashTable;
@@ -19,7 +29,7 @@ use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// How long a capability probe waits for its reply.
 const LEARN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,7 +44,7 @@ pub struct Forwarder<X: Exchanger = Network> {
     pool: UpstreamPool,
     cache: Cache,
     inflight: Mutex<HashTable<InFlight>>,
-    limit: Semaphore,
+    limit: Arc<Semaphore>,
     rotation: AtomicUsize,
     /// The pool's lesson count the cache was last emptied for.
     lessons_seen: AtomicU64,
@@ -62,7 +72,7 @@ impl<X: Exchanger> Forwarder<X> {
             pool,
             cache: Cache::new(cache_size),
             inflight: Mutex::new(HashTable::new()),
-            limit: Semaphore::new(max_inflight),
+            limit: Arc::new(Semaphore::new(max_inflight)),
             rotation: AtomicUsize::new(0),
             lessons_seen: AtomicU64::new(0),
         }
@@ -109,10 +119,8 @@ impl<X: Exchanger> Forwarder<X> {
     }
 
     /// Resolves `q` through `servers`, or joins an identical exchange already in flight and
-    /// shares its outcome. The first asker does the walk itself (or takes the answer of one that
-    /// ended since the caller looked in the cache); if its task is dropped midway the others
-    /// get SERVFAIL rather than wait forever. The answer is kept only if the cache was not
-    /// emptied since `sought` (taken before `servers` were chosen).
+    /// shares its outcome (`lead`). The answer is kept only if the cache was not emptied since
+    /// `sought` (taken before `servers` were chosen).
     pub async fn resolve(
         self: &Arc<Self>,
         client: &[u8],
@@ -121,61 +129,115 @@ impl<X: Exchanger> Forwarder<X> {
         options: WalkOptions,
         sought: Generation,
     ) -> Outcome {
-        let key = self.cache.hashed(CacheKey::of(q));
-        let joined = {
-            // Made before the lock is taken (and freed after it is let go, if not needed).
-            let ours = InFlight::new(&key);
-            let mut inflight = self.inflight.lock().unwrap();
-            match inflight.find_mut(key.hash(), |w| w.is(&key)) {
-                Some(walk) => {
-                    let (tx, rx) = oneshot::channel();
-                    walk.waiters.push(tx);
-                    Some(rx)
-                }
-                None => {
-                    inflight.insert_unique(key.hash(), ours, |w| w.hash);
-                    None
-                }
-            }
-        };
-        if let Some(rx) = joined {
-            return rx.await.unwrap_or(Err(Rcode::SERVFAIL));
-        }
-        // A walk for the same question may have ended between the caller's cache miss and
-        // now: its answer is in the cache (stored before its in-flight entry went), and is
-        // the outcome, without a walk of our own.
-        let started = Instant::now();
-        if let Some(answer) = self.cached_hashed(&key, started) {
-            self.finish(&key, Ok(answer.clone()), None);
-            return Ok(answer);
-        }
-        let Ok(_permit) = self.limit.try_acquire() else {
-            tracing::warn!("too many queries in flight; answering SERVFAIL");
-            self.finish(&key, Err(Rcode::SERVFAIL), None);
-            return Err(Rcode::SERVFAIL);
-        };
-        let mut guard = FinishOnDrop {
-            forwarder: self.clone(),
-            key: Some(key),
+        let leading = match self.lead(q) {
+            Lead::Walk(leading) => leading,
+            Lead::Joined(outcome) => return outcome.await.unwrap_or(Err(Rcode::SERVFAIL)),
+            Lead::Done(outcome) => return outcome,
         };
         // Boxed: the walk is most of a forwarding future's size, and every future above it
         // (this one, the resolver's, the listener's task) would otherwise hold it inline and
         // be copied whole as each is built and started; one allocation costs less.
         let mut trace = Trace::off();
         let outcome = Box::pin(self.walk(client, q, servers, options, &mut trace)).await;
-        tracing::debug!(
-            name = %q.name.to_dotted(),
-            qtype = q.qtype,
-            rcode = %outcome.as_ref().map_or_else(|c| *c, |a| a.rcode()),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "forwarded"
-        );
-        let key = guard.key.take().expect("set before the walk");
-        // An answer walked with knowledge that changed meanwhile is shared, not kept: the
-        // change empties the cache, and `sought` is then past.
-        self.forget_old_lessons();
-        self.finish(&key, outcome.clone(), Some(sought));
-        outcome
+        leading.conclude(q, outcome, sought)
+    }
+
+    /// `resolve`, with the outcome handed to `then` (with the query's bytes and question)
+    /// rather than returned: at once if it is known at once, from the upstream reader if the
+    /// first server's reply ends the walk, else from a task (see the module's comment).
+    pub(crate) fn forward<F>(
+        self: &Arc<Self>,
+        client: Vec<u8>,
+        q: Query,
+        servers: &[Arc<Upstream>],
+        options: WalkOptions,
+        sought: Generation,
+        then: F,
+    ) where
+        F: FnOnce(Outcome, &[u8], &Query) + Send + 'static,
+    {
+        let leading = match self.lead(&q) {
+            Lead::Walk(leading) => leading,
+            Lead::Joined(outcome) => {
+                tokio::spawn(async move {
+                    then(outcome.await.unwrap_or(Err(Rcode::SERVFAIL)), &client, &q);
+                });
+                return;
+            }
+            Lead::Done(outcome) => return then(outcome, &client, &q),
+        };
+        let Some(walk) = self.begin_walk(servers, options, &mut Trace::off()) else {
+            return then(
+                leading.conclude(&q, Err(Rcode::SERVFAIL), sought),
+                &client,
+                &q,
+            );
+        };
+        let server = walk.first_alone(&q).cloned();
+        let ending = Ending {
+            leading,
+            client,
+            q,
+            sought,
+            then,
+        };
+        let begun = Begun {
+            walk,
+            options,
+            ending,
+        };
+        let Some(server) = server else {
+            return begun.go_on(None);
+        };
+        let (client, q) = (&begun.ending.client[..], &begun.ending.q);
+        let asking = Asking::new(Protocol::Udp, true);
+        let (query, expect, mix) = asking.prepare(&server, client, q);
+        let timeout = server.timeout(self.timeouts(options));
+        let first = Box::new(FirstExchange {
+            begun,
+            server,
+            asking,
+            expect,
+            mix,
+            timeout,
+        });
+        let server = first.server.addr;
+        self.exchanger.start(server, query, &expect, timeout, first);
+    }
+
+    /// What the asker of `q`, not in the cache, is to do: lead its walk (the in-flight entry
+    /// is then ours), wait for the one in flight, or take the outcome known already: the
+    /// answer of a walk that ended since the caller looked in the cache (stored before its
+    /// in-flight entry went), or SERVFAIL when too many walks are in flight.
+    fn lead(self: &Arc<Self>, q: &Query) -> Lead<X> {
+        let key = self.cache.hashed(CacheKey::of(q));
+        {
+            // Made before the lock is taken (and freed after it is let go, if not needed).
+            let ours = InFlight::new(&key);
+            let mut inflight = self.inflight.lock().unwrap();
+            if let Some(walk) = inflight.find_mut(key.hash(), |w| w.is(&key)) {
+                let (tx, rx) = oneshot::channel();
+                walk.waiters.push(tx);
+                return Lead::Joined(rx);
+            }
+            inflight.insert_unique(key.hash(), ours, |w| w.hash);
+        }
+        let started = Instant::now();
+        if let Some(answer) = self.cached_hashed(&key, started) {
+            self.finish(&key, Ok(answer.clone()), None);
+            return Lead::Done(Ok(answer));
+        }
+        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            tracing::warn!("too many queries in flight; answering SERVFAIL");
+            self.finish(&key, Err(Rcode::SERVFAIL), None);
+            return Lead::Done(Err(Rcode::SERVFAIL));
+        };
+        Lead::Walk(Leading {
+            forwarder: self.clone(),
+            key: Some(key),
+            _permit: permit,
+            started,
+        })
     }
 
     /// Shares `outcome` with whoever waits for the walk of `key`, and stores an answer if it is
@@ -289,17 +351,148 @@ impl InFlight {
     }
 }
 
-/// Completes an in-flight entry with SERVFAIL unless the leader completed it.
-struct FinishOnDrop<X: Exchanger> {
-    forwarder: Arc<Forwarder<X>>,
-    key: Option<HashedKey>,
+/// What the asker of a question not in the cache is to do (`Forwarder::lead`).
+// Returned once per walk and taken apart at once: boxing the lead would cost an allocation
+// per forwarded query to save a copy of its key.
+#[allow(clippy::large_enum_variant)]
+enum Lead<X: Exchanger> {
+    /// Walk it.
+    Walk(Leading<X>),
+    /// Wait for the outcome of the walk in flight.
+    Joined(oneshot::Receiver<Outcome>),
+    /// Take this outcome, known already.
+    Done(Outcome),
 }
 
-impl<X: Exchanger> Drop for FinishOnDrop<X> {
+/// The lead of a walk: its in-flight entry and its share of the limit. Dropped before
+/// `conclude` (its task dropped midway), it gives whoever waits SERVFAIL rather than have
+/// them wait forever.
+struct Leading<X: Exchanger> {
+    forwarder: Arc<Forwarder<X>>,
+    key: Option<HashedKey>,
+    _permit: OwnedSemaphorePermit,
+    started: Instant,
+}
+
+impl<X: Exchanger> Leading<X> {
+    /// The walk of `q` ended with `outcome`: it is shared, and kept if the cache was not
+    /// emptied since `sought`.
+    fn conclude(mut self, q: &Query, outcome: Outcome, sought: Generation) -> Outcome {
+        tracing::debug!(
+            name = %q.name.to_dotted(),
+            qtype = q.qtype,
+            rcode = %outcome.as_ref().map_or_else(|c| *c, |a| a.rcode()),
+            ms = self.started.elapsed().as_secs_f64() * 1e3,
+            "forwarded"
+        );
+        let key = self.key.take().expect("concluded once");
+        // An answer walked with knowledge that changed meanwhile is shared, not kept: the
+        // change empties the cache, and `sought` is then past.
+        self.forwarder.forget_old_lessons();
+        self.forwarder.finish(&key, outcome.clone(), Some(sought));
+        outcome
+    }
+}
+
+impl<X: Exchanger> Drop for Leading<X> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             self.forwarder.finish(&key, Err(Rcode::SERVFAIL), None);
         }
+    }
+}
+
+/// A walk begun outside any task.
+struct Begun<X: Exchanger, F> {
+    walk: Walk,
+    options: WalkOptions,
+    ending: Ending<X, F>,
+}
+
+/// What becomes of a walk's outcome: it is concluded (`Leading`), then handed to `then`.
+struct Ending<X: Exchanger, F> {
+    leading: Leading<X>,
+    client: Vec<u8>,
+    q: Query,
+    sought: Generation,
+    then: F,
+}
+
+impl<X: Exchanger, F: FnOnce(Outcome, &[u8], &Query) + Send + 'static> Ending<X, F> {
+    fn end(self, outcome: Outcome) {
+        let outcome = self.leading.conclude(&self.q, outcome, self.sought);
+        (self.then)(outcome, &self.client, &self.q);
+    }
+}
+
+impl<X: Exchanger, F: FnOnce(Outcome, &[u8], &Query) + Send + 'static> Begun<X, F> {
+    /// The walk goes on in a task, from where it stands (with the first server's turn begun
+    /// already if `first` says how).
+    fn go_on(self, first: Option<FirstTurn>) {
+        // None while the runtime shuts down: dropped, the walk's lead answers SERVFAIL.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let Begun {
+                walk,
+                options,
+                ending,
+            } = self;
+            let (client, q) = (&ending.client[..], &ending.q);
+            let forwarder = &ending.leading.forwarder;
+            let mut trace = Trace::off();
+            let walk_on = forwarder.walk_on(walk, client, q, options, &mut trace, first);
+            let outcome = Box::pin(walk_on).await;
+            ending.end(outcome);
+        });
+    }
+}
+
+/// The first exchange of a walk begun outside any task: how it was asked, so that its end
+/// can be concluded as the walk's task would have.
+struct FirstExchange<X: Exchanger, F> {
+    begun: Begun<X, F>,
+    server: Arc<Upstream>,
+    asking: Asking,
+    expect: Expect,
+    mix: bool,
+    timeout: Duration,
+}
+
+impl<X: Exchanger, F: FnOnce(Outcome, &[u8], &Query) + Send + 'static> Completion
+    for FirstExchange<X, F>
+{
+    fn complete(self: Box<Self>, ended: Ended) {
+        let FirstExchange {
+            mut begun,
+            server,
+            mut asking,
+            expect,
+            mix,
+            timeout,
+        } = *self;
+        if let Ended::NotStarted = ended {
+            return begun.go_on(None);
+        }
+        let (client, q) = (&begun.ending.client[..], &begun.ending.q);
+        let result = transport::exchanged(server.addr, ended, timeout);
+        let first = match asking.conclude(&server, client, q, &expect, mix, result) {
+            None => FirstTurn::Again(asking),
+            Some(Ok(ex)) if !asks_again(&ex) => {
+                let forwarder = &begun.ending.leading.forwarder;
+                let mut trace = Trace::off();
+                match forwarder.take(&mut begun.walk, q, &server, Ok(ex), 1, &mut trace) {
+                    Some(outcome) => return begun.ending.end(outcome),
+                    None => {
+                        begun.walk.past_first();
+                        return begun.go_on(None);
+                    }
+                }
+            }
+            Some(result) => FirstTurn::Asked(result),
+        };
+        begun.go_on(Some(first))
     }
 }
 

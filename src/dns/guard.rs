@@ -549,10 +549,8 @@ impl fmt::Display for Guard {
 // ---- one question to one server ---------------------------------------------------------------
 
 /// Asks `server` the client's question `q` (in `client`) over `protocol`, waiting up to
-/// `timeout` per exchange, with cookies and 0x20 as this server allows: BADCOOKIE is retried
-/// once with the new server cookie, then over TCP; a UDP attempt that got only look-alikes
-/// (right but for the case or a missing cookie) is settled over TCP. The reply is respelled as
-/// the client wrote its name.
+/// `timeout` per exchange, with cookies and 0x20 as this server allows (`Asking`). The reply
+/// is respelled as the client wrote its name.
 pub(crate) async fn ask<X: Exchanger>(
     x: &X,
     server: &Upstream,
@@ -562,23 +560,89 @@ pub(crate) async fn ask<X: Exchanger>(
     with_edns: bool,
     timeout: Duration,
 ) -> Result<Exchange, ExchangeError> {
-    let guard = &server.guard;
-    let mut protocol = protocol;
-    // Set while a TCP exchange settles what a UDP attempt's look-alikes showed.
-    let mut settling: Option<Dropped> = None;
-    // The checks left out of one last UDP re-send, when TCP could not settle them.
-    let mut relaxed: Option<Dropped> = None;
-    let mut bad_cookies = 0;
+    let asking = Asking::new(protocol, with_edns);
+    ask_on(x, server, client, q, asking, timeout).await
+}
+
+/// `ask`, going on from where `asking` stands.
+pub(crate) async fn ask_on<X: Exchanger>(
+    x: &X,
+    server: &Upstream,
+    client: &[u8],
+    q: &Query,
+    mut asking: Asking,
+    timeout: Duration,
+) -> Result<Exchange, ExchangeError> {
     loop {
-        let mix = match protocol {
-            Protocol::Udp => relaxed.is_none_or(|d| d.case == 0) && guard.case_on(),
-            Protocol::Tcp => settling.is_some_and(|d| d.case > 0),
-        };
-        let may_require = relaxed.is_none_or(|d| d.no_cookie == 0);
-        let (query, expect) = guard.prepare(client, q, protocol, with_edns, mix, may_require);
+        let (query, expect, mix) = asking.prepare(server, client, q);
         let result = x
-            .exchange(server.addr, query, &expect, protocol, timeout)
+            .exchange(server.addr, query, &expect, asking.protocol, timeout)
             .await;
+        if let Some(done) = asking.conclude(server, client, q, &expect, mix, result) {
+            return done;
+        }
+    }
+}
+
+/// Where one question to one server stands between its exchanges, with the retries the
+/// checks call for: BADCOOKIE is retried once with the new server cookie, then over TCP; a
+/// UDP attempt that got only look-alikes (right but for the case or a missing cookie) is
+/// settled over TCP, or re-sent once over UDP without that check when TCP cannot settle it.
+/// Sans-I/O: `ask_on` drives it over the `Exchanger`; a first UDP exchange may also be
+/// started outside any task and its end concluded by whoever is told of it (`dns::forward`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asking {
+    protocol: Protocol,
+    with_edns: bool,
+    /// Set while a TCP exchange settles what a UDP attempt's look-alikes showed.
+    settling: Option<Dropped>,
+    /// The checks left out of one last UDP re-send, when TCP could not settle them.
+    relaxed: Option<Dropped>,
+    bad_cookies: u8,
+}
+
+impl Asking {
+    pub(crate) fn new(protocol: Protocol, with_edns: bool) -> Asking {
+        Asking {
+            protocol,
+            with_edns,
+            settling: None,
+            relaxed: None,
+            bad_cookies: 0,
+        }
+    }
+
+    /// The next exchange's query, what its reply must match, and whether its name went out
+    /// in mixed case.
+    pub(crate) fn prepare(
+        &self,
+        server: &Upstream,
+        client: &[u8],
+        q: &Query,
+    ) -> (Vec<u8>, Expect, bool) {
+        let guard = &server.guard;
+        let mix = match self.protocol {
+            Protocol::Udp => self.relaxed.is_none_or(|d| d.case == 0) && guard.case_on(),
+            Protocol::Tcp => self.settling.is_some_and(|d| d.case > 0),
+        };
+        let may_require = self.relaxed.is_none_or(|d| d.no_cookie == 0);
+        let (query, expect) =
+            guard.prepare(client, q, self.protocol, self.with_edns, mix, may_require);
+        (query, expect, mix)
+    }
+
+    /// Takes the result of the exchange `prepare` made (`expect`, `mix`): the question's
+    /// result, or None when it is to be asked again (see `protocol` for how).
+    pub(crate) fn conclude(
+        &mut self,
+        server: &Upstream,
+        client: &[u8],
+        q: &Query,
+        expect: &Expect,
+        mix: bool,
+        result: Result<Exchange, ExchangeError>,
+    ) -> Option<Result<Exchange, ExchangeError>> {
+        let guard = &server.guard;
         match &result {
             Ok(ex) => guard.count(&ex.dropped),
             Err(ExchangeError::Timeout(_, dropped)) => guard.count(dropped),
@@ -587,48 +651,48 @@ pub(crate) async fn ask<X: Exchanger>(
         let mut ex = match result {
             Ok(ex) => ex,
             Err(ExchangeError::Timeout(_, dropped))
-                if protocol == Protocol::Udp
-                    && settling.is_none()
-                    && relaxed.is_none()
+                if self.protocol == Protocol::Udp
+                    && self.settling.is_none()
+                    && self.relaxed.is_none()
                     && dropped.look_alikes() =>
             {
                 if server.is_tcp_down() {
                     tracing::warn!(server = %server.addr, "only replies failing the case or cookie check{dropped}, and its TCP is down: asking once more over UDP without that check");
-                    relaxed = Some(dropped);
+                    self.relaxed = Some(dropped);
                 } else {
                     tracing::info!(server = %server.addr, "only replies failing the case or cookie check{dropped}: asking over TCP, which settles it");
-                    settling = Some(dropped);
-                    protocol = Protocol::Tcp;
+                    self.settling = Some(dropped);
+                    self.protocol = Protocol::Tcp;
                 }
-                continue;
+                return None;
             }
-            Err(e) if settling.is_some() => {
-                let dropped = settling.take().expect("checked");
+            Err(e) if self.settling.is_some() => {
+                let dropped = self.settling.take().expect("checked");
                 tracing::warn!(server = %server.addr, error = %e, "TCP cannot settle replies that failed the case or cookie check: asking once more over UDP without that check");
-                relaxed = Some(dropped);
-                protocol = Protocol::Udp;
-                continue;
+                self.relaxed = Some(dropped);
+                self.protocol = Protocol::Udp;
+                return None;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Some(Err(e)),
         };
-        let cookie = guard.learn_cookie(&ex.reply, &ex.info, &expect);
-        if let Some(dropped) = settling.take() {
-            guard.settle(server.addr, &dropped, &expect, &ex.reply, cookie);
+        let cookie = guard.learn_cookie(&ex.reply, &ex.info, expect);
+        if let Some(dropped) = self.settling.take() {
+            guard.settle(server.addr, &dropped, expect, &ex.reply, cookie);
         }
         if cookie == CookieSeen::Echoed
             && wire::extended_rcode(&ex.reply, &ex.info) == wire::BADCOOKIE
-            && bad_cookies < 2
+            && self.bad_cookies < 2
         {
             // Once more with the server cookie it just gave, then over TCP (RFC 7873 5.3).
-            bad_cookies += 1;
-            if bad_cookies == 2 {
-                protocol = Protocol::Tcp;
+            self.bad_cookies += 1;
+            if self.bad_cookies == 2 {
+                self.protocol = Protocol::Tcp;
             }
             tracing::debug!(server = %server.addr, "BADCOOKIE: asking again with its new server cookie");
-            continue;
+            return None;
         }
         if expect.case {
-            guard.note_case_kept(&expect);
+            guard.note_case_kept(expect);
         }
         if mix {
             let sent = expect.name.as_bytes();
@@ -636,7 +700,7 @@ pub(crate) async fn ask<X: Exchanger>(
             // Only a reply that read as whole can be here; a respelling stops short on none.
             let _ = wire::respell(&mut ex.reply, q.question_end, sent, theirs);
         }
-        return Ok(ex);
+        Some(Ok(ex))
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::dns::observe::Arrival;
 use crate::dns::posted::Posted;
-use crate::dns::resolver::{self, Immediate, Resolver, Source, Transport};
+use crate::dns::resolver::{self, Forwarded, Immediate, Resolver, Source, Transport};
 use crate::dns::udp_batch;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -132,20 +132,13 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                 }
                 Immediate::Drop => arrival.dropped(),
                 Immediate::Forward(q, route, sought) => {
-                    let packet = packet.to_vec();
                     let outbox = outbox.clone();
-                    let resolver = resolver.clone();
-                    // Boxed where it is built: a forwarding future is some 4 KB, and
-                    // spawning one by value copies it several times on the way to its task;
-                    // one more allocation (beside the task's own) costs less. TCP's queries
-                    // are few and are spawned as they are.
-                    tokio::spawn(Box::pin(async move {
-                        let f = resolver
-                            .forward(&packet, q, route, sought, Transport::Udp)
-                            .await;
-                        arrival.answered(&packet, Source::Forwarded, &f.reply, f.upstream);
+                    let send = move |packet: &[u8], f: Forwarded| {
+                        arrival.answered(packet, Source::Forwarded, &f.reply, f.upstream);
                         outbox.post((f.reply, peer));
-                    }));
+                    };
+                    let (packet, udp) = (packet.to_vec(), Transport::Udp);
+                    resolver.forward_then(packet, q, route, sought, udp, send);
                 }
             }
         }

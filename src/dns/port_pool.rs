@@ -45,6 +45,11 @@
 //!   `Expect` (ID and question, and the cookie and case `dns::guard` asks for); anything else
 //!   is read, counted by why, and dropped while the wait goes on. The wait ends with the
 //!   reply, the error, or the caller's timeout (which reads the counts, then drops `Sent`).
+//! - **Two ways to wait.** A task awaits `Sent::reply` under a timeout of its own; or, with
+//!   `start`, nothing waits: the query's `Completion` is handed how it ended by the reader,
+//!   which keeps such queries' deadlines itself (one timer per thread, not one per query). A
+//!   forwarded query whose first server answers at once is then answered within the reader's
+//!   wake-up, with no task, channel or timer of its own (`dns::forward`).
 //! - **Sent together.** A query's socket is readied (a port of its own) and its wait set up at
 //!   once; the datagram itself is left for the thread's reader task, which sends every query
 //!   left since it last ran, back to back. A local server (systemd-resolved's stub, a
@@ -67,12 +72,13 @@ use crate::dns::wire::ReplyInfo;
 use crate::sys::{self, Epoll, EpollEvent};
 use socket2::{Domain, Socket, Type};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
@@ -101,12 +107,43 @@ type Reply = io::Result<Received>;
 /// reply read, in one wake-up of the reader; the round trip is the server's, without the
 /// time the query waited to be sent.
 #[derive(Debug)]
-pub(crate) struct Received {
+pub struct Received {
     pub(crate) reply: Vec<u8>,
     pub(crate) info: ReplyInfo,
     pub(crate) dropped: Dropped,
     pub(crate) sent: Instant,
     pub(crate) at: Instant,
+}
+
+/// How a query that no task awaits ended (`start`).
+#[derive(Debug)]
+pub enum Ended {
+    /// Its reply, or its socket's error (an ICMP error, the send's own, or the reader
+    /// stopping).
+    Replied(Reply),
+    /// Nothing acceptable by its deadline; what was dropped meanwhile.
+    TimedOut(Dropped),
+    /// Never sent: no socket could be had, or the exchanger starts none (the caller then
+    /// exchanges as it would have without `start`).
+    NotStarted,
+}
+
+/// What is told how a query started with `start` ended. Called by the reader, outside its
+/// lock; dropped uncalled only when the reader's runtime shuts down.
+pub trait Completion: Send {
+    /// Takes how the query ended.
+    fn complete(self: Box<Self>, ended: Ended);
+}
+
+/// Who learns how a query ended.
+enum Done {
+    /// A task awaiting `Sent::reply`, under a timeout of its own.
+    Task(oneshot::Sender<Reply>),
+    /// A completion called by the reader, at the latest at `deadline`.
+    Call {
+        completion: Box<dyn Completion>,
+        deadline: Instant,
+    },
 }
 
 /// The query a socket carries.
@@ -120,7 +157,7 @@ struct Waiting {
     token: u64,
     /// When it went out (set by the send).
     sent: Option<Instant>,
-    done: oneshot::Sender<Reply>,
+    done: Done,
 }
 
 /// A socket in the thread's epoll set.
@@ -144,6 +181,10 @@ struct Slots {
     idle_v4: Vec<u64>,
     idle_v6: Vec<u64>,
     tokens: u64,
+    /// The queries with a completion, by deadline and token; each ends by its deadline.
+    deadlines: BTreeMap<(Instant, u64), u64>,
+    /// Completions to call once the lock is let go, and how their queries ended.
+    completed: Vec<(Box<dyn Completion>, Ended)>,
 }
 
 /// A query left to send: its socket's key, its token, its bytes (as built: no copy).
@@ -226,9 +267,55 @@ impl Slots {
     /// The socket of `key` failed: its query gets `error`, and the socket closes.
     fn fail(&mut self, key: u64, error: io::Error) {
         if let Some(waiting) = self.slot(key).and_then(|s| s.waiting.take()) {
-            let _ = waiting.done.send(Err(error));
+            self.end(waiting, Ended::Replied(Err(error)));
         }
         self.close(key);
+    }
+
+    /// Tells whoever learns how `waiting`'s query ended (a completion: once the lock is let
+    /// go, see `Reader::run_completions`).
+    fn end(&mut self, waiting: Waiting, ended: Ended) {
+        match waiting.done {
+            Done::Task(reply) => {
+                let Ended::Replied(result) = ended else {
+                    return; // a task keeps its own timeout
+                };
+                let _ = reply.send(result);
+            }
+            Done::Call {
+                completion,
+                deadline,
+            } => {
+                self.deadlines.remove(&(deadline, waiting.token));
+                self.completed.push((completion, ended));
+            }
+        }
+    }
+
+    /// Ends every query with a completion whose deadline is past: it timed out.
+    fn expire(&mut self, now: Instant) {
+        while let Some(entry) = self.deadlines.first_entry() {
+            if entry.key().0 > now {
+                return;
+            }
+            let ((_, token), key) = entry.remove_entry();
+            let waits = self
+                .slot(key)
+                .and_then(|s| s.waiting.as_ref())
+                .is_some_and(|w| w.token == token);
+            if waits {
+                let waiting = self.slot(key).and_then(|s| s.waiting.take());
+                let waiting = waiting.expect("checked above");
+                let dropped = waiting.dropped;
+                self.end(waiting, Ended::TimedOut(dropped));
+                self.finish(key);
+            }
+        }
+    }
+
+    /// The earliest deadline of a query with a completion.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first_key_value().map(|((at, _), _)| *at)
     }
 
     /// Closes the socket of `key` (which takes it out of the epoll set).
@@ -243,15 +330,12 @@ impl Slots {
     }
 
     /// Puts a query to `server` on the socket of `key`; returns its token.
-    fn wait(
-        &mut self,
-        key: u64,
-        server: SocketAddr,
-        expect: &Expect,
-    ) -> (u64, oneshot::Receiver<Reply>) {
+    fn wait(&mut self, key: u64, server: SocketAddr, expect: &Expect, done: Done) -> u64 {
         self.tokens += 1;
         let token = self.tokens;
-        let (done, reply) = oneshot::channel();
+        if let Done::Call { deadline, .. } = done {
+            self.deadlines.insert((deadline, token), key);
+        }
         let slot = self.slot(key).expect("socket just added");
         slot.waiting = Some(Waiting {
             server,
@@ -261,7 +345,7 @@ impl Slots {
             sent: None,
             done,
         });
-        (token, reply)
+        token
     }
 
     /// The query on `key` is over: a reusable socket gives its port back, drops whatever is
@@ -353,13 +437,14 @@ impl Slots {
             match waiting.expect.check(packet) {
                 Ok(info) => {
                     let waiting = slot.waiting.take().expect("checked above");
-                    let _ = waiting.done.send(Ok(Received {
+                    let received = Received {
                         reply: packet.to_vec(),
                         info,
                         dropped: waiting.dropped,
                         sent: waiting.sent.unwrap_or(at),
                         at,
-                    }));
+                    };
+                    self.end(waiting, Ended::Replied(Ok(received)));
                     self.finish(key);
                     return;
                 }
@@ -422,9 +507,23 @@ impl Drop for Running {
         // Nothing will send or read for the queries still waiting: they fail now ("upstream
         // reader stopped"), not at their timeout.
         self.0.unsent.clear();
-        if let Ok(mut slots) = self.0.slots.lock() {
-            for slot in &mut slots.slots {
-                slot.waiting = None;
+        let (waiting, completed): (Vec<Waiting>, _) = match self.0.slots.lock() {
+            Ok(mut slots) => {
+                slots.deadlines.clear();
+                let completed = std::mem::take(&mut slots.completed);
+                let waiting = slots.slots.iter_mut().filter_map(|s| s.waiting.take());
+                (waiting.collect(), completed)
+            }
+            Err(_) => Default::default(),
+        };
+        // Outside the lock: a task's query sees its channel closed, a completion is told.
+        for (completion, ended) in completed {
+            completion.complete(ended);
+        }
+        for waiting in waiting {
+            if let Done::Call { completion, .. } = waiting.done {
+                let stopped = io::Error::other("upstream reader stopped");
+                completion.complete(Ended::Replied(Err(stopped)));
             }
         }
     }
@@ -448,38 +547,70 @@ async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
     let mut events = [EpollEvent { events: 0, u64: 0 }; EVENTS];
     let mut buf = vec![0u8; UDP_REPLY_MAX];
     let mut unsent = Vec::new();
+    // The one timer of the queries with a completion: armed for the earliest deadline, or a
+    // later one that has since ended early (it then fires, ends nothing, and is armed anew).
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
-        let ready = tokio::select! {
+        tokio::select! {
             biased;
             () = reader.unsent.take(&mut unsent) => {
                 reader.slots.lock().unwrap().send(&mut unsent);
-                continue;
             }
-            ready = set.readable() => ready,
-        };
-        let Ok(mut ready) = ready else {
-            return;
-        };
-        let n = match set.get_ref().ready(&mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "upstream reader failed; starting a new one");
-                return;
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                reader.slots.lock().unwrap().expire(Instant::now());
             }
-        };
-        if n > 0 {
-            let at = Instant::now();
-            let mut slots = reader.slots.lock().unwrap();
-            for event in &events[..n] {
-                slots.deliver(event.u64, &mut buf, at);
+            ready = set.readable() => {
+                let Ok(mut ready) = ready else {
+                    return;
+                };
+                let n = match set.get_ref().ready(&mut events) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                    Err(e) => {
+                        tracing::error!(error = %e, "upstream reader failed; starting a new one");
+                        return;
+                    }
+                };
+                if n > 0 {
+                    let at = Instant::now();
+                    let mut slots = reader.slots.lock().unwrap();
+                    for event in &events[..n] {
+                        slots.deliver(event.u64, &mut buf, at);
+                    }
+                }
+                // Fewer than asked: the set was empty. An arrival since is a new event for
+                // tokio, and clearing only forgets the readiness this wake-up reported.
+                if n < EVENTS {
+                    ready.clear_ready();
+                }
             }
         }
-        // Fewer than asked: the set was empty. An arrival since is a new event for tokio, and
-        // clearing only forgets the readiness this wake-up reported.
-        if n < EVENTS {
-            ready.clear_ready();
+        let next = reader.run_completions();
+        if let Some(next) = next.filter(|next| armed.is_none_or(|at| *next < at)) {
+            timer.as_mut().reset(next.into());
+            armed = Some(next);
         }
+    }
+}
+
+impl Reader {
+    /// Calls the completions of the queries that ended (outside the lock: a completion may
+    /// start another query); returns the earliest deadline still to keep.
+    fn run_completions(&self) -> Option<Instant> {
+        let (completed, next) = {
+            let mut slots = self.slots.lock().unwrap();
+            if slots.completed.is_empty() {
+                return slots.next_deadline();
+            }
+            (std::mem::take(&mut slots.completed), slots.next_deadline())
+        };
+        for (completion, ended) in completed {
+            completion.complete(ended);
+        }
+        next
     }
 }
 
@@ -496,24 +627,62 @@ pub(crate) struct Sent {
 /// Sends `query` to `server` from a fresh port drawn at random (when the reader's task next
 /// runs); its reply is the first datagram `expect` accepts.
 pub(crate) fn send(server: SocketAddr, expect: &Expect, query: Vec<u8>) -> io::Result<Sent> {
-    let sent = wait_on_a_fresh_port(server, expect)?;
+    let sent = wait_on(server, expect, Slots::fresh)?;
     sent.post(query);
     Ok(sent)
 }
 
-/// A socket on a port drawn at random, with `expect`'s wait set up on it.
-fn wait_on_a_fresh_port(server: SocketAddr, expect: &Expect) -> io::Result<Sent> {
-    let ports = ports();
-    for _ in 0..BIND_TRIES {
-        match ports.draw() {
-            Source::Kernel => break,
-            Source::Own(port) => match wait_on(server, expect, Some(port)) {
-                Err(e) if port_taken(&e) => continue,
-                sent => return sent,
-            },
+/// `send`, with nothing awaiting the reply: `completion` is told how the query ended, by the
+/// reader, at the latest after `timeout` (or at once that it was not started, if no socket
+/// could be had: `send` then has the error).
+pub(crate) fn start(
+    server: SocketAddr,
+    expect: &Expect,
+    query: Vec<u8>,
+    timeout: Duration,
+    completion: Box<dyn Completion>,
+) {
+    let Ok(reader) = reader() else {
+        return completion.complete(Ended::NotStarted);
+    };
+    let mut slots = reader.slots.lock().unwrap();
+    let Ok(key) = slots.fresh(&reader.epoll, server) else {
+        drop(slots);
+        return completion.complete(Ended::NotStarted);
+    };
+    let done = Done::Call {
+        completion,
+        deadline: Instant::now() + timeout,
+    };
+    let token = slots.wait(key, server, expect, done);
+    drop(slots);
+    reader.unsent.post((key, token, query));
+}
+
+impl Slots {
+    /// A socket for a query to `server` on a port drawn at random: its key.
+    fn fresh(&mut self, epoll: &Epoll, server: SocketAddr) -> io::Result<u64> {
+        let ports = ports();
+        for _ in 0..BIND_TRIES {
+            match ports.draw() {
+                Source::Kernel => break,
+                Source::Own(port) => match self.open(epoll, server, Some(port)) {
+                    Err(e) if port_taken(&e) => continue,
+                    key => return key,
+                },
+            }
+        }
+        self.on_port(epoll, server, None)
+    }
+
+    /// A new socket bound to `port`, or with `None` an idle socket (or a new one) that its
+    /// send binds to a port of the kernel's choosing.
+    fn on_port(&mut self, epoll: &Epoll, server: SocketAddr, port: Option<u16>) -> io::Result<u64> {
+        match port.map_or_else(|| self.idle(server.is_ipv6()), |_| None) {
+            Some(key) => Ok(key),
+            None => self.open(epoll, server, port),
         }
     }
-    wait_on(server, expect, None)
 }
 
 /// Whether a bind failed because the port is not ours to take (in use, or below
@@ -525,22 +694,18 @@ fn port_taken(e: &io::Error) -> bool {
     )
 }
 
-/// Readies a new socket bound to `port`, or with `None` an idle socket that its send binds to
-/// a port of the kernel's choosing, and sets up the wait for a reply to a query to `server`
-/// on it; `Sent::post` then leaves the query for the reader's task to send.
-fn wait_on(server: SocketAddr, expect: &Expect, port: Option<u16>) -> io::Result<Sent> {
+/// Readies a socket (`socket` picks it) and sets up the wait for a reply to a query to
+/// `server` on it; `Sent::post` then leaves the query for the reader's task to send.
+fn wait_on(
+    server: SocketAddr,
+    expect: &Expect,
+    socket: impl FnOnce(&mut Slots, &Epoll, SocketAddr) -> io::Result<u64>,
+) -> io::Result<Sent> {
     let reader = reader()?;
-    let epoll = &*reader.epoll;
+    let (done, reply) = oneshot::channel();
     let mut slots = reader.slots.lock().unwrap();
-    let reused = match port {
-        Some(_) => None,
-        None => slots.idle(server.is_ipv6()),
-    };
-    let key = match reused {
-        Some(key) => key,
-        None => slots.open(epoll, server, port)?,
-    };
-    let (token, reply) = slots.wait(key, server, expect);
+    let key = socket(&mut slots, &reader.epoll, server)?;
+    let token = slots.wait(key, server, expect, Done::Task(done));
     drop(slots);
     Ok(Sent {
         reader,
@@ -776,7 +941,9 @@ mod tests {
         query: &[u8],
         port: Option<u16>,
     ) -> io::Result<Sent> {
-        let sent = wait_on(server, expect, port)?;
+        let sent = wait_on(server, expect, |slots, epoll, server| {
+            slots.on_port(epoll, server, port)
+        })?;
         sent.post(query.to_vec());
         Ok(sent)
     }
@@ -1022,6 +1189,21 @@ mod tests {
             .block_on(async { tokio::time::timeout(Duration::from_secs(5), sent.reply()).await });
         let error = got.expect("failed at once, not timed out").unwrap_err();
         assert_eq!(error.to_string(), "upstream reader stopped");
+        // So does one that no task awaits: its completion is told.
+        let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        let first = runtime();
+        first.block_on(async {
+            let (query, expect) = upstream("b.example", 2);
+            let told = Box::new(Told(tx, "b"));
+            start(addr, &expect, query, Duration::from_secs(30), told);
+        });
+        drop(first);
+        match ended.try_recv() {
+            Ok(("b", Ended::Replied(Err(e)))) => {
+                assert_eq!(e.to_string(), "upstream reader stopped")
+            }
+            other => panic!("told at once that the reader stopped: {other:?}"),
+        }
     }
 
     /// A query whose send fails (too big for a datagram) gets that error and loses its socket;
@@ -1039,6 +1221,68 @@ mod tests {
         assert_eq!(recv(&server).await.0, fine);
         assert_eq!(sockets_in_use(), 1, "only the query that went out waits");
         drop(ok);
+    }
+
+    /// Tells a channel how its query ended.
+    struct Told(
+        tokio::sync::mpsc::UnboundedSender<(&'static str, Ended)>,
+        &'static str,
+    );
+
+    impl Completion for Told {
+        fn complete(self: Box<Self>, ended: Ended) {
+            let _ = self.0.send((self.1, ended));
+        }
+    }
+
+    /// Queries started with a completion (no task awaits them) end with their reply, as
+    /// the reader reads it, or at their deadline with what was dropped meanwhile; a deadline
+    /// earlier than every one the reader keeps is kept too. Their sockets are then free.
+    #[tokio::test]
+    async fn a_started_query_ends_with_its_reply_or_at_its_deadline() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        let told = |what| Box::new(Told(tx.clone(), what));
+        let (late, e1) = upstream("late.example", 1);
+        start(addr, &e1, late, Duration::from_secs(30), told("late"));
+        // Sent: the reader keeps its 30 s deadline before the next two are started.
+        recv(&server).await;
+        let (slow, e2) = upstream("slow.example", 2);
+        start(addr, &e2, slow, Duration::from_secs(2), told("slow"));
+        let (soon, e3) = upstream("soon.example", 3);
+        start(addr, &e3, soon, Duration::from_secs(1), told("soon"));
+        // The server answers the third, after a forgery with the wrong ID, and never the
+        // others.
+        let mut third = None;
+        for _ in 0..2 {
+            let (query, from) = recv(&server).await;
+            if query[..2] == [0, 3] {
+                third = Some((query, from));
+            }
+        }
+        let (query, from) = third.expect("the third query arrives");
+        let mut forged = reply_to(&query);
+        forged[1] = 9;
+        server.send_to(&forged, from).await.unwrap();
+        server.send_to(&reply_to(&query), from).await.unwrap();
+        let mut next = async || {
+            let soon = tokio::time::timeout(Duration::from_secs(10), ended.recv());
+            soon.await
+                .expect("within 10 s")
+                .expect("a completion is called")
+        };
+        match next().await {
+            ("soon", Ended::Replied(Ok(received))) => {
+                assert_eq!(received.reply, reply_to(&query));
+                assert_eq!(received.dropped.other, 1, "the forgery was dropped");
+            }
+            other => panic!("the answered query ends first, with its reply: {other:?}"),
+        }
+        // The 30 s deadline was kept first, yet the 2 s one ends the silent query.
+        assert!(matches!(next().await, ("slow", Ended::TimedOut(d)) if d.total() == 0));
+        assert_eq!(sockets_in_use(), 1, "only the 30 s query still waits");
+        assert!(ended.try_recv().is_err());
     }
 
     /// A port unreachable (what a forged ICMP error does too) fails the query whose port it

@@ -209,21 +209,42 @@ impl<X: Exchanger> Resolver<X> {
             servers, options, ..
         } = route
         else {
-            let reply = wire::header_only_reply(packet, Some(&q), Rcode::NXDOMAIN, false);
-            return Forwarded {
-                reply,
-                upstream: None,
-            };
+            return stays_local(packet, &q);
         };
         let outcome = self
             .forwarder
             .resolve(packet, &q, &servers, options, sought)
             .await;
-        let upstream = outcome.as_ref().ok().and_then(|a| a.server());
-        Forwarded {
-            reply: render(outcome, packet, &q, transport),
-            upstream,
-        }
+        forwarded(outcome, packet, &q, transport)
+    }
+
+    /// `forward` with the reply handed to `send` (with the query's bytes) rather than
+    /// returned, from wherever the walk ends (`Forwarder::forward`): in the upstream reader's
+    /// wake-up when the first server's reply ends it, as it does for most names.
+    pub(crate) fn forward_then<S>(
+        &self,
+        packet: Vec<u8>,
+        q: Query,
+        route: Route,
+        sought: Generation,
+        transport: Transport,
+        send: S,
+    ) where
+        S: FnOnce(&[u8], Forwarded) + Send + 'static,
+    {
+        let in_flight = crate::metrics::forwarding();
+        let Route::Forward {
+            servers, options, ..
+        } = route
+        else {
+            return send(&packet, stays_local(&packet, &q));
+        };
+        let then = move |outcome: Outcome, packet: &[u8], q: &Query| {
+            send(packet, forwarded(outcome, packet, q, transport));
+            drop(in_flight);
+        };
+        self.forwarder
+            .forward(packet, q, &servers, options, sought, then);
     }
 
     /// Resolves like `answer`, bypassing the cache, and records every decision.
@@ -273,6 +294,23 @@ pub fn limit(q: &Query, transport: Transport) -> usize {
     match transport {
         Transport::Udp => q.udp_limit(),
         Transport::Tcp => u16::MAX as usize,
+    }
+}
+
+/// The reply for a query whose name is not forwarded (a plain name kept local): NXDOMAIN.
+fn stays_local(packet: &[u8], q: &Query) -> Forwarded {
+    Forwarded {
+        reply: wire::header_only_reply(packet, Some(q), Rcode::NXDOMAIN, false),
+        upstream: None,
+    }
+}
+
+/// A walk's outcome as the reply to the client, and the server it came from.
+fn forwarded(outcome: Outcome, packet: &[u8], q: &Query, transport: Transport) -> Forwarded {
+    let upstream = outcome.as_ref().ok().and_then(|a| a.server());
+    Forwarded {
+        reply: render(outcome, packet, q, transport),
+        upstream,
     }
 }
 

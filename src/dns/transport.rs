@@ -15,6 +15,7 @@
 
 use crate::dns::guard::{Dropped, Expect, Rejection};
 use crate::dns::port_pool;
+pub use crate::dns::port_pool::{Completion, Ended, Received};
 use crate::dns::wire::ReplyInfo;
 use std::future::Future;
 use std::io;
@@ -63,6 +64,23 @@ pub trait Exchanger: Send + Sync + 'static {
         protocol: Protocol,
         timeout: Duration,
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send;
+
+    /// Starts a UDP `exchange` that no task awaits: `done` is told how it ended, by whatever
+    /// reads the reply (the upstream reader), at the latest after `timeout`; `exchanged`
+    /// makes that an exchange's result. Where it cannot be started (no socket, or an
+    /// exchanger without the means), `done` is told so at once (`Ended::NotStarted`), and the
+    /// caller awaits `exchange` instead.
+    fn start(
+        self: &std::sync::Arc<Self>,
+        server: SocketAddr,
+        query: Vec<u8>,
+        expect: &Expect,
+        timeout: Duration,
+        done: Box<dyn Completion>,
+    ) {
+        let _ = (server, query, expect, timeout);
+        done.complete(Ended::NotStarted);
+    }
 }
 
 /// The real network: UDP through `port_pool` (a fresh random port per query), TCP on a fresh
@@ -80,6 +98,17 @@ impl Exchanger for Network {
         timeout: Duration,
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send {
         exchange(server, query, expect, protocol, timeout)
+    }
+
+    fn start(
+        self: &std::sync::Arc<Self>,
+        server: SocketAddr,
+        query: Vec<u8>,
+        expect: &Expect,
+        timeout: Duration,
+        done: Box<dyn Completion>,
+    ) {
+        port_pool::start(server, expect, query, timeout, done);
     }
 }
 
@@ -101,6 +130,42 @@ pub struct Exchange {
     pub dropped: Dropped,
 }
 
+impl Exchange {
+    /// The exchange a reply from `server` ends.
+    fn of(server: SocketAddr, received: Received) -> Exchange {
+        let Received {
+            reply,
+            info,
+            dropped,
+            sent,
+            at,
+        } = received;
+        Exchange {
+            server,
+            reply,
+            info,
+            rtt: at.saturating_duration_since(sent),
+            received: at,
+            dropped,
+        }
+    }
+}
+
+/// The result of a UDP exchange with `server` started with `Exchanger::start` (and
+/// `timeout`), from how it ended.
+pub(crate) fn exchanged(
+    server: SocketAddr,
+    ended: Ended,
+    timeout: Duration,
+) -> Result<Exchange, ExchangeError> {
+    match ended {
+        Ended::Replied(Ok(received)) => Ok(Exchange::of(server, received)),
+        Ended::Replied(Err(e)) => Err(ExchangeError::Io(e)),
+        Ended::TimedOut(dropped) => Err(ExchangeError::Timeout(timeout, dropped)),
+        Ended::NotStarted => Err(ExchangeError::Io(io::Error::other("never sent"))),
+    }
+}
+
 /// Sends `query` to `server` and waits up to `timeout` for the reply `expect` accepts.
 pub(crate) async fn exchange(
     server: SocketAddr,
@@ -109,13 +174,7 @@ pub(crate) async fn exchange(
     protocol: Protocol,
     timeout: Duration,
 ) -> Result<Exchange, ExchangeError> {
-    let port_pool::Received {
-        reply,
-        info,
-        dropped,
-        sent,
-        at,
-    } = match protocol {
+    let received = match protocol {
         Protocol::Udp => {
             let mut sent = port_pool::send(server, expect, query)?;
             match tokio::time::timeout(timeout, sent.reply()).await {
@@ -127,14 +186,7 @@ pub(crate) async fn exchange(
             .await
             .map_err(|_| ExchangeError::Timeout(timeout, Dropped::default()))??,
     };
-    Ok(Exchange {
-        server,
-        reply,
-        info,
-        rtt: at.saturating_duration_since(sent),
-        received: at,
-        dropped,
-    })
+    Ok(Exchange::of(server, received))
 }
 
 async fn tcp(

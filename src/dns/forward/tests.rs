@@ -646,3 +646,197 @@ async fn a_server_whose_tcp_fails_costs_one_slow_query_then_is_not_retried_over_
     assert!(!lab.servers[0].is_tcp_down());
     assert_eq!(got(&lab.walk("c.example").await.0), (Rcode::NOERROR, 1));
 }
+
+// ---- walks begun outside a task --------------------------------------------------------------
+
+impl Lab {
+    /// Forwards `name` as the UDP listener does (`Forwarder::forward`: the first exchange
+    /// started outside any task) and waits for the outcome it hands on.
+    async fn forward(&self, name: &str) -> Outcome {
+        let (bytes, q) = query(name);
+        let (tx, rx) = oneshot::channel();
+        let sought = self.fwd.cache().generation();
+        let then = move |outcome, _: &[u8], _: &Query| {
+            let _ = tx.send(outcome);
+        };
+        let options = WalkOptions::default();
+        self.fwd
+            .forward(bytes, q, &self.servers, options, sought, then);
+        rx.await.expect("the outcome is handed on")
+    }
+
+    /// All a walk for `name` left behind: its outcome (answer, lifetime, whether a failure,
+    /// from whom), every exchange for the name in order, what each server is now thought to
+    /// be (in small letters: the evidence quotes names in their random case), and whether
+    /// the answer is cached.
+    fn footprint(&self, name: &str, outcome: &Outcome) -> String {
+        let outcome = match outcome {
+            Ok(a) => format!(
+                "{:?} ttl {} failure {} from {:?}",
+                got(outcome),
+                a.ttl(),
+                a.is_failure(),
+                a.server()
+            ),
+            Err(code) => format!("{code}"),
+        };
+        let log = self.script().log.lock().unwrap().clone();
+        let asked: Vec<_> = log.iter().filter(|(_, n, _)| n == name).collect();
+        let servers: Vec<_> = (self.servers.iter())
+            .map(|s| {
+                let (down, tcp_down) = (s.is_down(), s.is_tcp_down());
+                let guard = s.guard.to_string().to_lowercase();
+                format!("{} down {down} tcp down {tcp_down}; {guard}", s.addr)
+            })
+            .collect();
+        let cached = self.cached(name);
+        format!("{outcome}\nasked {asked:?}\n{servers:#?}\ncached {cached}")
+    }
+}
+
+/// A walk begun outside any task, whose first exchange's end is taken where the reply is
+/// read, leaves exactly what the same walk in a task leaves: the same answer, the same
+/// exchanges in the same order, the same lessons about every server, the same cache entry.
+/// Whether it ends there (a final answer) or goes on in a task from where it stands (a
+/// reply that moves on, a retry the guard or the walk calls for, a timeout, an error), and
+/// when its first server is not asked alone.
+#[tokio::test(start_paused = true)]
+async fn a_walk_begun_outside_a_task_ends_as_one_in_a_task() {
+    const NAME: &str = "www.example.com";
+    type Setup = fn(&Lab);
+    let scenarios: [(&str, [Step; 2], Setup); 15] = [
+        ("final from the first", [FULL, FULL], |lab| {
+            lab.script().set(lab.addr(0), "*", answer(11));
+        }),
+        ("REFUSED, then the next", [FULL, FULL], |lab| {
+            let refused = bare(Rcode::REFUSED, false, true);
+            lab.script().set(lab.addr(0), "*", refused);
+        }),
+        ("SERVFAIL, then the next", [FULL, FULL], |lab| {
+            let servfail = bare(Rcode::SERVFAIL, false, true);
+            lab.script().set(lab.addr(0), "*", servfail);
+        }),
+        ("NOTIMP, then the next", [FULL, FULL], |lab| {
+            let notimp = bare(Rcode::NOTIMP, false, true);
+            lab.script().set(lab.addr(0), "*", notimp);
+        }),
+        ("FORMERR", [FULL, FULL], |lab| {
+            let formerr = bare(Rcode::FORMERR, false, true);
+            lab.script().set(lab.addr(0), "*", formerr);
+        }),
+        ("silent: marked down", [FULL, FULL], |lab| {
+            // Its probes go unanswered too: it stays down whenever they run.
+            lab.script().set(lab.addr(0), "", Step::Timeout);
+            lab.script().set(lab.addr(0), "*", Step::Timeout);
+        }),
+        ("an I/O error", [FULL, FULL], |lab| {
+            lab.script().set(lab.addr(0), "", Step::Io);
+            lab.script().set(lab.addr(0), "*", Step::Io);
+        }),
+        ("truncated: TCP", [FULL, FULL], |lab| {
+            let truncated = with(answer(5), |r| r.truncated_udp = true);
+            lab.script().set(lab.addr(0), "*", truncated);
+        }),
+        ("truncated, TCP silent", [FULL, FULL], |lab| {
+            let silent = with(answer(5), |r| {
+                r.truncated_udp = true;
+                r.tcp_silent = true
+            });
+            lab.script().set(lab.addr(0), "*", silent);
+            let probe_silent = with(FULL, |r| r.tcp_silent = true);
+            lab.script().set(lab.addr(0), "", probe_silent);
+        }),
+        ("case not kept: settled over TCP", [FULL, FULL], |lab| {
+            lab.script().set(lab.addr(0), "*", answer(11));
+            let lowercases = Manner {
+                lowercases: true,
+                ..Manner::default()
+            };
+            lab.script().set_manner(lab.addr(0), lowercases);
+        }),
+        ("forgeries dropped", [FULL, FULL], |lab| {
+            lab.script().set(lab.addr(0), "*", answer(11));
+            let forgeries = [Forgery::Lowercase, Forgery::GuessedCookie];
+            lab.script().forge(lab.addr(0), &forgeries);
+        }),
+        ("cookies, BADCOOKIE once", [FULL, FULL], |lab| {
+            lab.script().set(lab.addr(0), "*", answer(11));
+            let cookies = Manner {
+                cookie: Some([7; 16]),
+                badcookie: true,
+                ..Manner::default()
+            };
+            lab.script().set_manner(lab.addr(0), cookies);
+        }),
+        ("nobody answers", [FULL, FULL], |lab| {
+            for i in 0..2 {
+                lab.script().set(lab.addr(i), "", Step::Timeout);
+                lab.script().set(lab.addr(i), "*", Step::Timeout);
+            }
+        }),
+        (
+            "a fake root first, asked with the next",
+            [OWN_ROOT, FULL],
+            |lab| {
+                lab.script().set(lab.addr(0), "*", nxdomain(true));
+            },
+        ),
+        (
+            "refuses outside its zones, asked with the next",
+            [REFUSES, FULL],
+            |lab| {
+                lab.script()
+                    .set(lab.addr(0), "*", bare(Rcode::REFUSED, false, false));
+            },
+        ),
+    ];
+    for (what, kinds, setup) in scenarios {
+        let mut left = Vec::new();
+        for outside in [false, true] {
+            let lab = Lab::new(&kinds).await;
+            lab.script().set(lab.addr(1), "*", answer(22));
+            setup(&lab);
+            let outcome = match outside {
+                false => lab.resolve(NAME).await,
+                true => lab.forward(NAME).await,
+            };
+
+            left.push(lab.footprint(NAME, &outcome));
+        }
+        assert_eq!(left[0], left[1], "{what}: in a task, then outside");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn identical_questions_forwarded_together_share_one_walk() {
+    let lab = Arc::new(Lab::new(&[FULL]).await);
+    lab.answers_after(0, "same.example", 100);
+    let asks: Vec<_> = (0..5)
+        .map(|_| {
+            let lab = lab.clone();
+            tokio::spawn(async move { lab.forward("same.example").await })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(got(&a.await.unwrap()), (Rcode::NOERROR, 1));
+    }
+    assert_eq!(lab.script().asked(lab.addr(0), "same.example"), 1);
+    assert!(lab.cached("same.example"));
+    // Asked again, it is the cached answer: no other exchange.
+    assert_eq!(got(&lab.forward("same.example").await), (Rcode::NOERROR, 1));
+    assert_eq!(lab.script().asked(lab.addr(0), "same.example"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inflight_bound_answers_servfail_at_once_outside_a_task_too() {
+    let lab = Lab::with_inflight(&[FULL], 1).await;
+    lab.answers_after(0, "*", 300);
+    let first = lab.resolving("one.example").await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        lab.forward("two.example").await.unwrap_err(),
+        Rcode::SERVFAIL
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert!(first.await.unwrap().is_ok());
+}

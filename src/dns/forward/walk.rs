@@ -109,9 +109,9 @@ enum Failover {
 /// Servers in the order they are asked: a route's few, kept without an allocation.
 type Servers = SmallVec<[Arc<Upstream>; 4]>;
 
-/// The state of one walk.
-struct Walk<'a> {
-    q: &'a Query,
+/// The state of one walk: what it learned, and where it stands. It owns all it needs, so a
+/// walk begun outside any task (`dns::forward`) can go on in one.
+pub(crate) struct Walk {
     /// The route chose these servers for the name's own domain: all of them serve it.
     scoped: bool,
     /// The pool's recovery count when the walk began.
@@ -122,13 +122,41 @@ struct Walk<'a> {
     /// A negative answer from a server that is not a full resolver: the host's answer,
     /// passed on if no later server gives a final one.
     host_answer: Option<Exchange>,
+    /// This round's servers, in order, and the index of the next to ask.
+    round: Servers,
+    next: usize,
+    /// The round (`options attempts`), from 1.
+    attempt: u32,
+    /// Servers of this round that timed out: the next round's.
+    timed_out: Servers,
 }
 
-impl Walk<'_> {
-    /// Whether the name lies outside every zone `server` is known to serve.
-    fn outside_zones(&self, server: &Upstream) -> bool {
-        !self.scoped && !server.serves_query(self.q)
+impl Walk {
+    /// Whether `q`'s name lies outside every zone `server` is known to serve.
+    fn outside_zones(&self, server: &Upstream, q: &Query) -> bool {
+        !self.scoped && !server.serves_query(q)
     }
+
+    /// The server asked first, if it is asked alone (no server asked together with it).
+    pub(crate) fn first_alone(&self, q: &Query) -> Option<&Arc<Upstream>> {
+        let first = self.round.first()?;
+        (self.next == 0 && group(&self.round, self, q, &mut Trace::off()) == 1).then_some(first)
+    }
+
+    /// The first server, asked alone, gave a reply that did not end the walk: it goes on
+    /// from the next.
+    pub(crate) fn past_first(&mut self) {
+        self.next = 1;
+    }
+}
+
+/// How the first server's turn began when the walk's first exchange was started outside the
+/// walk's task (`dns::forward`).
+pub(crate) enum FirstTurn {
+    /// Its guard asks again (a retry the checks call for).
+    Again(guard::Asking),
+    /// Its guard's result for the question over UDP with EDNS.
+    Asked(Result<Exchange, ExchangeError>),
 }
 
 impl<X: Exchanger> Forwarder<X> {
@@ -141,58 +169,96 @@ impl<X: Exchanger> Forwarder<X> {
         options: WalkOptions,
         trace: &mut Trace,
     ) -> Outcome {
+        match self.begin_walk(servers, options, trace) {
+            Some(walk) => self.walk_on(walk, client, q, options, trace, None).await,
+            None => Err(Rcode::SERVFAIL),
+        }
+    }
+
+    /// A walk over `servers`, before any is asked: None if there are none.
+    pub(crate) fn begin_walk(
+        &self,
+        servers: &[Arc<Upstream>],
+        options: WalkOptions,
+        trace: &mut Trace,
+    ) -> Option<Walk> {
         let mut walk = Walk {
-            q,
             scoped: options.scoped,
             recoveries: self.pool.recoveries(),
             failover: Failover::None,
             last_reply: None,
             host_answer: None,
+            round: Servers::new(),
+            next: 0,
+            attempt: 1,
+            timed_out: Servers::new(),
         };
-        let order = self.order(servers, options, &mut walk, trace);
-        if order.is_empty() {
+        walk.round = self.order(servers, options, &mut walk, trace);
+        if walk.round.is_empty() {
             trace.note(|| "no upstream servers: SERVFAIL".into());
-            return Err(Rcode::SERVFAIL);
+            return None;
         }
-        let (low, high) = self.pool.bounds();
-        let bounds = (low, high.min(options.timeout_cap).max(low));
-        let mut pending = order;
-        for attempt in 1..=options.attempts.max(1) {
-            let mut timed_out = Servers::new();
-            let mut i = 0;
-            while i < pending.len() {
-                let group = &pending[i..i + self.group(&pending[i..], &walk, trace)];
+        Some(walk)
+    }
+
+    /// The walk from where `walk` stands, the first server's turn begun already if `first`
+    /// says how.
+    pub(crate) async fn walk_on(
+        &self,
+        mut walk: Walk,
+        client: &[u8],
+        q: &Query,
+        options: WalkOptions,
+        trace: &mut Trace,
+        mut first: Option<FirstTurn>,
+    ) -> Outcome {
+        let bounds = self.timeouts(options);
+        let mut round = std::mem::take(&mut walk.round);
+        loop {
+            let mut i = walk.next;
+            while i < round.len() {
+                let group = &round[i..i + group(&round[i..], &walk, q, trace)];
                 // One server, the common case, is awaited as it is: no joined futures.
                 let results: SmallVec<[_; 1]> = match group {
                     [one] => {
-                        smallvec::smallvec![self.ask(one, client, q, one.timeout(bounds)).await]
+                        let timeout = one.timeout(bounds);
+                        smallvec::smallvec![self.ask(one, client, q, timeout, first.take()).await]
                     }
                     _ => {
                         let asks = group
                             .iter()
-                            .map(|s| self.ask(s, client, q, s.timeout(bounds)));
+                            .map(|s| self.ask(s, client, q, s.timeout(bounds), first.take()));
                         futures_util::future::join_all(asks).await.into()
                     }
                 };
                 for (j, (server, result)) in group.iter().zip(results).enumerate() {
                     let timed_out_now = matches!(result, Err(ExchangeError::Timeout(..)));
-                    if let Some(outcome) = self.take(&mut walk, server, result, attempt, trace) {
-                        let rest = &pending[i + group.len()..];
+                    let attempt = walk.attempt;
+                    if let Some(outcome) = self.take(&mut walk, q, server, result, attempt, trace) {
+                        let rest = &round[i + group.len()..];
                         note_not_used(trace, &group[j + 1..], rest);
                         return outcome;
                     }
                     if timed_out_now {
-                        timed_out.push(server.clone());
+                        walk.timed_out.push(server.clone());
                     }
                 }
                 i += group.len();
             }
-            pending = timed_out;
-            if pending.is_empty() {
+            round = std::mem::take(&mut walk.timed_out);
+            walk.next = 0;
+            walk.attempt += 1;
+            if round.is_empty() || walk.attempt > options.attempts.max(1) {
                 break;
             }
         }
         self.give_up(walk, trace)
+    }
+
+    /// The least and most a server is waited for, under `options`.
+    pub(crate) fn timeouts(&self, options: WalkOptions) -> (Duration, Duration) {
+        let (low, high) = self.pool.bounds();
+        (low, high.min(options.timeout_cap).max(low))
     }
 
     /// Servers in walk order: rotated if asked, live ones only unless all are down.
@@ -237,34 +303,11 @@ impl<X: Exchanger> Forwarder<X> {
         live
     }
 
-    /// How many servers to ask at once, starting with `rest[0]`: it alone, or it and the
-    /// servers after it while each is known to refuse, or not to resolve, names outside its
-    /// zones.
-    fn group(&self, rest: &[Arc<Upstream>], walk: &Walk, trace: &mut Trace) -> usize {
-        let mut end = 1;
-        while end < rest.len()
-            && rest[end - 1].capability().overlaps_next()
-            && walk.outside_zones(&rest[end - 1])
-        {
-            let s = &rest[end - 1];
-            trace.note(|| {
-                format!(
-                    "{} {} ({}): asking {} at the same time; replies still taken in order",
-                    s.addr,
-                    s.capability(),
-                    evidence_text(s),
-                    rest[end].addr
-                )
-            });
-            end += 1;
-        }
-        end
-    }
-
     /// Takes one server's result in order. Returns the walk's outcome once it is decided.
-    fn take(
+    pub(crate) fn take(
         &self,
         walk: &mut Walk,
+        q: &Query,
         server: &Arc<Upstream>,
         result: Result<Exchange, ExchangeError>,
         attempt: u32,
@@ -311,7 +354,7 @@ impl<X: Exchanger> Forwarder<X> {
                 asked(trace, &|| format!("{why}: next server"));
                 if why.is_refusal()
                     && capability != Capability::RefusesOutside
-                    && walk.outside_zones(server)
+                    && walk.outside_zones(server, q)
                 {
                     // It refused though it was thought to resolve: probe it again soon.
                     server.forget_capability();
@@ -326,7 +369,7 @@ impl<X: Exchanger> Forwarder<X> {
             Verdict::Final
                 if capability == Capability::NotFullResolver
                     && from_fake_root(&ex)
-                    && walk.outside_zones(server) =>
+                    && walk.outside_zones(server, q) =>
             {
                 asked(trace, &|| {
                     format!(
@@ -387,10 +430,33 @@ impl<X: Exchanger> Forwarder<X> {
         client: &[u8],
         q: &Query,
         timeout: Duration,
+        first: Option<FirstTurn>,
     ) -> Result<Exchange, ExchangeError> {
         let x = &*self.exchanger;
-        let mut ex = guard::ask(x, server, client, q, Protocol::Udp, true, timeout).await?;
-        if wire::rcode(&ex.reply) == Rcode::FORMERR && ex.info.opt.is_none() {
+        let ex = match first {
+            None => guard::ask(x, server, client, q, Protocol::Udp, true, timeout).await?,
+            Some(FirstTurn::Again(asking)) => {
+                guard::ask_on(x, server, client, q, asking, timeout).await?
+            }
+            Some(FirstTurn::Asked(result)) => result?,
+        };
+        if asks_again(&ex) {
+            return self.ask_again(server, client, q, timeout, ex).await;
+        }
+        Ok(ex)
+    }
+
+    /// `ask` after a first reply `asks_again` holds to ask again for.
+    async fn ask_again(
+        &self,
+        server: &Upstream,
+        client: &[u8],
+        q: &Query,
+        timeout: Duration,
+        mut ex: Exchange,
+    ) -> Result<Exchange, ExchangeError> {
+        let x = &*self.exchanger;
+        if without_edns_again(&ex) {
             ex = guard::ask(x, server, client, q, Protocol::Udp, false, timeout).await?;
         }
         if wire::tc(&ex.reply) {
@@ -408,6 +474,41 @@ impl<X: Exchanger> Forwarder<X> {
         }
         Ok(ex)
     }
+}
+
+/// How many servers to ask at once, starting with `rest[0]`: it alone, or it and the
+/// servers after it while each is known to refuse, or not to resolve, names outside its
+/// zones.
+fn group(rest: &[Arc<Upstream>], walk: &Walk, q: &Query, trace: &mut Trace) -> usize {
+    let mut end = 1;
+    while end < rest.len()
+        && rest[end - 1].capability().overlaps_next()
+        && walk.outside_zones(&rest[end - 1], q)
+    {
+        let s = &rest[end - 1];
+        trace.note(|| {
+            format!(
+                "{} {} ({}): asking {} at the same time; replies still taken in order",
+                s.addr,
+                s.capability(),
+                evidence_text(s),
+                rest[end].addr
+            )
+        });
+        end += 1;
+    }
+    end
+}
+
+/// Whether a server's first reply to the question (over UDP, with EDNS) is asked for again:
+/// without EDNS after a FORMERR that shows no EDNS, or over TCP when it is truncated.
+pub(crate) fn asks_again(ex: &Exchange) -> bool {
+    without_edns_again(ex) || wire::tc(&ex.reply)
+}
+
+/// A FORMERR without an OPT: a server that does not know EDNS (RFC 6891 7).
+fn without_edns_again(ex: &Exchange) -> bool {
+    wire::rcode(&ex.reply) == Rcode::FORMERR && ex.info.opt.is_none()
 }
 
 /// A negative answer that speaks for no real zone: NXDOMAIN with the SOA of the root or none,

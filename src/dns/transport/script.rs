@@ -6,7 +6,9 @@
 //! Time passes only through tokio's clock (paused in tests).
 
 use crate::dns::guard::{Dropped, Expect};
-use crate::dns::transport::{Exchange, ExchangeError, Exchanger, Protocol};
+use crate::dns::transport::{
+    Completion, Ended, Exchange, ExchangeError, Exchanger, Protocol, Received,
+};
 use crate::dns::wire::{self, HEADER_LEN, Query, Rcode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -215,6 +217,35 @@ impl Script {
 }
 
 impl Exchanger for Script {
+    /// Runs the scripted exchange in a task of its own, and tells `done` how it ended.
+    fn start(
+        self: &std::sync::Arc<Self>,
+        server: SocketAddr,
+        query: Vec<u8>,
+        expect: &Expect,
+        timeout: Duration,
+        done: Box<dyn Completion>,
+    ) {
+        let (script, expect) = (self.clone(), *expect);
+        tokio::spawn(async move {
+            let result = script
+                .exchange(server, query, &expect, Protocol::Udp, timeout)
+                .await;
+            done.complete(match result {
+                Ok(ex) => Ended::Replied(Ok(Received {
+                    sent: ex.received - ex.rtt,
+                    at: ex.received,
+                    reply: ex.reply,
+                    info: ex.info,
+                    dropped: ex.dropped,
+                })),
+                Err(ExchangeError::Timeout(_, dropped)) => Ended::TimedOut(dropped),
+                Err(ExchangeError::Io(e)) => Ended::Replied(Err(e)),
+                Err(e) => Ended::Replied(Err(std::io::Error::other(e.to_string()))),
+            });
+        });
+    }
+
     async fn exchange(
         &self,
         server: SocketAddr,
