@@ -13,7 +13,7 @@
 
 mod walk;
 
-use walk::{FirstTurn, Walk, asks_again};
+use walk::{FirstTurn, Stands, Walk, asks_again};
 pub(crate) use walk::{Verdict, verdict};
 
 use crate::dns::cache::{Answer, Cache, CacheKey, Generation, HashedKey};
@@ -129,7 +129,7 @@ impl<X: Exchanger> Forwarder<X> {
         options: WalkOptions,
         sought: Generation,
     ) -> Outcome {
-        let leading = match self.lead(q) {
+        let mut leading = match self.lead(q) {
             Lead::Walk(leading) => leading,
             Lead::Joined(outcome) => return outcome.await.unwrap_or(Err(Rcode::SERVFAIL)),
             Lead::Done(outcome) => return outcome,
@@ -156,7 +156,7 @@ impl<X: Exchanger> Forwarder<X> {
     ) where
         F: FnOnce(Outcome, &[u8], &Query) + Send + 'static,
     {
-        let leading = match self.lead(&q) {
+        let mut leading = match self.lead(&q) {
             Lead::Walk(leading) => leading,
             Lead::Joined(outcome) => {
                 tokio::spawn(async move {
@@ -179,7 +179,7 @@ impl<X: Exchanger> Forwarder<X> {
             client,
             q,
             sought,
-            then,
+            then: Some(then),
         };
         let begun = Begun {
             walk,
@@ -377,7 +377,10 @@ struct Leading<X: Exchanger> {
 impl<X: Exchanger> Leading<X> {
     /// The walk of `q` ended with `outcome`: it is shared, and kept if the cache was not
     /// emptied since `sought`.
-    fn conclude(mut self, q: &Query, outcome: Outcome, sought: Generation) -> Outcome {
+    fn conclude(&mut self, q: &Query, outcome: Outcome, sought: Generation) -> Outcome {
+        let Some(key) = self.key.take() else {
+            return outcome; // concluded already
+        };
         tracing::debug!(
             name = %q.name.to_dotted(),
             qtype = q.qtype,
@@ -385,7 +388,6 @@ impl<X: Exchanger> Leading<X> {
             ms = self.started.elapsed().as_secs_f64() * 1e3,
             "forwarded"
         );
-        let key = self.key.take().expect("concluded once");
         // An answer walked with knowledge that changed meanwhile is shared, not kept: the
         // change empties the cache, and `sought` is then past.
         self.forwarder.forget_old_lessons();
@@ -415,13 +417,17 @@ struct Ending<X: Exchanger, F> {
     client: Vec<u8>,
     q: Query,
     sought: Generation,
-    then: F,
+    /// Taken when called. In an `Option` so that ending takes no more than a reference: an
+    /// ending is large, and most end where they are kept (`FirstExchange`), not moved.
+    then: Option<F>,
 }
 
 impl<X: Exchanger, F: FnOnce(Outcome, &[u8], &Query) + Send + 'static> Ending<X, F> {
-    fn end(self, outcome: Outcome) {
+    fn end(&mut self, outcome: Outcome) {
         let outcome = self.leading.conclude(&self.q, outcome, self.sought);
-        (self.then)(outcome, &self.client, &self.q);
+        if let Some(then) = self.then.take() {
+            then(outcome, &self.client, &self.q);
+        }
     }
 }
 
@@ -437,7 +443,7 @@ impl<X: Exchanger, F: FnOnce(Outcome, &[u8], &Query) + Send + 'static> Begun<X, 
             let Begun {
                 walk,
                 options,
-                ending,
+                mut ending,
             } = self;
             let (client, q) = (&ending.client[..], &ending.q);
             let forwarder = &ending.leading.forwarder;
@@ -463,36 +469,34 @@ struct FirstExchange<X: Exchanger, F> {
 impl<X: Exchanger, F: FnOnce(Outcome, &[u8], &Query) + Send + 'static> Completion
     for FirstExchange<X, F>
 {
-    fn complete(self: Box<Self>, ended: Ended) {
-        let FirstExchange {
-            mut begun,
-            server,
-            mut asking,
-            expect,
-            mix,
-            timeout,
-        } = *self;
+    fn complete(mut self: Box<Self>, ended: Ended) {
         if let Ended::NotStarted = ended {
-            return begun.go_on(None);
+            return self.begun.go_on(None);
         }
-        let (client, q) = (&begun.ending.client[..], &begun.ending.q);
-        let result = transport::exchanged(server.addr, ended, timeout);
-        let first = match asking.conclude(&server, client, q, &expect, mix, result) {
-            None => FirstTurn::Again(asking),
+        // Worked on where it is: most walks end here, and moving them out costs copies.
+        let this = &mut *self;
+        let (client, q) = (&this.begun.ending.client[..], &this.begun.ending.q);
+        let result = transport::exchanged(this.server.addr, ended, this.timeout);
+        let concluded =
+            (this.asking).conclude(&this.server, client, q, &this.expect, this.mix, result);
+        let stands = match concluded {
+            None => Stands::Again(this.asking),
             Some(Ok(ex)) if !asks_again(&ex) => {
-                let forwarder = &begun.ending.leading.forwarder;
+                let forwarder = &this.begun.ending.leading.forwarder;
                 let mut trace = Trace::off();
-                match forwarder.take(&mut begun.walk, q, &server, Ok(ex), 1, &mut trace) {
-                    Some(outcome) => return begun.ending.end(outcome),
+                let walk = &mut this.begun.walk;
+                match forwarder.take(walk, q, &this.server, Ok(ex), 1, &mut trace) {
+                    Some(outcome) => return this.begun.ending.end(outcome),
                     None => {
-                        begun.walk.past_first();
-                        return begun.go_on(None);
+                        walk.past_first();
+                        return self.begun.go_on(None);
                     }
                 }
             }
-            Some(result) => FirstTurn::Asked(result),
+            Some(result) => Stands::Asked(result),
         };
-        begun.go_on(Some(first))
+        let timeout = self.timeout;
+        self.begun.go_on(Some(FirstTurn { timeout, stands }))
     }
 }
 

@@ -560,31 +560,27 @@ async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
             }
             () = &mut timer, if armed.is_some() => {
                 armed = None;
+                // What is ready is read before anything expires: a reply that came in time is
+                // taken even if the reader wakes late.
+                loop {
+                    match reader.read_ready(&mut events, &mut buf) {
+                        Ok(EVENTS) => {}
+                        Ok(_) => break,
+                        Err(e) => return failed(e),
+                    }
+                }
                 reader.slots.lock().unwrap().expire(Instant::now());
             }
             ready = set.readable() => {
                 let Ok(mut ready) = ready else {
                     return;
                 };
-                let n = match set.get_ref().ready(&mut events) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                    Err(e) => {
-                        tracing::error!(error = %e, "upstream reader failed; starting a new one");
-                        return;
-                    }
-                };
-                if n > 0 {
-                    let at = Instant::now();
-                    let mut slots = reader.slots.lock().unwrap();
-                    for event in &events[..n] {
-                        slots.deliver(event.u64, &mut buf, at);
-                    }
-                }
                 // Fewer than asked: the set was empty. An arrival since is a new event for
                 // tokio, and clearing only forgets the readiness this wake-up reported.
-                if n < EVENTS {
-                    ready.clear_ready();
+                match reader.read_ready(&mut events, &mut buf) {
+                    Ok(n) if n < EVENTS => ready.clear_ready(),
+                    Ok(_) => {}
+                    Err(e) => return failed(e),
                 }
             }
         }
@@ -596,7 +592,31 @@ async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
     }
 }
 
+/// The reader's epoll set failed: its task ends, and the next query starts a new one.
+fn failed(e: io::Error) {
+    tracing::error!(error = %e, "upstream reader failed; starting a new one");
+}
+
 impl Reader {
+    /// Reads what arrived on the sockets the epoll set reports ready, up to `EVENTS` of them;
+    /// how many it reported.
+    fn read_ready(&self, events: &mut [EpollEvent], buf: &mut [u8]) -> io::Result<usize> {
+        let n = loop {
+            match self.epoll.ready(events) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => break result?,
+            }
+        };
+        if n > 0 {
+            let at = Instant::now();
+            let mut slots = self.slots.lock().unwrap();
+            for event in &events[..n] {
+                slots.deliver(event.u64, buf, at);
+            }
+        }
+        Ok(n)
+    }
+
     /// Calls the completions of the queries that ended (outside the lock: a completion may
     /// start another query); returns the earliest deadline still to keep.
     fn run_completions(&self) -> Option<Instant> {
@@ -1249,6 +1269,7 @@ mod tests {
         // Sent: the reader keeps its 30 s deadline before the next two are started.
         recv(&server).await;
         let (slow, e2) = upstream("slow.example", 2);
+        let slow_started = Instant::now();
         start(addr, &e2, slow, Duration::from_secs(2), told("slow"));
         let (soon, e3) = upstream("soon.example", 3);
         start(addr, &e3, soon, Duration::from_secs(1), told("soon"));
@@ -1281,7 +1302,10 @@ mod tests {
         }
         // The 30 s deadline was kept first, yet the 2 s one ends the silent query.
         assert!(matches!(next().await, ("slow", Ended::TimedOut(d)) if d.total() == 0));
+        assert!(slow_started.elapsed() >= Duration::from_secs(2), "not before");
         assert_eq!(sockets_in_use(), 1, "only the 30 s query still waits");
+        let reader = reader().unwrap();
+        assert_eq!(reader.slots.lock().unwrap().deadlines.len(), 1, "and its deadline");
         assert!(ended.try_recv().is_err());
     }
 

@@ -653,13 +653,17 @@ impl Lab {
     /// Forwards `name` as the UDP listener does (`Forwarder::forward`: the first exchange
     /// started outside any task) and waits for the outcome it hands on.
     async fn forward(&self, name: &str) -> Outcome {
+        self.forward_with(name, WalkOptions::default()).await
+    }
+
+    /// `forward` under `options`.
+    async fn forward_with(&self, name: &str, options: WalkOptions) -> Outcome {
         let (bytes, q) = query(name);
         let (tx, rx) = oneshot::channel();
         let sought = self.fwd.cache().generation();
         let then = move |outcome, _: &[u8], _: &Query| {
             let _ = tx.send(outcome);
         };
-        let options = WalkOptions::default();
         self.fwd
             .forward(bytes, q, &self.servers, options, sought, then);
         rx.await.expect("the outcome is handed on")
@@ -699,7 +703,7 @@ impl Lab {
 /// exchanges in the same order, the same lessons about every server, the same cache entry.
 /// Whether it ends there (a final answer) or goes on in a task from where it stands (a
 /// reply that moves on, a retry the guard or the walk calls for, a timeout, an error), and
-/// when its first server is not asked alone.
+/// when its first server is not asked alone (then no exchange is started outside a task).
 #[tokio::test(start_paused = true)]
 async fn a_walk_begun_outside_a_task_ends_as_one_in_a_task() {
     const NAME: &str = "www.example.com";
@@ -802,6 +806,10 @@ async fn a_walk_begun_outside_a_task_ends_as_one_in_a_task() {
             };
 
             left.push(lab.footprint(NAME, &outcome));
+            let started = lab.script().started.load(Ordering::Relaxed);
+            // A full resolver first is asked alone; the others, together with the next.
+            let alone = matches!(kinds[0], Step::Reply(r) if r.ra);
+            assert_eq!(started, usize::from(outside && alone), "{what}: {outside}");
         }
         assert_eq!(left[0], left[1], "{what}: in a task, then outside");
     }
@@ -825,6 +833,22 @@ async fn identical_questions_forwarded_together_share_one_walk() {
     // Asked again, it is the cached answer: no other exchange.
     assert_eq!(got(&lab.forward("same.example").await), (Rcode::NOERROR, 1));
     assert_eq!(lab.script().asked(lab.addr(0), "same.example"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rotate_turns_once_per_query_forwarded_outside_a_task() {
+    let lab = Lab::new(&[FULL, FULL]).await;
+    lab.script().set(lab.addr(0), "*", answer(1));
+    lab.script().set(lab.addr(1), "*", answer(2));
+    let options = WalkOptions {
+        rotate: true,
+        ..WalkOptions::default()
+    };
+    let mut firsts = Vec::new();
+    for name in ["a.example", "b.example", "c.example"] {
+        firsts.push(got(&lab.forward_with(name, options).await).1);
+    }
+    assert_eq!(firsts, [1, 2, 1]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -110,7 +110,8 @@ enum Failover {
 type Servers = SmallVec<[Arc<Upstream>; 4]>;
 
 /// The state of one walk: what it learned, and where it stands. It owns all it needs, so a
-/// walk begun outside any task (`dns::forward`) can go on in one.
+/// walk begun outside any task (`dns::forward`) can go on in one; the replies it holds, which
+/// few walks do, are boxed, so that a walk is small to move.
 pub(crate) struct Walk {
     /// The route chose these servers for the name's own domain: all of them serve it.
     scoped: bool,
@@ -118,10 +119,10 @@ pub(crate) struct Walk {
     recoveries: u64,
     failover: Failover,
     /// The last reply glibc would move on from: passed on if nobody gives a final answer.
-    last_reply: Option<Exchange>,
+    last_reply: Option<Box<Exchange>>,
     /// A negative answer from a server that is not a full resolver: the host's answer,
     /// passed on if no later server gives a final one.
-    host_answer: Option<Exchange>,
+    host_answer: Option<Box<Exchange>>,
     /// This round's servers, in order, and the index of the next to ask.
     round: Servers,
     next: usize,
@@ -151,8 +152,15 @@ impl Walk {
 }
 
 /// How the first server's turn began when the walk's first exchange was started outside the
-/// walk's task (`dns::forward`).
-pub(crate) enum FirstTurn {
+/// walk's task (`dns::forward`): the server was asked alone, and its turn goes on with the
+/// timeout it began with.
+pub(crate) struct FirstTurn {
+    pub(crate) timeout: Duration,
+    pub(crate) stands: Stands,
+}
+
+/// Where the first server's turn stands.
+pub(crate) enum Stands {
     /// Its guard asks again (a retry the checks call for).
     Again(guard::Asking),
     /// Its guard's result for the question over UDP with EDNS.
@@ -217,17 +225,23 @@ impl<X: Exchanger> Forwarder<X> {
         loop {
             let mut i = walk.next;
             while i < round.len() {
-                let group = &round[i..i + group(&round[i..], &walk, q, trace)];
+                // A first turn begun outside began alone, whatever the servers are known as
+                // since.
+                let n = match first {
+                    Some(_) => 1,
+                    None => group(&round[i..], &walk, q, trace),
+                };
+                let group = &round[i..i + n];
                 // One server, the common case, is awaited as it is: no joined futures.
                 let results: SmallVec<[_; 1]> = match group {
                     [one] => {
-                        let timeout = one.timeout(bounds);
+                        let timeout = first.as_ref().map_or(one.timeout(bounds), |f| f.timeout);
                         smallvec::smallvec![self.ask(one, client, q, timeout, first.take()).await]
                     }
                     _ => {
                         let asks = group
                             .iter()
-                            .map(|s| self.ask(s, client, q, s.timeout(bounds), first.take()));
+                            .map(|s| self.ask(s, client, q, s.timeout(bounds), None));
                         futures_util::future::join_all(asks).await.into()
                     }
                 };
@@ -363,7 +377,7 @@ impl<X: Exchanger> Forwarder<X> {
                 if !why.is_refusal() {
                     walk.failover = walk.failover.max(Failover::AfterFailure);
                 }
-                walk.last_reply = Some(ex);
+                walk.last_reply = Some(Box::new(ex));
                 None
             }
             Verdict::Final
@@ -378,7 +392,7 @@ impl<X: Exchanger> Forwarder<X> {
                         evidence_text(server)
                     )
                 });
-                walk.host_answer.get_or_insert(ex);
+                walk.host_answer.get_or_insert_with(|| Box::new(ex));
                 None
             }
             Verdict::Final => {
@@ -400,7 +414,7 @@ impl<X: Exchanger> Forwarder<X> {
                     wire::rcode(&ex.reply)
                 )
             });
-            return stored(ex, walk.failover, walk.recoveries, Instant::now());
+            return stored(*ex, walk.failover, walk.recoveries, Instant::now());
         }
         match walk.last_reply {
             Some(ex) => {
@@ -413,7 +427,7 @@ impl<X: Exchanger> Forwarder<X> {
                 // A failure passed on after a server was down ends with its return, like
                 // any answer the down server might have changed.
                 let failover = walk.failover.max(Failover::AfterFailure);
-                stored(ex, failover, walk.recoveries, Instant::now())
+                stored(*ex, failover, walk.recoveries, Instant::now())
             }
             None => {
                 trace.note(|| "no server answered: SERVFAIL".into());
@@ -433,12 +447,12 @@ impl<X: Exchanger> Forwarder<X> {
         first: Option<FirstTurn>,
     ) -> Result<Exchange, ExchangeError> {
         let x = &*self.exchanger;
-        let ex = match first {
+        let ex = match first.map(|f| f.stands) {
             None => guard::ask(x, server, client, q, Protocol::Udp, true, timeout).await?,
-            Some(FirstTurn::Again(asking)) => {
+            Some(Stands::Again(asking)) => {
                 guard::ask_on(x, server, client, q, asking, timeout).await?
             }
-            Some(FirstTurn::Asked(result)) => result?,
+            Some(Stands::Asked(result)) => result?,
         };
         if asks_again(&ex) {
             return self.ask_again(server, client, q, timeout, ex).await;

@@ -177,6 +177,8 @@ pub(crate) struct Script {
     pub(crate) manners: Mutex<HashMap<SocketAddr, Manner>>,
     /// What a forger sends ahead of every UDP reply of a server.
     pub(crate) forgeries: Mutex<HashMap<SocketAddr, Vec<Forgery>>>,
+    /// Exchanges begun with `start` (no task awaiting them).
+    pub(crate) started: std::sync::atomic::AtomicUsize,
 }
 
 impl Script {
@@ -226,6 +228,8 @@ impl Exchanger for Script {
         timeout: Duration,
         done: Box<dyn Completion>,
     ) {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (script, expect) = (self.clone(), *expect);
         tokio::spawn(async move {
             let result = script
