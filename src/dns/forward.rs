@@ -129,7 +129,7 @@ impl<X: Exchanger> Forwarder<X> {
         options: WalkOptions,
         sought: Generation,
     ) -> Outcome {
-        let mut leading = match self.lead(q) {
+        let mut leading = match self.lead(q, Instant::now()) {
             Lead::Walk(leading) => leading,
             Lead::Joined(outcome) => return outcome.await.unwrap_or(Err(Rcode::SERVFAIL)),
             Lead::Done(outcome) => return outcome,
@@ -144,7 +144,9 @@ impl<X: Exchanger> Forwarder<X> {
 
     /// `resolve`, with the outcome handed to `then` (with the query's bytes and question)
     /// rather than returned: at once if it is known at once, from the upstream reader if the
-    /// first server's reply ends the walk, else from a task (see the module's comment).
+    /// first server's reply ends the walk, else from a task (see the module's comment). `now`
+    /// is the caller's reading of the clock (one serves a batch of queries).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward<F>(
         self: &Arc<Self>,
         client: Vec<u8>,
@@ -152,11 +154,12 @@ impl<X: Exchanger> Forwarder<X> {
         servers: &[Arc<Upstream>],
         options: WalkOptions,
         sought: Generation,
+        now: Instant,
         then: F,
     ) where
         F: FnOnce(Outcome, &[u8], &Query) + Send + 'static,
     {
-        let mut leading = match self.lead(&q) {
+        let mut leading = match self.lead(&q, now) {
             Lead::Walk(leading) => leading,
             Lead::Joined(outcome) => {
                 tokio::spawn(async move {
@@ -202,14 +205,15 @@ impl<X: Exchanger> Forwarder<X> {
             timeout,
         });
         let server = first.server.addr;
-        self.exchanger.start(server, query, &expect, timeout, first);
+        self.exchanger
+            .start(server, query, &expect, now + timeout, first);
     }
 
     /// What the asker of `q`, not in the cache, is to do: lead its walk (the in-flight entry
     /// is then ours), wait for the one in flight, or take the outcome known already: the
     /// answer of a walk that ended since the caller looked in the cache (stored before its
     /// in-flight entry went), or SERVFAIL when too many walks are in flight.
-    fn lead(self: &Arc<Self>, q: &Query) -> Lead<X> {
+    fn lead(self: &Arc<Self>, q: &Query, now: Instant) -> Lead<X> {
         let key = self.cache.hashed(CacheKey::of(q));
         {
             // Made before the lock is taken (and freed after it is let go, if not needed).
@@ -222,8 +226,7 @@ impl<X: Exchanger> Forwarder<X> {
             }
             inflight.insert_unique(key.hash(), ours, |w| w.hash);
         }
-        let started = Instant::now();
-        if let Some(answer) = self.cached_hashed(&key, started) {
+        if let Some(answer) = self.cached_hashed(&key, now) {
             self.finish(&key, Ok(answer.clone()), None);
             return Lead::Done(Ok(answer));
         }
@@ -236,7 +239,7 @@ impl<X: Exchanger> Forwarder<X> {
             forwarder: self.clone(),
             key: Some(key),
             _permit: permit,
-            started,
+            started: now,
         })
     }
 

@@ -138,7 +138,7 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
                         outbox.post((f.reply, peer));
                     };
                     let (packet, udp) = (packet.to_vec(), Transport::Udp);
-                    resolver.forward_then(packet, q, route, sought, udp, send);
+                    resolver.forward_then(packet, q, route, sought, udp, now, send);
                 }
             }
         }

@@ -66,13 +66,15 @@
 //! Written by hand: no crate we use chooses source ports this way or reads many short-lived
 //! sockets through one epoll set.
 
+mod deadlines;
+
 use crate::dns::guard::{Dropped, Expect, Rejection};
 use crate::dns::posted::Posted;
 use crate::dns::wire::ReplyInfo;
 use crate::sys::{self, Epoll, EpollEvent};
+use deadlines::Deadlines;
 use socket2::{Domain, Socket, Type};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
@@ -181,8 +183,8 @@ struct Slots {
     idle_v4: Vec<u64>,
     idle_v6: Vec<u64>,
     tokens: u64,
-    /// The queries with a completion, by deadline and token; each ends by its deadline.
-    deadlines: BTreeMap<(Instant, u64), u64>,
+    /// The queries with a completion, by deadline; each ends by its deadline.
+    deadlines: Deadlines,
     /// Completions to call once the lock is let go, and how their queries ended.
     completed: Vec<(Box<dyn Completion>, Ended)>,
 }
@@ -282,23 +284,15 @@ impl Slots {
                 };
                 let _ = reply.send(result);
             }
-            Done::Call {
-                completion,
-                deadline,
-            } => {
-                self.deadlines.remove(&(deadline, waiting.token));
-                self.completed.push((completion, ended));
-            }
+            // Its deadline's entry stays, passed over when it comes due.
+            Done::Call { completion, .. } => self.completed.push((completion, ended)),
         }
     }
 
     /// Ends every query with a completion whose deadline is past: it timed out.
     fn expire(&mut self, now: Instant) {
-        while let Some(entry) = self.deadlines.first_entry() {
-            if entry.key().0 > now {
-                return;
-            }
-            let ((_, token), key) = entry.remove_entry();
+        let mut due = std::mem::take(&mut self.deadlines);
+        due.take_due(now, |key, token| {
             let waits = self
                 .slot(key)
                 .and_then(|s| s.waiting.as_ref())
@@ -310,12 +304,13 @@ impl Slots {
                 self.end(waiting, Ended::TimedOut(dropped));
                 self.finish(key);
             }
-        }
+        });
+        self.deadlines = due;
     }
 
-    /// The earliest deadline of a query with a completion.
+    /// When the earliest deadline of a query with a completion falls due (or a later one's).
     fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first_key_value().map(|((at, _), _)| *at)
+        self.deadlines.next()
     }
 
     /// Closes the socket of `key` (which takes it out of the epoll set).
@@ -334,7 +329,7 @@ impl Slots {
         self.tokens += 1;
         let token = self.tokens;
         if let Done::Call { deadline, .. } = done {
-            self.deadlines.insert((deadline, token), key);
+            self.deadlines.add(deadline, key, token);
         }
         let slot = self.slot(key).expect("socket just added");
         slot.waiting = Some(Waiting {
@@ -653,13 +648,13 @@ pub(crate) fn send(server: SocketAddr, expect: &Expect, query: Vec<u8>) -> io::R
 }
 
 /// `send`, with nothing awaiting the reply: `completion` is told how the query ended, by the
-/// reader, at the latest after `timeout` (or at once that it was not started, if no socket
+/// reader, at the latest at `deadline` (or at once that it was not started, if no socket
 /// could be had: `send` then has the error).
 pub(crate) fn start(
     server: SocketAddr,
     expect: &Expect,
     query: Vec<u8>,
-    timeout: Duration,
+    deadline: Instant,
     completion: Box<dyn Completion>,
 ) {
     let Ok(reader) = reader() else {
@@ -672,7 +667,7 @@ pub(crate) fn start(
     };
     let done = Done::Call {
         completion,
-        deadline: Instant::now() + timeout,
+        deadline,
     };
     let token = slots.wait(key, server, expect, done);
     drop(slots);
@@ -1215,7 +1210,13 @@ mod tests {
         first.block_on(async {
             let (query, expect) = upstream("b.example", 2);
             let told = Box::new(Told(tx, "b"));
-            start(addr, &expect, query, Duration::from_secs(30), told);
+            start(
+                addr,
+                &expect,
+                query,
+                Instant::now() + Duration::from_secs(30),
+                told,
+            );
         });
         drop(first);
         match ended.try_recv() {
@@ -1265,14 +1266,32 @@ mod tests {
         let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
         let told = |what| Box::new(Told(tx.clone(), what));
         let (late, e1) = upstream("late.example", 1);
-        start(addr, &e1, late, Duration::from_secs(30), told("late"));
+        start(
+            addr,
+            &e1,
+            late,
+            Instant::now() + Duration::from_secs(30),
+            told("late"),
+        );
         // Sent: the reader keeps its 30 s deadline before the next two are started.
         recv(&server).await;
         let (slow, e2) = upstream("slow.example", 2);
         let slow_started = Instant::now();
-        start(addr, &e2, slow, Duration::from_secs(2), told("slow"));
+        start(
+            addr,
+            &e2,
+            slow,
+            Instant::now() + Duration::from_secs(2),
+            told("slow"),
+        );
         let (soon, e3) = upstream("soon.example", 3);
-        start(addr, &e3, soon, Duration::from_secs(1), told("soon"));
+        start(
+            addr,
+            &e3,
+            soon,
+            Instant::now() + Duration::from_secs(1),
+            told("soon"),
+        );
         // The server answers the third, after a forgery with the wrong ID, and never the
         // others.
         let mut third = None;
@@ -1302,10 +1321,17 @@ mod tests {
         }
         // The 30 s deadline was kept first, yet the 2 s one ends the silent query.
         assert!(matches!(next().await, ("slow", Ended::TimedOut(d)) if d.total() == 0));
-        assert!(slow_started.elapsed() >= Duration::from_secs(2), "not before");
+        assert!(
+            slow_started.elapsed() >= Duration::from_secs(2),
+            "not before"
+        );
         assert_eq!(sockets_in_use(), 1, "only the 30 s query still waits");
         let reader = reader().unwrap();
-        assert_eq!(reader.slots.lock().unwrap().deadlines.len(), 1, "and its deadline");
+        assert_eq!(
+            reader.slots.lock().unwrap().deadlines.len(),
+            1,
+            "and its deadline"
+        );
         assert!(ended.try_recv().is_err());
     }
 

@@ -220,7 +220,9 @@ impl<X: Exchanger> Resolver<X> {
 
     /// `forward` with the reply handed to `send` (with the query's bytes) rather than
     /// returned, from wherever the walk ends (`Forwarder::forward`): in the upstream reader's
-    /// wake-up when the first server's reply ends it, as it does for most names.
+    /// wake-up when the first server's reply ends it, as it does for most names. `now` is the
+    /// time the query's batch was read.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_then<S>(
         &self,
         packet: Vec<u8>,
@@ -228,6 +230,7 @@ impl<X: Exchanger> Resolver<X> {
         route: Route,
         sought: Generation,
         transport: Transport,
+        now: Instant,
         send: S,
     ) where
         S: FnOnce(&[u8], Forwarded) + Send + 'static,
@@ -244,7 +247,7 @@ impl<X: Exchanger> Resolver<X> {
             drop(in_flight);
         };
         self.forwarder
-            .forward(packet, q, &servers, options, sought, then);
+            .forward(packet, q, &servers, options, sought, now, then);
     }
 
     /// Resolves like `answer`, bypassing the cache, and records every decision.

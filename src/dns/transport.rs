@@ -66,7 +66,7 @@ pub trait Exchanger: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send;
 
     /// Starts a UDP `exchange` that no task awaits: `done` is told how it ended, by whatever
-    /// reads the reply (the upstream reader), at the latest after `timeout`; `exchanged`
+    /// reads the reply (the upstream reader), at the latest at `deadline`; `exchanged`
     /// makes that an exchange's result. Where it cannot be started (no socket, or an
     /// exchanger without the means), `done` is told so at once (`Ended::NotStarted`), and the
     /// caller awaits `exchange` instead.
@@ -75,10 +75,10 @@ pub trait Exchanger: Send + Sync + 'static {
         server: SocketAddr,
         query: Vec<u8>,
         expect: &Expect,
-        timeout: Duration,
+        deadline: Instant,
         done: Box<dyn Completion>,
     ) {
-        let _ = (server, query, expect, timeout);
+        let _ = (server, query, expect, deadline);
         done.complete(Ended::NotStarted);
     }
 }
@@ -105,10 +105,10 @@ impl Exchanger for Network {
         server: SocketAddr,
         query: Vec<u8>,
         expect: &Expect,
-        timeout: Duration,
+        deadline: Instant,
         done: Box<dyn Completion>,
     ) {
-        port_pool::start(server, expect, query, timeout, done);
+        port_pool::start(server, expect, query, deadline, done);
     }
 }
 
@@ -151,8 +151,8 @@ impl Exchange {
     }
 }
 
-/// The result of a UDP exchange with `server` started with `Exchanger::start` (and
-/// `timeout`), from how it ended.
+/// The result of a UDP exchange with `server` started with `Exchanger::start` (`timeout`
+/// before its deadline), from how it ended.
 pub(crate) fn exchanged(
     server: SocketAddr,
     ended: Ended,

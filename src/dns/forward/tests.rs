@@ -664,8 +664,15 @@ impl Lab {
         let then = move |outcome, _: &[u8], _: &Query| {
             let _ = tx.send(outcome);
         };
-        self.fwd
-            .forward(bytes, q, &self.servers, options, sought, then);
+        self.fwd.forward(
+            bytes,
+            q,
+            &self.servers,
+            options,
+            sought,
+            Instant::now(),
+            then,
+        );
         rx.await.expect("the outcome is handed on")
     }
 

@@ -225,9 +225,10 @@ impl Exchanger for Script {
         server: SocketAddr,
         query: Vec<u8>,
         expect: &Expect,
-        timeout: Duration,
+        deadline: Instant,
         done: Box<dyn Completion>,
     ) {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         self.started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (script, expect) = (self.clone(), *expect);
