@@ -479,6 +479,7 @@ async fn a_truncated_reply_is_retried_over_tcp() {
     assert_eq!(protocols, [Protocol::Udp, Protocol::Tcp]);
 }
 
+/// Once per query, whether its walk runs in a task or begins outside one (`forward`).
 #[tokio::test(start_paused = true)]
 async fn rotate_starts_at_the_next_server_each_time() {
     let lab = Lab::new(&[FULL, FULL]).await;
@@ -497,7 +498,10 @@ async fn rotate_starts_at_the_next_server_each_time() {
             .await;
         firsts.push(got(&outcome).1);
     }
-    assert_eq!(firsts, [1, 2, 1]);
+    for name in ["d.example", "e.example", "f.example"] {
+        firsts.push(got(&lab.forward_with(name, options).await).1);
+    }
+    assert_eq!(firsts, [1, 2, 1, 2, 1, 2]);
 }
 
 // ---- sharing and bounds ----------------------------------------------------------------------
@@ -840,22 +844,6 @@ async fn identical_questions_forwarded_together_share_one_walk() {
     // Asked again, it is the cached answer: no other exchange.
     assert_eq!(got(&lab.forward("same.example").await), (Rcode::NOERROR, 1));
     assert_eq!(lab.script().asked(lab.addr(0), "same.example"), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn rotate_turns_once_per_query_forwarded_outside_a_task() {
-    let lab = Lab::new(&[FULL, FULL]).await;
-    lab.script().set(lab.addr(0), "*", answer(1));
-    lab.script().set(lab.addr(1), "*", answer(2));
-    let options = WalkOptions {
-        rotate: true,
-        ..WalkOptions::default()
-    };
-    let mut firsts = Vec::new();
-    for name in ["a.example", "b.example", "c.example"] {
-        firsts.push(got(&lab.forward_with(name, options).await).1);
-    }
-    assert_eq!(firsts, [1, 2, 1]);
 }
 
 #[tokio::test(start_paused = true)]
