@@ -3,7 +3,9 @@
 //! # Layout
 //! A query flows `dns::listener` → `dns::resolver` (after `dns::acl`) → { `dns::cache` |
 //! `dns::local` | `dns::forward` (its walk over the servers) → `dns::guard` (cookies and
-//! 0x20) → `dns::transport` / `dns::port_pool` } → reply. `dns::router` decides which servers a name goes to;
+//! 0x20) → `dns::transport` / `dns::port_pool` } → reply; a forwarded UDP query's reply is
+//! mostly taken, and its walk ended, by the thread's `port_pool` reader, without a task of its
+//! own (`dns::forward`). `dns::router` decides which servers a name goes to;
 //! `dns::upstream` holds what is known of each server and `dns::probe` learns it;
 //! `dns::discover` finds the host's split domains; `dns::wire` reads and patches packet bytes
 //! in place, with `dns::rcode` as its RCODE type.

@@ -205,8 +205,7 @@ impl<X: Exchanger> Forwarder<X> {
             timeout,
         });
         let server = first.server.addr;
-        self.exchanger
-            .start(server, query, &expect, now + timeout, first);
+        self.exchanger.start(server, query, now + timeout, first);
     }
 
     /// What the asker of `q`, not in the cache, is to do: lead its walk (the in-flight entry
@@ -472,6 +471,10 @@ struct FirstExchange<X: Exchanger, F> {
 impl<X: Exchanger, F: FnOnce(Outcome, &[u8], &Query) + Send + 'static> Completion
     for FirstExchange<X, F>
 {
+    fn expect(&self) -> &Expect {
+        &self.expect
+    }
+
     fn complete(mut self: Box<Self>, ended: Ended) {
         if let Ended::NotStarted = ended {
             return self.begun.go_on(None);

@@ -81,8 +81,9 @@ impl UdpWorkers {
 
 /// Serves queries arriving on `socket` until the task is dropped, or returns why the socket
 /// failed. Queries are taken a batch at a time (`udp_batch`); those answered at once (cache,
-/// local data, errors) go back in one batched send, the rest are forwarded in tasks of their
-/// own, whose replies go out in batches too (`Outbox`).
+/// local data, errors) go back in one batched send, the rest are forwarded
+/// (`Resolver::forward_then`: their first upstream exchange starts here, and their replies are
+/// posted wherever their walks end), and go out in batches too (`Outbox`).
 pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> String {
     let outbox = Arc::new(Outbox::default());
     let _sender = AbortOnDropHandle::new(tokio::spawn(send_posted(socket.clone(), outbox.clone())));
@@ -150,9 +151,10 @@ pub(crate) async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -
 }
 
 /// Replies to forwarded queries, waiting to go out together. The upstream reader completes
-/// many queries in one wake-up; their tasks then run one after another, each posts its reply,
-/// and `send_posted` takes the lot and sends it with one sendmmsg: one system call, and one
-/// wake-up of a client reading many, instead of a sendto for each.
+/// many queries in one wake-up and posts the reply of each whose walk ends there (the others'
+/// tasks post theirs as they end); `send_posted` takes the lot and sends it with one
+/// sendmmsg: one system call, and one wake-up of a client reading many, instead of a sendto
+/// for each.
 type Outbox = Posted<(Vec<u8>, SocketAddr)>;
 
 /// Sends what is posted to `outbox`, a batch at a time, for as long as the listener runs.

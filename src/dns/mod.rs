@@ -2,12 +2,13 @@
 //! (the router of the flow) → `local` (local names) | `cache` | `forward` (the walk over the
 //! servers) → `guard` (cookies and 0x20: what a query carries and a reply must match) →
 //! `transport` (one exchange with one server, behind the `Exchanger` seam, over `port_pool`'s
-//! sockets). `upstream` holds what is known of each server and `probe` learns
+//! sockets; a walk begun by the listener ends where its first reply is read, if that reply
+//! ends it). `upstream` holds what is known of each server and `probe` learns
 //! it; `acl` says which clients are answered, `router` holds the routing table, `discover`
 //! finds split domains, `wire` reads and patches packet bytes (`rcode` is its RCODE type),
 //! `trace` records decisions for `virtdns explain`. `served` says how a query was answered,
 //! `observe` reports it (counted, and logged by `querylog` while that is on). `posted` batches
-//! what many tasks send into one sender's turn.
+//! what many send into one sender's turn.
 
 pub mod acl;
 pub mod cache;

@@ -51,8 +51,9 @@
 //!   forwarded query whose first server answers at once is then answered within the reader's
 //!   wake-up, with no task, channel or timer of its own (`dns::forward`).
 //! - **Sent together.** A query's socket is readied (a port of its own) and its wait set up at
-//!   once; the datagram itself is left for the thread's reader task, which sends every query
-//!   left since it last ran, back to back. A local server (systemd-resolved's stub, a
+//!   once, by whoever asks (a forwarding task, or the listener for a walk it begins); the
+//!   datagram itself is left for the thread's reader task, which sends every query left since
+//!   it last ran, back to back. A local server (systemd-resolved's stub, a
 //!   forwarder on the host) then wakes once for many queries, not once for each, and each
 //!   wake-up is paid for by the sender. A send that fails fails that query (as an I/O error,
 //!   like an ICMP error) and closes its socket; a query abandoned first is never sent.
@@ -133,14 +134,18 @@ pub enum Ended {
 /// What is told how a query started with `start` ended. Called by the reader, outside its
 /// lock; dropped uncalled only when the reader's runtime shuts down.
 pub trait Completion: Send {
+    /// What the query's reply must match (kept here, not copied for the wait).
+    fn expect(&self) -> &Expect;
+
     /// Takes how the query ended.
     fn complete(self: Box<Self>, ended: Ended);
 }
 
 /// Who learns how a query ended.
 enum Done {
-    /// A task awaiting `Sent::reply`, under a timeout of its own.
-    Task(oneshot::Sender<Reply>),
+    /// A task awaiting `Sent::reply`, under a timeout of its own; what the reply must match
+    /// (boxed: a wait is moved as it starts and ends, and most have a completion instead).
+    Task(oneshot::Sender<Reply>, Box<Expect>),
     /// A completion called by the reader, at the latest at `deadline`.
     Call {
         completion: Box<dyn Completion>,
@@ -152,7 +157,6 @@ enum Done {
 struct Waiting {
     /// Where it went: the only source its reply may come from.
     server: SocketAddr,
-    expect: Expect,
     /// What reached the port and was not the reply.
     dropped: Dropped,
     /// Which query this is: a socket carries many, one after another.
@@ -160,6 +164,16 @@ struct Waiting {
     /// When it went out (set by the send).
     sent: Option<Instant>,
     done: Done,
+}
+
+impl Waiting {
+    /// What its reply must match.
+    fn expect(&self) -> &Expect {
+        match &self.done {
+            Done::Task(_, expect) => expect,
+            Done::Call { completion, .. } => completion.expect(),
+        }
+    }
 }
 
 /// A socket in the thread's epoll set.
@@ -278,7 +292,7 @@ impl Slots {
     /// go, see `Reader::run_completions`).
     fn end(&mut self, waiting: Waiting, ended: Ended) {
         match waiting.done {
-            Done::Task(reply) => {
+            Done::Task(reply, _) => {
                 let Ended::Replied(result) = ended else {
                     return; // a task keeps its own timeout
                 };
@@ -325,7 +339,7 @@ impl Slots {
     }
 
     /// Puts a query to `server` on the socket of `key`; returns its token.
-    fn wait(&mut self, key: u64, server: SocketAddr, expect: &Expect, done: Done) -> u64 {
+    fn wait(&mut self, key: u64, server: SocketAddr, done: Done) -> u64 {
         self.tokens += 1;
         let token = self.tokens;
         if let Done::Call { deadline, .. } = done {
@@ -334,7 +348,6 @@ impl Slots {
         let slot = self.slot(key).expect("socket just added");
         slot.waiting = Some(Waiting {
             server,
-            expect: *expect,
             dropped: Dropped::default(),
             token,
             sent: None,
@@ -429,7 +442,7 @@ impl Slots {
                 continue;
             }
             let packet = &buf[..n];
-            match waiting.expect.check(packet) {
+            match waiting.expect().check(packet) {
                 Ok(info) => {
                     let waiting = slot.waiting.take().expect("checked above");
                     let received = Received {
@@ -524,19 +537,22 @@ impl Drop for Running {
     }
 }
 
-/// The reader's task, one per thread, doing two things:
+/// The reader's task, one per thread, doing three things:
 ///
-/// - **Sending what was left to send.** Forwarding tasks woken by one batch of client queries
-///   run one after another, and each leaves its query; this task, woken by the first, runs
-///   after them all and sends them back to back. A server on this host (a local stub such as
-///   systemd-resolved) then finds the next query while still awake from the first, instead of
-///   being woken once per query, which the sender pays for.
+/// - **Sending what was left to send.** A batch of client queries, and the forwarding tasks
+///   it wakes, run one after another, and each query is left; this task, woken by the first,
+///   runs after them all and sends them back to back. A server on this host (a local stub
+///   such as systemd-resolved) then finds the next query while still awake from the first,
+///   instead of being woken once per query, which the sender pays for.
 /// - **Reading replies.** Whenever the epoll set has ready sockets, it takes up to `EVENTS` of
 ///   them at once and reads each. Sockets are in the set edge-triggered: a socket is reported
 ///   once per arrival, and each one reported is read until it would block, or its query is
 ///   over.
+/// - **Keeping deadlines** of the queries no task awaits, with one timer: when it fires, what
+///   is ready is read first, then what is past its deadline ends. Each wake-up ends with the
+///   completions of the queries that ended in it.
 ///
-/// One task, so that the two end together: a reader whose task ended is replaced whole.
+/// One task, so that they end together: a reader whose task ended is replaced whole.
 async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
     let reader = &running.0;
     let mut events = [EpollEvent { events: 0, u64: 0 }; EVENTS];
@@ -623,7 +639,12 @@ impl Reader {
             (std::mem::take(&mut slots.completed), slots.next_deadline())
         };
         for (completion, ended) in completed {
-            completion.complete(ended);
+            // A completion that panics loses its own query, as a task that panics does, and
+            // not the reader with every other query waiting on it.
+            let complete = std::panic::AssertUnwindSafe(|| completion.complete(ended));
+            if std::panic::catch_unwind(complete).is_err() {
+                tracing::error!("a forwarded query's completion panicked; that query is lost");
+            }
         }
         next
     }
@@ -647,12 +668,11 @@ pub(crate) fn send(server: SocketAddr, expect: &Expect, query: Vec<u8>) -> io::R
     Ok(sent)
 }
 
-/// `send`, with nothing awaiting the reply: `completion` is told how the query ended, by the
-/// reader, at the latest at `deadline` (or at once that it was not started, if no socket
-/// could be had: `send` then has the error).
+/// `send`, with nothing awaiting the reply: `completion` (which says what the reply must
+/// match) is told how the query ended, by the reader, at the latest at `deadline` (or at once
+/// that it was not started, if no socket could be had: `send` then has the error).
 pub(crate) fn start(
     server: SocketAddr,
-    expect: &Expect,
     query: Vec<u8>,
     deadline: Instant,
     completion: Box<dyn Completion>,
@@ -669,7 +689,7 @@ pub(crate) fn start(
         completion,
         deadline,
     };
-    let token = slots.wait(key, server, expect, done);
+    let token = slots.wait(key, server, done);
     drop(slots);
     reader.unsent.post((key, token, query));
 }
@@ -720,7 +740,7 @@ fn wait_on(
     let (done, reply) = oneshot::channel();
     let mut slots = reader.slots.lock().unwrap();
     let key = socket(&mut slots, &reader.epoll, server)?;
-    let token = slots.wait(key, server, expect, Done::Task(done));
+    let token = slots.wait(key, server, Done::Task(done, Box::new(*expect)));
     drop(slots);
     Ok(Sent {
         reader,
@@ -1209,14 +1229,8 @@ mod tests {
         let first = runtime();
         first.block_on(async {
             let (query, expect) = upstream("b.example", 2);
-            let told = Box::new(Told(tx, "b"));
-            start(
-                addr,
-                &expect,
-                query,
-                Instant::now() + Duration::from_secs(30),
-                told,
-            );
+            let told = Box::new(Told(tx, "b", expect));
+            start(addr, query, Instant::now() + Duration::from_secs(30), told);
         });
         drop(first);
         match ended.try_recv() {
@@ -1248,9 +1262,14 @@ mod tests {
     struct Told(
         tokio::sync::mpsc::UnboundedSender<(&'static str, Ended)>,
         &'static str,
+        Expect,
     );
 
     impl Completion for Told {
+        fn expect(&self) -> &Expect {
+            &self.2
+        }
+
         fn complete(self: Box<Self>, ended: Ended) {
             let _ = self.0.send((self.1, ended));
         }
@@ -1264,14 +1283,13 @@ mod tests {
         let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
-        let told = |what| Box::new(Told(tx.clone(), what));
+        let told = |what, expect| Box::new(Told(tx.clone(), what, expect));
         let (late, e1) = upstream("late.example", 1);
         start(
             addr,
-            &e1,
             late,
             Instant::now() + Duration::from_secs(30),
-            told("late"),
+            told("late", e1),
         );
         // Sent: the reader keeps its 30 s deadline before the next two are started.
         recv(&server).await;
@@ -1279,18 +1297,16 @@ mod tests {
         let slow_started = Instant::now();
         start(
             addr,
-            &e2,
             slow,
             Instant::now() + Duration::from_secs(2),
-            told("slow"),
+            told("slow", e2),
         );
         let (soon, e3) = upstream("soon.example", 3);
         start(
             addr,
-            &e3,
             soon,
             Instant::now() + Duration::from_secs(1),
-            told("soon"),
+            told("soon", e3),
         );
         // The server answers the third, after a forgery with the wrong ID, and never the
         // others.
@@ -1333,6 +1349,49 @@ mod tests {
             "and its deadline"
         );
         assert!(ended.try_recv().is_err());
+    }
+
+    /// A completion that says it was called, then panics.
+    struct Panics(Told);
+
+    impl Completion for Panics {
+        fn expect(&self) -> &Expect {
+            self.0.expect()
+        }
+
+        fn complete(self: Box<Self>, ended: Ended) {
+            Box::new(self.0).complete(ended);
+            panic!("a completion's bug");
+        }
+    }
+
+    /// A completion that panics loses its own query only: the reader goes on, and the
+    /// queries waiting on it are answered.
+    #[tokio::test]
+    async fn a_completion_that_panics_loses_only_its_own_query() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        let deadline = || Instant::now() + Duration::from_secs(10);
+        let (bad, e1) = upstream("bad.example", 1);
+        let panics = Box::new(Panics(Told(tx.clone(), "bad", e1)));
+        start(addr, bad, deadline(), panics);
+        let (good, e2) = upstream("good.example", 2);
+        start(addr, good, deadline(), Box::new(Told(tx, "good", e2)));
+        let mut queries = [recv(&server).await, recv(&server).await];
+        queries.sort_by_key(|(query, _)| query[1]);
+        let mut next = async || {
+            let soon = tokio::time::timeout(Duration::from_secs(5), ended.recv());
+            soon.await
+                .expect("within 5 s")
+                .expect("a completion is called")
+        };
+        // The first is answered, and its completion panics; then the second is answered.
+        for (query, from) in &queries {
+            server.send_to(&reply_to(query), from).await.unwrap();
+            let (what, told) = next().await;
+            assert!(matches!(told, Ended::Replied(Ok(_))), "{what}: {told:?}");
+        }
     }
 
     /// A port unreachable (what a forged ICMP error does too) fails the query whose port it

@@ -1,8 +1,9 @@
-//! Items posted by many tasks and taken together by one: the batching behind both of the
-//! DNS path's batched sends (replies to clients in `listener`, queries to upstreams in
-//! `port_pool`). Tasks woken by one event (a batch of client queries, a batch of upstream
-//! replies) run one after another in a turn of their thread's runtime, and each posts what it
-//! has to send; the first post wakes the taker, which runs after them all and takes the lot.
+//! Items posted by many and taken together by one task: the batching behind both of the DNS
+//! path's batched sends (replies to clients in `listener`, queries to upstreams in
+//! `port_pool`). What one event sets off (a batch of client queries, a batch of upstream
+//! replies, and the tasks they wake) runs one after another in a turn of its thread's
+//! runtime, and each posts what it has to send; the first post wakes the taker, which runs
+//! after them all and takes the lot.
 
 use std::sync::Mutex;
 use tokio::sync::Notify;

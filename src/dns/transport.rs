@@ -65,7 +65,8 @@ pub trait Exchanger: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<Exchange, ExchangeError>> + Send;
 
-    /// Starts a UDP `exchange` that no task awaits: `done` is told how it ended, by whatever
+    /// Starts a UDP `exchange` that no task awaits (what its reply must match is
+    /// `done.expect()`): `done` is told how it ended, by whatever
     /// reads the reply (the upstream reader), at the latest at `deadline`; `exchanged`
     /// makes that an exchange's result. Where it cannot be started (no socket, or an
     /// exchanger without the means), `done` is told so at once (`Ended::NotStarted`), and the
@@ -74,11 +75,10 @@ pub trait Exchanger: Send + Sync + 'static {
         self: &std::sync::Arc<Self>,
         server: SocketAddr,
         query: Vec<u8>,
-        expect: &Expect,
         deadline: Instant,
         done: Box<dyn Completion>,
     ) {
-        let _ = (server, query, expect, deadline);
+        let _ = (server, query, deadline);
         done.complete(Ended::NotStarted);
     }
 }
@@ -104,11 +104,10 @@ impl Exchanger for Network {
         self: &std::sync::Arc<Self>,
         server: SocketAddr,
         query: Vec<u8>,
-        expect: &Expect,
         deadline: Instant,
         done: Box<dyn Completion>,
     ) {
-        port_pool::start(server, expect, query, deadline, done);
+        port_pool::start(server, query, deadline, done);
     }
 }
 

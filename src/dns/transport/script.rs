@@ -224,14 +224,13 @@ impl Exchanger for Script {
         self: &std::sync::Arc<Self>,
         server: SocketAddr,
         query: Vec<u8>,
-        expect: &Expect,
         deadline: Instant,
         done: Box<dyn Completion>,
     ) {
         let timeout = deadline.saturating_duration_since(Instant::now());
         self.started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (script, expect) = (self.clone(), *expect);
+        let (script, expect) = (self.clone(), *done.expect());
         tokio::spawn(async move {
             let result = script
                 .exchange(server, query, &expect, Protocol::Udp, timeout)
