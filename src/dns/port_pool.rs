@@ -146,11 +146,8 @@ enum Done {
     /// A task awaiting `Sent::reply`, under a timeout of its own; what the reply must match
     /// (boxed: a wait is moved as it starts and ends, and most have a completion instead).
     Task(oneshot::Sender<Reply>, Box<Expect>),
-    /// A completion called by the reader, at the latest at `deadline`.
-    Call {
-        completion: Box<dyn Completion>,
-        deadline: Instant,
-    },
+    /// A completion called by the reader, at the latest at its deadline (in `Slots::deadlines`).
+    Call(Box<dyn Completion>),
 }
 
 /// The query a socket carries.
@@ -171,7 +168,7 @@ impl Waiting {
     fn expect(&self) -> &Expect {
         match &self.done {
             Done::Task(_, expect) => expect,
-            Done::Call { completion, .. } => completion.expect(),
+            Done::Call(completion) => completion.expect(),
         }
     }
 }
@@ -299,14 +296,13 @@ impl Slots {
                 let _ = reply.send(result);
             }
             // Its deadline's entry stays, passed over when it comes due.
-            Done::Call { completion, .. } => self.completed.push((completion, ended)),
+            Done::Call(completion) => self.completed.push((completion, ended)),
         }
     }
 
     /// Ends every query with a completion whose deadline is past: it timed out.
     fn expire(&mut self, now: Instant) {
-        let mut due = std::mem::take(&mut self.deadlines);
-        due.take_due(now, |key, token| {
+        for (key, token) in self.deadlines.take_due(now) {
             let waits = self
                 .slot(key)
                 .and_then(|s| s.waiting.as_ref())
@@ -318,8 +314,7 @@ impl Slots {
                 self.end(waiting, Ended::TimedOut(dropped));
                 self.finish(key);
             }
-        });
-        self.deadlines = due;
+        }
     }
 
     /// When the earliest deadline of a query with a completion falls due (or a later one's).
@@ -342,9 +337,6 @@ impl Slots {
     fn wait(&mut self, key: u64, server: SocketAddr, done: Done) -> u64 {
         self.tokens += 1;
         let token = self.tokens;
-        if let Done::Call { deadline, .. } = done {
-            self.deadlines.add(deadline, key, token);
-        }
         let slot = self.slot(key).expect("socket just added");
         slot.waiting = Some(Waiting {
             server,
@@ -529,7 +521,7 @@ impl Drop for Running {
             completion.complete(ended);
         }
         for waiting in waiting {
-            if let Done::Call { completion, .. } = waiting.done {
+            if let Done::Call(completion) = waiting.done {
                 let stopped = io::Error::other("upstream reader stopped");
                 completion.complete(Ended::Replied(Err(stopped)));
             }
@@ -685,11 +677,8 @@ pub(crate) fn start(
         drop(slots);
         return completion.complete(Ended::NotStarted);
     };
-    let done = Done::Call {
-        completion,
-        deadline,
-    };
-    let token = slots.wait(key, server, done);
+    let token = slots.wait(key, server, Done::Call(completion));
+    slots.deadlines.add(deadline, key, token);
     drop(slots);
     reader.unsent.post((key, token, query));
 }
