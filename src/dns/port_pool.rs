@@ -550,6 +550,7 @@ async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
     let mut events = [EpollEvent { events: 0, u64: 0 }; EVENTS];
     let mut buf = vec![0u8; UDP_REPLY_MAX];
     let mut unsent = Vec::new();
+    let mut ended = Vec::new();
     // The one timer of the queries with a completion: armed for the earliest deadline, or a
     // later one that has since ended early (it then fires, ends nothing, and is armed anew).
     let timer = tokio::time::sleep(Duration::ZERO);
@@ -587,7 +588,7 @@ async fn serve(set: AsyncFd<Arc<Epoll>>, running: Running) {
                 }
             }
         }
-        let next = reader.run_completions();
+        let next = reader.run_completions(&mut ended);
         if let Some(next) = next.filter(|next| armed.is_none_or(|at| *next < at)) {
             timer.as_mut().reset(next.into());
             armed = Some(next);
@@ -621,16 +622,16 @@ impl Reader {
     }
 
     /// Calls the completions of the queries that ended (outside the lock: a completion may
-    /// start another query); returns the earliest deadline still to keep.
-    fn run_completions(&self) -> Option<Instant> {
-        let (completed, next) = {
+    /// start another query); returns the earliest deadline still to keep. `ended` is an empty
+    /// list to trade for the one filled (so neither is grown anew at every wake-up), and is
+    /// left empty.
+    fn run_completions(&self, ended: &mut Vec<(Box<dyn Completion>, Ended)>) -> Option<Instant> {
+        let next = {
             let mut slots = self.slots.lock().unwrap();
-            if slots.completed.is_empty() {
-                return slots.next_deadline();
-            }
-            (std::mem::take(&mut slots.completed), slots.next_deadline())
+            std::mem::swap(&mut slots.completed, ended);
+            slots.next_deadline()
         };
-        for (completion, ended) in completed {
+        for (completion, ended) in ended.drain(..) {
             // A completion that panics loses its own query, as a task that panics does, and
             // not the reader with every other query waiting on it.
             let complete = std::panic::AssertUnwindSafe(|| completion.complete(ended));
