@@ -331,6 +331,13 @@ fn three_hypervisors(lab: &mut Lab, kind: Primary) {
     ];
     let relay = relay(lab, &net);
     let one = lease(&relay, &net, ports[0], 1, &["alpha", "bravo"]);
+    // The first to reach the primary keeps a name (RFC 4703), and each hypervisor publishes
+    // a few milliseconds after its ACK: hypervisor 2's alpha is leased once hypervisor 1's
+    // is in the zone, so which one wins is not a race between their publishers.
+    let alpha_one = BTreeSet::from([one["alpha"].to_string()]);
+    wait_until(CONVERGE, "hypervisor 1's alpha is in the zone", || {
+        guest_addresses(primary).get("alpha") == Some(&alpha_one)
+    });
     let two = lease(&relay, &net, ports[1], 2, &["charlie", "alpha"]);
     let three = lease(&relay, &net, ports[2], 3, &["delta", "admin"]);
     let want = expect(&[
