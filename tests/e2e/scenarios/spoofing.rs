@@ -374,7 +374,7 @@ fn checksum(bytes: &[u8]) -> u16 {
 pub fn icmp_error_fails_one_attempt(lab: &mut Lab) {
     let (first, second) = (lab.addr(2), lab.addr(3));
     let upstream = Upstream::start(first, 1, true);
-    let _second = Upstream::start(second, 2, false);
+    let second_server = Upstream::start(second, 2, false);
     let rc = lab.resolv_conf("resolv.conf", &[first, second], "");
     // A per-attempt timeout well above the time the first server holds its replies.
     let virtdns = lab.virtdns(
@@ -417,13 +417,22 @@ pub fn icmp_error_fails_one_attempt(lab: &mut Lab) {
         raw.send_to(&icmp, &SocketAddr::new(v.from.ip(), 0).into())
             .expect("forged ICMP sent");
     }
-    // The three fail over to the second server (answered there at once) before the first
-    // server lets its replies go.
-    std::thread::sleep(Duration::from_millis(300));
+    // The three move to the second server (answered there at once) before the first server
+    // lets its replies go. A query moved without cause (one of the three misdirected errors
+    // taken as its own) is caught below: its error was queued before any reply.
+    let victim_names: Vec<&str> = victims.iter().map(|v| v.name.as_str()).collect();
+    wait_until(
+        Duration::from_secs(5),
+        "the queries whose ports got the error reach the second server",
+        || {
+            let moved = second_server.seen();
+            let reached = |v: &&str| moved.iter().any(|s| s.name.eq_ignore_ascii_case(v));
+            victim_names.iter().all(reached)
+        },
+    );
     upstream.release();
     let answers = answers.recv_timeout(Duration::from_secs(10)).unwrap();
 
-    let victim_names: Vec<&str> = victims.iter().map(|v| v.name.as_str()).collect();
     let ports: Vec<u16> = seen.iter().map(|s| s.from.port()).collect();
     let mut distinct = ports.clone();
     distinct.sort_unstable();
