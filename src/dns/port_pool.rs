@@ -303,18 +303,22 @@ impl Slots {
     /// Ends every query with a completion whose deadline is past: it timed out.
     fn expire(&mut self, now: Instant) {
         for (key, token) in self.deadlines.take_due(now) {
-            let waits = self
-                .slot(key)
-                .and_then(|s| s.waiting.as_ref())
-                .is_some_and(|w| w.token == token);
-            if waits {
-                let waiting = self.slot(key).and_then(|s| s.waiting.take());
-                let waiting = waiting.expect("checked above");
+            if let Some(waiting) = self.take_waiting(key, token) {
                 let dropped = waiting.dropped;
                 self.end(waiting, Ended::TimedOut(dropped));
                 self.finish(key);
             }
         }
+    }
+
+    /// The query `token` on `key`, taken off its socket if it still waits there (a socket
+    /// carries many queries, one after another).
+    fn take_waiting(&mut self, key: u64, token: u64) -> Option<Waiting> {
+        let slot = self.slot(key)?;
+        if slot.waiting.as_ref()?.token != token {
+            return None;
+        }
+        slot.waiting.take()
     }
 
     /// When the earliest deadline of a query with a completion falls due (or a later one's).
@@ -395,11 +399,7 @@ impl Slots {
 
     /// Ends the query `token` on `key` if it still waits (its `Sent` was dropped).
     fn abandon(&mut self, key: u64, token: u64) {
-        let waits = self
-            .slot(key)
-            .and_then(|s| s.waiting.as_ref())
-            .is_some_and(|w| w.token == token);
-        if waits {
+        if self.take_waiting(key, token).is_some() {
             self.finish(key);
         }
     }

@@ -235,7 +235,9 @@ impl<X: Exchanger> Forwarder<X> {
                 // One server, the common case, is awaited as it is: no joined futures.
                 let results: SmallVec<[_; 1]> = match group {
                     [one] => {
-                        let timeout = first.as_ref().map_or(one.timeout(bounds), |f| f.timeout);
+                        let timeout = first
+                            .as_ref()
+                            .map_or_else(|| one.timeout(bounds), |f| f.timeout);
                         smallvec::smallvec![self.ask(one, client, q, timeout, first.take()).await]
                     }
                     _ => {
