@@ -330,7 +330,12 @@ pub(crate) fn read_name(p: &[u8], start: usize) -> Result<(WireName, usize), Wir
     let mut end = None;
     let mut jumps = 0;
     let mut len = 0usize;
+    // A pointer names a prior occurrence (RFC 1035 4.1.4): it points before itself, and the
+    // name it points to ends before it. So a name never reads what follows it, which a
+    // reply cut after its last record or before its OPT (`strip_hop_by_hop`) no longer has.
+    let mut before = p.len();
     loop {
+        let p = &p[..before];
         let label_len = *p.get(off).ok_or(WireError::BadName)? as usize;
         match label_len {
             0 => {
@@ -359,10 +364,12 @@ pub(crate) fn read_name(p: &[u8], start: usize) -> Result<(WireName, usize), Wir
                 let low = *p.get(off + 1).ok_or(WireError::BadName)? as usize;
                 end.get_or_insert(off + 2);
                 jumps += 1;
-                if jumps > 32 {
+                let target = ((label_len & 0x3f) << 8) | low;
+                if jumps > 32 || target >= off {
                     return Err(WireError::BadName);
                 }
-                off = ((label_len & 0x3f) << 8) | low;
+                before = off;
+                off = target;
             }
             _ => return Err(WireError::BadName),
         }

@@ -250,14 +250,23 @@ fn the_longest_name_fully_escaped_is_written_on_the_stack_as_in_a_string() {
 
 #[test]
 fn compressed_question_is_formerr() {
-    // b.example with "example" reached through a pointer: same name, different length.
+    // "b." with the root reached through a pointer (to the header's last byte, a zero):
+    // same name, different length.
+    let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    p.extend_from_slice(&[1, b'b', 0xc0, 11, 0, 1, 0, 1]);
+    assert_eq!(
+        parse_query(&p).unwrap_err(),
+        QueryProblem::Answer(Rcode::FORMERR, WireError::CompressedQuestion)
+    );
+    // b.example with "example" written after the question and pointed to: a pointer to no
+    // prior occurrence.
     let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     p.extend_from_slice(&[1, b'b', 0xc0, 18, 0, 1, 0, 1, 7]);
     p.extend_from_slice(b"example");
     p.push(0);
     assert_eq!(
         parse_query(&p).unwrap_err(),
-        QueryProblem::Answer(Rcode::FORMERR, WireError::CompressedQuestion)
+        QueryProblem::Answer(Rcode::FORMERR, WireError::BadName)
     );
 }
 
@@ -620,4 +629,52 @@ fn extended_rcode_joins_header_and_opt() {
     r[3] = 0;
     let info = read_reply(&r, &pq, 0x1234).unwrap();
     assert_eq!(extended_rcode(&r, &info), 16, "BADVERS");
+}
+
+/// A name's pointer must point to a prior occurrence (RFC 1035 4.1.4). A reply whose SOA
+/// owner pointed into the bytes after its last record was read, then cut at that record
+/// (`strip_hop_by_hop`), and the bytes stored could no longer be read (seen from fuzzing):
+/// such a pointer, and one to a name that runs past the pointer, make the reply malformed.
+#[test]
+fn a_name_pointer_reaches_only_what_comes_before_it() {
+    let q = query_bytes("a.example.", RecordType::A, None);
+    let pq = parse_query(&q).unwrap();
+    let soa_reply = |owner: &[u8], tail: &[u8]| {
+        let mut r = q[..pq.question_end].to_vec();
+        r[2] |= 0x80;
+        r[9] = 1; // NSCOUNT
+        r.extend_from_slice(owner);
+        r.extend_from_slice(&[0, 6, 0, 1, 0, 0, 0, 60, 0, 22]);
+        r.extend_from_slice(&[0, 0]); // MNAME and RNAME: the root
+        r.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 60, 0, 0, 0, 60, 0, 0, 0, 60, 0, 0, 0, 60,
+        ]);
+        r.extend_from_slice(tail);
+        r
+    };
+    // "example." compressed to the question: read, and read again once cut.
+    let back = soa_reply(&[0xc0, 14], &[]);
+    let info = read_reply(&back, &pq, 0x1234).unwrap();
+    assert_eq!(info.soa_labels, Some(1));
+    // The same name written after the last record, and pointed to.
+    let after = (pq.question_end + 2 + 10 + 22) as u8;
+    let forward = soa_reply(
+        &[0xc0, after],
+        &[7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0],
+    );
+    assert_eq!(
+        read_reply(&forward, &pq, 0x1234),
+        Err(ReplyMismatch::Malformed(WireError::BadName))
+    );
+    // A pointer to itself, and one to a name that runs past the pointer.
+    let own = pq.question_end as u8;
+    let looped = soa_reply(&[0xc0, own], &[]);
+    assert!(read_reply(&looped, &pq, 0x1234).is_err());
+    let mut overlong = q[..pq.question_end].to_vec();
+    overlong[2] |= 0x80;
+    overlong[9] = 1;
+    overlong.extend_from_slice(&[1, b'x', 0xc0, pq.question_end as u8]);
+    overlong.extend_from_slice(&[0, 6, 0, 1, 0, 0, 0, 60, 0, 22, 0, 0]);
+    overlong.extend_from_slice(&[0; 20]);
+    assert!(read_reply(&overlong, &pq, 0x1234).is_err());
 }
